@@ -1,0 +1,27 @@
+# One command sets up and runs the default workflow; one runs the tests.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+CORES  ?= 2
+
+.PHONY: setup run test lint dryrun clean
+
+$(BIN)/snakemake: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	touch $@
+
+setup: $(BIN)/snakemake  ## create .venv with the pinned dependencies
+
+run: setup  ## run the default config to results/tables/all.tsv
+	$(BIN)/snakemake --cores $(CORES) --resources gpu=1 -- results/tables/all.tsv
+
+test: setup  ## the test suite (what .ci/run calls)
+	$(BIN)/python -m pytest -ra tests
+
+lint: setup
+	$(BIN)/snakemake --lint
+
+clean:
+	rm -rf results .snakemake

@@ -1,0 +1,19 @@
+rule plot_poison_budget:
+    input:
+        certificates=get_dataset_certificates,
+    output:
+        png=report(
+            "results/plots/{dataset}/poison_budget.png",
+            caption="../report/poison_budget.rst",
+            category="{dataset}",
+            subcategory="poisoning defenses",
+        ),
+        pdf="results/plots/{dataset}/poison_budget.pdf",
+    params:
+        labels=get_dataset_labels,
+    log:
+        "results/logs/plot_poison_budget/{dataset}.log",
+    benchmark:
+        "results/benchmarks/plot_poison_budget/{dataset}.tsv"
+    script:
+        "../scripts/plot_poison_budget.py"

@@ -1,0 +1,12 @@
+from robustcert.steps import score_ensemble, start_log
+
+start_log(snakemake.log[0])
+score_ensemble(
+    split_path=snakemake.input.split,
+    poison_path=snakemake.input.poison,
+    partition_path=snakemake.input.partition,
+    shard_paths=snakemake.input.models,
+    output=snakemake.output.scores,
+    device=snakemake.params.device,
+    threads=snakemake.threads,
+)

@@ -1,0 +1,4 @@
+from robustcert.steps import start_log, tabulate_results
+
+start_log(snakemake.log[0])
+tabulate_results(row_paths=snakemake.input.rows, output=snakemake.output.table)

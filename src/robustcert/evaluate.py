@@ -1,0 +1,85 @@
+"""From score matrices to certificate TSVs, and from those to the numbers of the results table.
+
+A certificate TSV (``results/certify/…/<variant>.tsv``) has one row per test point:
+``idx label predict radius correct`` where ``radius`` is the certified number of training-set
+insertions/deletions the prediction survives and ``correct`` is 1 when ``predict == label``.
+``<variant>.triggered.tsv`` has the same columns for the triggered test images plus ``target``
+(header only when the attack has no trigger).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from robustcert import certify
+
+COLUMNS = ["idx", "label", "predict", "radius", "correct"]
+Certificate = Callable[..., tuple[np.ndarray, np.ndarray]]
+
+
+def certificate_function(variant: str) -> tuple[Certificate, bool]:
+    """The certificate of a variant name, and whether it takes the FA shifts."""
+    variants: dict[str, tuple[str, bool]] = {
+        "dpa": ("dpa", False),
+        "dpa_roe": ("run_off_election", False),
+        "fa": ("finite_aggregation", True),
+        "fa_roe": ("finite_aggregation_run_off", True),
+    }
+    if variant not in variants:
+        raise ValueError(f"unknown certificate variant {variant!r}; known: {sorted(variants)}")
+    name, needs_shifts = variants[variant]
+    return getattr(certify, name), needs_shifts
+
+
+def certify_scores(variant: str, logits: np.ndarray, labels: np.ndarray, index: np.ndarray,
+                   shifts: np.ndarray) -> pd.DataFrame:
+    """The certificate TSV rows of ``variant`` for a score matrix."""
+    function, needs_shifts = certificate_function(variant)
+    prediction, radius = function(logits, shifts) if needs_shifts else function(logits)
+    return pd.DataFrame({"idx": index, "label": labels, "predict": prediction, "radius": radius,
+                         "correct": (prediction == labels).astype(np.int64)}, columns=COLUMNS)
+
+
+def certified_accuracy(frame: pd.DataFrame, budgets: Sequence[int]) -> np.ndarray:
+    """Share of test points predicted correctly with a certificate of at least each budget."""
+    radius, correct = frame["radius"].to_numpy(), frame["correct"].to_numpy().astype(bool)
+    return np.array([np.mean(correct & (radius >= b)) if len(frame) else np.nan for b in budgets])
+
+
+def median_certified(frame: pd.DataFrame) -> tuple[int, int]:
+    """(largest ρ with certified accuracy ≥ 0.5, or −1; #{ρ ≥ 0 : acc(ρ) ≥ 0.5} as the DPA code prints)."""
+    correct_radii = np.sort(frame.loc[frame["correct"] == 1, "radius"].to_numpy())[::-1]
+    needed = int(np.ceil(0.5 * len(frame)))
+    if len(frame) == 0 or len(correct_radii) < needed or needed == 0:
+        return -1, 0
+    largest = int(correct_radii[needed - 1])
+    return largest, largest + 1
+
+
+def summarize(frame: pd.DataFrame, triggered: pd.DataFrame, base_accuracy: np.ndarray,
+              base_asr: np.ndarray, budgets: Sequence[int], poison_size: int) -> dict[str, float | int]:
+    """The numbers of one results-table row (see the README for the columns)."""
+    median, median_ref = median_certified(frame)
+    row: dict[str, float | int] = {
+        "n_test": len(frame),
+        "accuracy": float(frame["correct"].mean()) if len(frame) else np.nan,
+        "base_accuracy_mean": float(np.mean(base_accuracy)) if len(base_accuracy) else np.nan,
+        "median_cert": median,
+        "median_cert_ref": median_ref,
+        "poison_size": poison_size,
+        "certified_vs_attack": float(certified_accuracy(frame, [poison_size])[0]) if poison_size else np.nan,
+    }
+    row.update({f"cert_acc@{b}": float(a) for b, a in zip(budgets, certified_accuracy(frame, budgets))})
+    row["asr"] = float((triggered["predict"] == triggered["target"]).mean()) if len(triggered) else np.nan
+    row["asr_base_mean"] = float(np.mean(base_asr)) if len(base_asr) else np.nan
+    return row
+
+
+def base_attack_success(triggered_logits: np.ndarray, target: int) -> np.ndarray:
+    """Per base model, the share of triggered test images it classifies as the target."""
+    if len(triggered_logits) == 0:
+        return np.zeros(0)
+    return (triggered_logits.argmax(axis=2) == target).mean(axis=0)

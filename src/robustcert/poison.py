@@ -1,0 +1,194 @@
+"""Poison generation: named attacks that change training samples, and the triggers they leave.
+
+A poison is a :class:`Poison`: the indices of the training samples it changed with their new
+images and labels (a changed sample is one deletion plus one insertion, so the symmetric
+difference between clean and poisoned training sets is ``2 · len(index)``), and, for backdoors,
+the trigger that turns a test image into an attack: pixels under ``trigger_mask`` are set to
+``trigger_value`` (mode ``set``) or raised by it (mode ``add``, clipped at 255), in uint8 units.
+
+Attack types (config ``attacks.<name>.type``):
+- ``none``: nothing changes.
+- ``backdoor``: a ``fraction`` of the training set (drawn from images whose label is not
+  ``target``) gets the trigger and, with ``dirty_label``, the label ``target``; with clean labels
+  the trigger goes on images of the target class instead. Pattern: a ``preset`` (METHODS.md §3, §6)
+  or ``position``/``size``/``value`` of a filled rectangle.
+- ``label_flip``: a ``fraction`` of the images of class ``source`` (of every class but ``target``
+  when ``source`` is null) get the label ``target``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robustcert.artifacts import ArtifactError, load_npz, save_npz
+
+NO_TARGET = -1
+Pixel = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """Where and how a trigger changes an image ([C, H, W] mask and uint8 values)."""
+
+    mask: np.ndarray
+    value: np.ndarray
+    mode: str = "set"
+
+    def apply(self, images: np.ndarray) -> np.ndarray:
+        """Triggered copies of uint8 images [n, C, H, W]."""
+        if self.mode == "set":
+            return np.where(self.mask, self.value, images).astype(np.uint8)
+        raised = images.astype(np.int16) + np.where(self.mask, self.value, 0)
+        return np.clip(raised, 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class Poison:
+    """What an attack changed, and how it triggers test images (``target`` −1: no trigger)."""
+
+    index: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    trigger: Trigger | None = None
+    target: int = NO_TARGET
+
+    @property
+    def symmetric_difference(self) -> int:
+        """Insertions plus deletions that turn the clean training set into the poisoned one."""
+        return 2 * len(self.index)
+
+    def apply(self, x_train: np.ndarray, y_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The poisoned training set."""
+        x, y = x_train.copy(), y_train.copy()
+        x[self.index], y[self.index] = self.x, self.y
+        return x, y
+
+
+def trigger_pixels(preset: str, height: int, width: int) -> tuple[list[Pixel], str]:
+    """The pixels and mode of a named trigger pattern for images of height × width.
+
+    localised: filled 3×3 square one pixel from the bottom-right corner ((24..26, 24..26) on 28×28);
+    distributed: 2×2 squares one pixel from the top-left and bottom-right corners;
+    one_pixel: the pixel (H−2, W−2), added; four_pixel: (18,20), (19,19), (20,18), (20,20) on 28×28,
+    counted from the bottom-right corner on other sizes, added (RAB, METHODS.md §3).
+    """
+    patterns = {
+        "localised": (_square(height - 4, width - 4, 3, 3), "set"),
+        "distributed": (_square(1, 1, 2, 2) + _square(height - 3, width - 3, 2, 2), "set"),
+        "one_pixel": ([(height - 2, width - 2)], "add"),
+        "four_pixel": ([(height - 10, width - 8), (height - 9, width - 9),
+                        (height - 8, width - 10), (height - 8, width - 8)], "add"),
+    }
+    if preset not in patterns:
+        raise ValueError(f"unknown trigger preset {preset!r}; known: {sorted(patterns)}")
+    pixels, mode = patterns[preset]
+    off_image = [p for p in pixels if not (0 <= p[0] < height and 0 <= p[1] < width)]
+    if off_image:
+        raise ValueError(f"trigger preset {preset!r} does not fit {height}×{width} images (pixels {off_image})")
+    return pixels, mode
+
+
+def make_trigger(spec: Mapping[str, Any], image_shape: tuple[int, int, int]) -> Trigger:
+    """The trigger of a backdoor attack config (``preset``, or ``position``/``size``) and ``value``."""
+    channels, height, width = image_shape
+    if spec.get("preset"):
+        pixels, mode = trigger_pixels(spec["preset"], height, width)
+    else:
+        (row, col), (rows, cols) = spec["position"], spec["size"]
+        if row < 0 or col < 0 or row + rows > height or col + cols > width:
+            raise ValueError(f"trigger at {spec['position']} of size {spec['size']} does not fit "
+                             f"{height}×{width} images")
+        pixels, mode = _square(row, col, rows, cols), "set"
+    mask = np.zeros(image_shape, dtype=bool)
+    for row, col in pixels:
+        mask[:, row, col] = True
+    value = np.where(mask, round(float(spec["value"]) * 255), 0).astype(np.uint8)
+    return Trigger(mask=mask, value=value, mode=spec.get("mode") or mode)
+
+
+def generate_poison(spec: Mapping[str, Any], x_train: np.ndarray, y_train: np.ndarray,
+                    seed: int) -> Poison:
+    """Apply the attack described by ``spec`` (an ``attacks.<name>`` config entry)."""
+    kind = spec["type"]
+    rng = np.random.default_rng(seed)
+    if kind == "none":
+        return Poison(np.zeros(0, np.int64), x_train[:0].copy(), y_train[:0].copy())
+    if kind == "backdoor":
+        return _backdoor(spec, x_train, y_train, rng)
+    if kind == "label_flip":
+        return _label_flip(spec, x_train, y_train, rng)
+    raise ValueError(f"unknown attack type {kind!r}; known: none, backdoor, label_flip")
+
+
+def triggered_test_set(poison: Poison, x_test: np.ndarray, y_test: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of test images not of the target class, and their triggered copies."""
+    if poison.trigger is None:
+        return np.zeros(0, np.int64), x_test[:0]
+    index = np.flatnonzero(y_test != poison.target)
+    return index, poison.trigger.apply(x_test[index])
+
+
+def save_poison(path: str | Path, poison: Poison) -> None:
+    """Write a poison as an npz (``index``, ``x``, ``y``, ``target``, ``trigger_*``)."""
+    trigger = poison.trigger
+    shape = poison.x.shape[1:]
+    save_npz(
+        path, index=poison.index, x=poison.x, y=poison.y, target=poison.target,
+        trigger_mask=trigger.mask if trigger else np.zeros(shape, bool),
+        trigger_value=trigger.value if trigger else np.zeros(shape, np.uint8),
+        trigger_mode=trigger.mode if trigger else "",
+    )
+
+
+def load_poison(path: str | Path, n_train: int | None = None,
+                image_shape: tuple[int, ...] | None = None) -> Poison:
+    """Read a poison; check it against the training set it changes when its size and shape are given."""
+    a = load_npz(path, ["index", "x", "y", "target", "trigger_mask", "trigger_value", "trigger_mode"])
+    index, x, y = a["index"], a["x"], a["y"]
+    shape = tuple(image_shape) if image_shape is not None else tuple(a["trigger_mask"].shape)
+    if x.dtype != np.uint8 or tuple(x.shape[1:]) != shape or not len(index) == len(x) == len(y):
+        raise ArtifactError(f"{path}: poison of {len(index)} indices, images {x.dtype} {x.shape}, "
+                            f"{len(y)} labels does not fit images of shape {shape}")
+    limit = n_train if n_train is not None else np.iinfo(np.int64).max
+    if len(index) and (index.min() < 0 or index.max() >= limit or len(np.unique(index)) != len(index)):
+        raise ArtifactError(f"{path}: poison indices must be distinct and lie in [0, {limit})")
+    mode = str(a["trigger_mode"])
+    trigger = Trigger(a["trigger_mask"], a["trigger_value"], mode) if mode else None
+    return Poison(index.astype(np.int64), x, y.astype(np.int64), trigger, int(a["target"]))
+
+
+def _square(row: int, col: int, rows: int, cols: int) -> list[Pixel]:
+    return [(r, c) for r in range(row, row + rows) for c in range(col, col + cols)]
+
+
+def _draw(rng: np.random.Generator, candidates: np.ndarray, count: int, what: str) -> np.ndarray:
+    if count > len(candidates):
+        raise ValueError(f"{what}: {count} samples asked for, only {len(candidates)} eligible")
+    return np.sort(rng.choice(candidates, size=count, replace=False)).astype(np.int64)
+
+
+def _backdoor(spec: Mapping[str, Any], x_train: np.ndarray, y_train: np.ndarray,
+              rng: np.random.Generator) -> Poison:
+    target = int(spec["target"])
+    trigger = make_trigger(spec, x_train.shape[1:])
+    dirty = bool(spec.get("dirty_label", True))
+    eligible = np.flatnonzero(y_train != target) if dirty else np.flatnonzero(y_train == target)
+    count = int(round(float(spec["fraction"]) * len(y_train)))
+    index = _draw(rng, eligible, count, "backdoor")
+    labels = np.full(count, target, np.int64) if dirty else y_train[index]
+    return Poison(index, trigger.apply(x_train[index]), labels, trigger, target)
+
+
+def _label_flip(spec: Mapping[str, Any], x_train: np.ndarray, y_train: np.ndarray,
+                rng: np.random.Generator) -> Poison:
+    target, source = int(spec["target"]), spec.get("source")
+    eligible = np.flatnonzero(y_train != target if source is None else y_train == int(source))
+    count = int(round(float(spec["fraction"]) * len(eligible)))
+    index = _draw(rng, eligible, count, "label_flip")
+    return Poison(index, x_train[index], np.full(count, target, np.int64))

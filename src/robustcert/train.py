@@ -1,0 +1,243 @@
+"""Training the base models of a partitioned training set, one shard of subsets per job.
+
+Two strategies reach the same weights for the same seeds (within float tolerance):
+- ``sequential``: one model after another with a lean loop over in-memory tensors (channels_last,
+  no DataLoader). Fastest on CPU.
+- ``batched``: every model of the shard at once, as one ``torch.func.vmap`` over stacked
+  parameters, with a functional SGD identical to ``torch.optim.SGD``. A small model leaves most of
+  a GPU idle; stacking K of them fills it. Models whose partitions differ in size simply sit out
+  the steps they have no batch for.
+``auto`` picks ``batched`` on CUDA and ``sequential`` elsewhere.
+
+Randomness is per model: model j is initialised under ``torch.manual_seed(seed + j)`` and draws
+its batch order, crops and flips from its own generator seeded likewise, in a fixed order
+(per epoch: permutation; per batch: crop offsets, then flips).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, stack_module_state, vmap
+
+from robustcert.artifacts import ArtifactError, load_checkpoint, save_checkpoint
+from robustcert.models import build_model
+from robustcert.partition import Partition
+
+log = logging.getLogger(__name__)
+STRATEGIES = ("auto", "sequential", "batched")
+CHECKPOINT_FORMAT = "robustcert.shard/1"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training recipe (METHODS.md §2 defaults: SGD 0.1, nesterov 0.9, wd 5e-4, ×0.2 at 60/120/160)."""
+
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    milestones: Sequence[int] = (60, 120, 160)
+    gamma: float = 0.2
+    crop_padding: int = 0
+    flip: bool = False
+    noise_sigma: float = 0.0
+    seed: int = 0
+    strategy: str = "auto"
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate of an epoch (MultiStepLR)."""
+        return self.lr * self.gamma ** sum(epoch >= m for m in self.milestones)
+
+
+@dataclass
+class ModelSpec:
+    """What is needed to rebuild a base model."""
+
+    arch: str
+    in_channels: int
+    num_classes: int
+    image_size: int
+
+    def build(self, mean: Sequence[float], std: Sequence[float]) -> nn.Sequential:
+        """A freshly initialised model (under the caller's RNG state)."""
+        return build_model(self.arch, self.in_channels, self.num_classes, self.image_size, mean, std)
+
+
+@dataclass
+class _Run:
+    """One model's data and random stream."""
+
+    subset: int
+    x: torch.Tensor
+    y: torch.Tensor
+    generator: torch.Generator = field(repr=False)
+
+
+def train_shard(images: np.ndarray, labels: np.ndarray, partition: Partition, subsets: Sequence[int],
+                spec: ModelSpec, cfg: TrainConfig, device: torch.device) -> list[dict[str, torch.Tensor]]:
+    """Train the models of ``subsets`` and return their state dicts (on the CPU), in that order."""
+    strategy = resolve_strategy(cfg.strategy, device)
+    x_all = torch.from_numpy(images)
+    y_all = torch.from_numpy(labels)
+    runs, models = [], []
+    for j in subsets:
+        idx = torch.from_numpy(partition.subset(j))
+        runs.append(_Run(j, (x_all[idx].float() / 255.0).to(device), y_all[idx].to(device),
+                         torch.Generator().manual_seed(cfg.seed + j)))
+        torch.manual_seed(cfg.seed + j)
+        models.append(spec.build(partition.mean[j], partition.std[j]).to(device))
+    log.info("training %d models (subsets %s..%s) with strategy %s on %s", len(runs), subsets[0],
+             subsets[-1], strategy, device)
+    train = _train_batched if strategy == "batched" else _train_sequential
+    models = train(models, runs, cfg, device)
+    return [{name: t.detach().cpu() for name, t in m.state_dict().items()} for m in models]
+
+
+def resolve_strategy(strategy: str, device: torch.device) -> str:
+    """``auto`` → batched on CUDA, sequential elsewhere."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown training strategy {strategy!r}; known: {STRATEGIES}")
+    if strategy == "auto":
+        return "batched" if device.type == "cuda" else "sequential"
+    return strategy
+
+
+def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """One epoch's batches of sample indices: a permutation cut into batches (the last may be short)."""
+    return list(torch.randperm(n, generator=generator).split(batch_size)) if n else []
+
+
+def augment(x: torch.Tensor, padding: int, flip: bool, sigma: float, generator: torch.Generator) -> torch.Tensor:
+    """Random crop after zero padding, horizontal flip and Gaussian noise, per sample.
+
+    Draws, in order: crop offsets [b, 2], flips [b], noise [b, C, H, W] (each only when enabled).
+    """
+    b, _, h, w = x.shape
+    if padding:
+        offsets = torch.randint(0, 2 * padding + 1, (b, 2), generator=generator).to(x.device)
+        padded = F.pad(x, (padding,) * 4)
+        rows = (offsets[:, 0:1] + torch.arange(h, device=x.device))[:, None, :, None]
+        cols = (offsets[:, 1:2] + torch.arange(w, device=x.device))[:, None, None, :]
+        channels = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+        x = padded[torch.arange(b, device=x.device)[:, None, None, None], channels, rows, cols]
+    if flip:
+        flips = (torch.rand(b, generator=generator) < 0.5).to(x.device)
+        x = torch.where(flips[:, None, None, None], x.flip(-1), x)
+    if sigma:
+        x = x + sigma * torch.randn(x.shape, generator=generator).to(x.device)
+    return x
+
+
+def _batches(run: _Run, cfg: TrainConfig) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for batch in epoch_batches(len(run.y), cfg.batch_size, run.generator):
+        batch = batch.to(run.x.device)
+        yield augment(run.x[batch], cfg.crop_padding, cfg.flip, cfg.noise_sigma, run.generator), run.y[batch]
+
+
+def _train_sequential(models: list[nn.Module], runs: list[_Run], cfg: TrainConfig,
+                      device: torch.device) -> list[nn.Module]:
+    for model, run in zip(models, runs):
+        model.to(memory_format=torch.channels_last).train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                    nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+        for epoch in range(cfg.epochs):
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr_at(epoch)
+            for x, y in _batches(run, cfg):
+                loss = F.cross_entropy(model(x.contiguous(memory_format=torch.channels_last)), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        model.to(memory_format=torch.contiguous_format)
+    return models
+
+
+def _train_batched(models: list[nn.Module], runs: list[_Run], cfg: TrainConfig,
+                   device: torch.device) -> list[nn.Module]:
+    """All models in lock-step: at step t every model with a t-th batch takes it.
+
+    Models whose t-th batches have the same size go through one vmapped step together.
+    """
+    for model in models:
+        model.train()
+    params, buffers = (
+        {name: v.detach() for name, v in d.items()} for d in stack_module_state(models))
+    momentum = {name: torch.zeros_like(p) for name, p in params.items()}
+    base = copy.deepcopy(models[0]).to("meta")
+
+    def loss(p: dict, b: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(functional_call(base, (p, b), (x,)), y)
+
+    step = vmap(grad(loss), in_dims=(0, 0, 0, 0), randomness="error")
+    for epoch in range(cfg.epochs):
+        lr = cfg.lr_at(epoch)
+        batches = [list(_batches(run, cfg)) for run in runs]
+        for t in range(max(map(len, batches), default=0)):
+            for members in _groups_by_batch_size(batches, t):
+                idx = torch.tensor(members, device=device)
+                x = torch.stack([batches[i][t][0] for i in members])
+                y = torch.stack([batches[i][t][1] for i in members])
+                p, b, m = ({name: v[idx] for name, v in d.items()} for d in (params, buffers, momentum))
+                grads = step(p, b, x, y)  # updates the BatchNorm statistics in b
+                p, m = _sgd_step(p, grads, m, lr, cfg)
+                for store, group in ((params, p), (buffers, b), (momentum, m)):
+                    for name, value in group.items():
+                        store[name][idx] = value
+    for i, model in enumerate(models):
+        model.load_state_dict({**{n: v[i] for n, v in params.items()}, **{n: v[i] for n, v in buffers.items()}})
+    return models
+
+
+def _groups_by_batch_size(batches: list[list], t: int) -> list[list[int]]:
+    groups: dict[int, list[int]] = {}
+    for i, model_batches in enumerate(batches):
+        if t < len(model_batches):
+            groups.setdefault(len(model_batches[t][1]), []).append(i)
+    return list(groups.values())
+
+
+def _sgd_step(params: dict, grads: dict, momentum: dict, lr: float, cfg: TrainConfig
+              ) -> tuple[dict, dict]:
+    """One ``torch.optim.SGD`` step (dampening 0) on stacked tensors: new parameters and momenta."""
+    new_params, new_momentum = {}, {}
+    for name, p in params.items():
+        g = grads[name] + cfg.weight_decay * p if cfg.weight_decay else grads[name]
+        if cfg.momentum:
+            new_momentum[name] = buf = cfg.momentum * momentum[name] + g
+            g = g + cfg.momentum * buf if cfg.nesterov else buf
+        new_params[name] = p - lr * g
+    return new_params, new_momentum
+
+
+def save_shard(path: str, spec: ModelSpec, subsets: Sequence[int], states: list[dict[str, torch.Tensor]]) -> None:
+    """Write a shard's models as a checkpoint that loads with ``weights_only=True``."""
+    save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "spec": asdict(spec), "subsets": list(map(int, subsets)),
+                           "states": states})
+
+
+def load_shard(path: str) -> tuple[ModelSpec, list[int], list[nn.Module]]:
+    """The spec, subset ids and models (in eval mode, on the CPU) of a shard checkpoint."""
+    payload = load_checkpoint(path, CHECKPOINT_FORMAT)
+    try:
+        spec = ModelSpec(**payload["spec"])
+        models = []
+        for state in payload["states"]:
+            channels = state["0.mean"].shape[1]
+            model = spec.build([0.0] * channels, [1.0] * channels)
+            model.load_state_dict(state)
+            models.append(model.eval())
+    except (KeyError, TypeError, RuntimeError, ValueError) as err:
+        raise ArtifactError(f"{path}: checkpoint does not hold the models it describes ({err})") from None
+    if len(models) != len(payload["subsets"]):
+        raise ArtifactError(f"{path}: {len(models)} models for {len(payload['subsets'])} subsets")
+    return spec, list(payload["subsets"]), models
