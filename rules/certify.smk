@@ -5,6 +5,8 @@ rule certify_ensemble:
     output:
         clean="results/certify/{dataset}/{attack}/{defense}/{variant}.tsv",
         triggered="results/certify/{dataset}/{attack}/{defense}/{variant}.triggered.tsv",
+    conda:
+        "../envs/robustcert.yaml"
     log:
         "results/logs/certify_ensemble/{dataset}/{attack}/{defense}/{variant}.log",
     benchmark:

@@ -6,6 +6,8 @@ rule partition_training_set:
         partition="results/partition/{dataset}/{attack}/{defense}.npz",
     params:
         defense=get_defense,
+    conda:
+        "../envs/robustcert.yaml"
     log:
         "results/logs/partition_training_set/{dataset}/{attack}/{defense}.log",
     benchmark:

@@ -11,6 +11,8 @@ rule plot_poison_budget:
         pdf="results/plots/{dataset}/poison_budget.pdf",
     params:
         labels=get_dataset_labels,
+    conda:
+        "../envs/robustcert.yaml"
     log:
         "results/logs/plot_poison_budget/{dataset}.log",
     benchmark:

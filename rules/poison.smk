@@ -6,6 +6,8 @@ rule poison_training_set:
     params:
         attack=get_attack,
         seed=config["seed"],
+    conda:
+        "../envs/robustcert.yaml"
     log:
         "results/logs/poison_training_set/{dataset}/{attack}.log",
     benchmark:

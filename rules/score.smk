@@ -11,6 +11,8 @@ rule score_ensemble:
     threads: config["threads"]
     resources:
         gpu=1,
+    conda:
+        "../envs/robustcert.yaml"
     log:
         "results/logs/score_ensemble/{dataset}/{attack}/{defense}.log",
     benchmark:

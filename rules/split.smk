@@ -5,6 +5,8 @@ rule split_dataset:
         dataset=get_dataset,
         data_root=config["data_root"],
         seed=config["seed"],
+    conda:
+        "../envs/robustcert.yaml"
     log:
         "results/logs/split_dataset/{dataset}.log",
     benchmark:

@@ -9,6 +9,8 @@ rule summarize_certificates:
     params:
         describe=describe_experiment,
         budgets=config["report"]["budgets"],
+    conda:
+        "../envs/robustcert.yaml"
     log:
         "results/logs/summarize_certificates/{dataset}/{attack}/{defense}/{variant}.log",
     benchmark:
@@ -26,6 +28,8 @@ rule tabulate_results:
             caption="../report/all_table.rst",
             category="tables",
         ),
+    conda:
+        "../envs/robustcert.yaml"
     log:
         "results/logs/tabulate_results.log",
     benchmark:

@@ -12,6 +12,8 @@ rule train_shard:
     threads: config["threads"]
     resources:
         gpu=1,
+    conda:
+        "../envs/robustcert.yaml"
     log:
         "results/logs/train_shard/{dataset}/{attack}/{defense}/shard_{shard}.log",
     benchmark:

@@ -63,14 +63,17 @@ def finite_aggregation(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Finite Aggregation (Wang, Levine & Feizi, ICML 2022).
 
-    ref: wangwenxiao/FiniteAggregation, FiniteAggregation_cerfity.py. logits [n, k·d, C], column
-    j = model of subset j; shifts = the d distinct offsets. prediction = plurality vote (as
-    :func:`dpa`). For every rival c ≠ y: gap = N_y − N_c − 1[c < y]; poisoning bucket h lowers it
-    by at most Σ_{s ∈ shifts} (1 + 1[f_{(h+s) mod kd} = y] − 1[f_{(h+s) mod kd} = c]); the radius for
-    c is the largest number of buckets whose largest such reductions sum to at most the gap (greedy,
-    largest first); certificate = min over c. Guarantee: the prediction holds under any
-    ``certificate`` insertions or deletions of training samples, each of which reaches the d models
-    of its bucket. With d = 1 this is :func:`dpa` exactly.
+    ref: wangwenxiao/FiniteAggregation, FiniteAggregation_cerfity.py.
+    logits: [n, k·d, C], column j = model of subset j. shifts: the d distinct offsets in [0, k·d)
+    (the reference draws them with ``random.seed(999999999 + 208);
+    random.sample(range(k * d), d)``). Returns (prediction, certificate), int64 [n] each.
+
+    prediction = plurality vote (as :func:`dpa`). For every rival c ≠ y: gap = N_y − N_c − 1[c < y];
+    poisoning bucket h lowers it by at most Σ_{s ∈ shifts} (1 + 1[f_j = y] − 1[f_j = c]) over its
+    models j = (h + s) mod k·d; the radius for c is the largest number of buckets whose largest such
+    reductions sum to at most the gap (greedy, largest first); certificate = min over c.
+    Guarantee: the prediction holds under any ``certificate`` insertions or deletions of training
+    samples, each of which reaches the d models of its bucket. With d = 1 this is :func:`dpa`.
     """
     logits = _check_logits(logits)
     shifts = _check_shifts(shifts, logits.shape[1])
@@ -80,20 +83,22 @@ def finite_aggregation(
 def run_off_election(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Run-Off Election on DPA models, DPA+ROE (Rezaei, Banihashem, Chegini & Feizi, ICML 2023).
 
-    ref: k1rezaei/DPA-election, dpa_roe_certify.py (and dp_calc.py). Round one: plurality vote
-    gives the top two classes m1, m2 (ties → smaller index). Round two: every model votes between
-    them by its logits; a model with equal logits counts for m2; a tie of round-two votes goes to the
-    smaller index. Certificate = min(R1, R2) − 1 with lower bounds on the poisoned samples needed
-    (each reaches one model) to
-    - R1: eliminate the prediction p in round one: min over rival pairs {c1, c2} of the paper's
-      dynamic program on the two gaps N_p − N_c + 1[c > p] (clamped at 0), in closed form;
-    - R2: beat p in round two: min over c ≠ p of max(⌈g1/2⌉, ⌈g2/2⌉), g1 = N_s − N_c + 1[c > s]
-      (c reaches round two past the runner-up s), g2 = 2·#{models with logit_p > logit_c} − m +
-      1[c > p] (c wins round two).
+    ref: k1rezaei/DPA-election, dpa_roe_certify.py and dp_calc.py.
+    logits: [n, m, C]. Returns (prediction, certificate), int64 [n] each.
+
+    Round one: the plurality vote gives the top two classes m1, m2 (ties → smaller index). Round
+    two: every model votes between them by its logits, a model with equal logits for m2; a tie of
+    round-two votes goes to the smaller index. Certificate = min(R1, R2) − 1, where R1 and R2 are
+    lower bounds on the poisoned samples (each reaching one model) needed to
+    - R1: eliminate the prediction p in round one: min over pairs of rivals {c1, c2} of the paper's
+      dynamic program on the gaps N_p − N_c + 1[c > p] (clamped at 0), here in closed form;
+    - R2: beat p in round two: min over c ≠ p of max(⌈g1/2⌉, ⌈g2/2⌉), with g1 = N_s − N_c + 1[c > s]
+      (c gets past the other finalist s) and g2 = 2·#{models with logit_p > logit_c} − m + 1[c > p]
+      (c wins round two).
     Guarantee: the prediction holds under any ``certificate`` insertions or deletions of training
-    samples. Differences from the reference: round-two bounds count a model with equal logits for
-    c (strict >, as the reference), which can make R2 = 0 on exact logit ties, where the reference
-    asserts; we clamp the certificate at 0 (no poisoning never changes the prediction).
+    samples. Difference from the reference: g2 counts a model with equal logits against p (strict
+    >, as the reference), so exact logit ties can give R2 = 0, where the reference fails an
+    assertion; the certificate is clamped at 0 (no poisoning cannot change the prediction).
     """
     logits = _check_logits(logits)
     return _by_chunks(logits, _run_off_election_chunk)
@@ -104,16 +109,18 @@ def finite_aggregation_run_off(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run-Off Election on Finite Aggregation models, FA+ROE (Rezaei et al., ICML 2023).
 
-    ref: k1rezaei/DPA-election, fa_roe_certify.py. logits and shifts as in
-    :func:`finite_aggregation`; the prediction is that of :func:`run_off_election`. Each lower bound
-    counts poisoned buckets by FA's greedy bound (Certv1: fewest buckets whose largest possible gap
-    reductions reach the gap):
-    - R1 = min over rival pairs {c1, c2} of max(Certv1(p → c1), Certv1(p → c2), Certv1 of the summed
-      gaps with bucket reductions Σ_s (1 + 2·1[f = p] − 1[f = c1] − 1[f = c2])). The paper's code
-      uses this instead of the dynamic program of DPA+ROE (METHODS.md mentions only the latter);
+    ref: k1rezaei/DPA-election, fa_roe_certify.py.
+    logits, shifts and the return value as in :func:`finite_aggregation`.
+
+    The prediction is that of :func:`run_off_election`. Every lower bound counts poisoned buckets
+    by FA's greedy bound Certv1 (the fewest buckets whose largest possible reductions close a gap):
+    - R1 = min over pairs of rivals {c1, c2} of max(Certv1(p → c1), Certv1(p → c2), Certv1 of the
+      summed gaps with bucket reductions Σ_j (1 + 2·1[f_j = p] − 1[f_j = c1] − 1[f_j = c2])). The
+      paper's code uses this here instead of the dynamic program of DPA+ROE (METHODS.md names only
+      the latter);
     - R2 = min over c ≠ p of max(Certv1(s → c), Certv1 of g2 (as in :func:`run_off_election`) with
-      bucket reductions 2·#{models of the bucket with logit_p > logit_c}).
-    Certificate = min(R1, R2) − 1, clamped at 0 (see :func:`run_off_election`). Guarantee: the
+      bucket reductions 2·#{models j of the bucket with logit_p > logit_c}).
+    Certificate = min(R1, R2) − 1, clamped at 0 as in :func:`run_off_election`. Guarantee: the
     prediction holds under any ``certificate`` insertions or deletions of training samples, each
     of which reaches the d models of its bucket. With d = 1 it is never below
     :func:`run_off_election`.
@@ -123,10 +130,13 @@ def finite_aggregation_run_off(
     return _by_chunks(logits, lambda part: _finite_aggregation_run_off_chunk(part, shifts))
 
 
-def _finite_aggregation_chunk(logits: np.ndarray, shifts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _finite_aggregation_chunk(
+    logits: np.ndarray, shifts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     counts = vote_counts(logits)
     prediction = plurality(counts)
-    costs = _flip_costs(counts, _bucket_sums(_one_hot_votes(logits), shifts), prediction, len(shifts))
+    bucket_votes = _bucket_sums(_one_hot_votes(logits), shifts)
+    costs = _flip_costs(counts, bucket_votes, prediction, len(shifts))
     return prediction, _min_over_rivals(costs, prediction) - 1
 
 
@@ -166,8 +176,9 @@ def _finite_aggregation_run_off_chunk(
     prefers = _prefers(logits, prediction)
     round_two_gaps = _round_two_gaps(prefers.sum(axis=1), prediction, logits.shape[1])
     bucket_prefers = _bucket_sums(prefers, shifts)
+    num_classes = counts.shape[1]
     round_two = np.stack(
-        [_greedy_cost(round_two_gaps[:, c], 2 * bucket_prefers[:, c]) for c in range(counts.shape[1])],
+        [_greedy_cost(round_two_gaps[:, c], 2 * bucket_prefers[:, c]) for c in range(num_classes)],
         axis=1,
     )
     return _run_off_certificate(
@@ -203,7 +214,7 @@ def _run_off_certificate(
 
     R2 = min over c ≠ p of max(second_costs[:, c], round_two_costs[:, c]): c must reach round two
     past the other finalist and win it. R1 = min over pairs {a, b} of rivals of pair_cost(a, b):
-    both must beat p in round one (no pair with two classes: R1 = ∞).
+    both must beat p in round one (with two classes there is no pair and R1 = ∞).
     """
     best = _min_over_rivals(np.maximum(second_costs, round_two_costs), prediction)
     num_classes = second_costs.shape[1]
@@ -232,7 +243,7 @@ def _half_up(gaps: np.ndarray) -> np.ndarray:
 
 
 def _gaps(counts: np.ndarray, winner: np.ndarray) -> np.ndarray:
-    """[n, C]: N_w − N_c + 1[c > w]; class c beats the winner w in a plurality vote iff it is ≤ 0."""
+    """[n, C]: N_w − N_c + 1[c > w]; c beats the winner w in a plurality vote iff it is ≤ 0."""
     classes = np.arange(counts.shape[1])
     own = counts[np.arange(counts.shape[0]), winner]
     return own[:, None] - counts + (classes[None, :] > winner[:, None])
@@ -280,16 +291,16 @@ def _greedy_cost(gap: np.ndarray, reductions: np.ndarray) -> np.ndarray:
     value = values[level]
     before_taken = taken[rows, level] - histogram[rows, level]
     before_reduced = reduced[rows, level] - histogram[rows, level] * value
-    rest = np.maximum(gap - before_reduced, 0)
+    rest = np.maximum(gap - before_reduced, 0)  # 0 where gap ≤ 0 (level 0, nothing before it)
+    # value is 0 only where rest is 0 or the gap is out of reach.
     cost = before_taken - (-rest // np.maximum(value, 1))
-    cost = np.where(gap <= 0, 0, cost)
     return np.where(reduced[:, -1] < gap, num_buckets + 1, cost)
 
 
 def _bucket_sums(per_model: np.ndarray, shifts: np.ndarray) -> np.ndarray:
-    """[n, m, C] → [n, C, m] (buckets last): out[:, :, h] = Σ_{s ∈ shifts} per_model[:, (h + s) mod m].
+    """[n, m, C] → [n, C, m]: out[:, :, h] = Σ_{s ∈ shifts} per_model[:, (h + s) mod m].
 
-    The sum over the d models that hold bucket h, as a circular correlation by FFT (its cost does
+    Buckets last; the sum over the d models that hold bucket h, as a circular correlation by FFT (its cost does
     not grow with d); entries are small integers, so rounding makes it exact.
     """
     num_models = per_model.shape[1]

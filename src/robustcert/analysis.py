@@ -1,0 +1,135 @@
+"""Certified accuracy of randomized smoothing: tables and plots from certify TSVs (METHODS.md §1;
+ref: locuslab/smoothing code/analyze.py).
+
+A certify TSV has one row per test point and the columns ``idx label predict radius correct time``
+(``predict`` = −1 on abstention; ``time`` in seconds, or as an H:MM:SS.ffffff duration in the
+reference's ImageNet files). Certified accuracy at r is the share of points that are correct with
+radius ≥ r (abstentions count as wrong); the average certified radius (ACR) is the sum of the radii
+of correct points over the number of points.
+
+    python -m robustcert.analysis TSV... --labels σ=0.25 σ=0.50 --table table.tsv --plot plot
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
+DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
+ABSTAIN = -1
+
+
+def certified_accuracy(radius: np.ndarray, correct: np.ndarray, radii: Sequence[float]) -> np.ndarray:
+    """Share of points with ``correct`` and ``radius ≥ r``, for each r in ``radii``."""
+    radius, correct = np.asarray(radius, dtype=float), np.asarray(correct, dtype=bool)
+    return ((radius[None, :] >= np.asarray(radii, dtype=float)[:, None]) & correct).mean(axis=1)
+
+
+def average_certified_radius(radius: np.ndarray, correct: np.ndarray) -> float:
+    """Σ radius over correct points / number of points (ACR)."""
+    radius, correct = np.asarray(radius, dtype=float), np.asarray(correct, dtype=bool)
+    return float(np.where(correct, radius, 0.0).sum() / len(radius))
+
+
+def read_certify_tsv(path: str | Path) -> pd.DataFrame:
+    """A certify TSV with its ``time`` column in seconds (float), whichever format it was written in."""
+    frame = pd.read_csv(path, sep="\t")
+    missing = [column for column in COLUMNS if column not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing columns {missing}; expected {' '.join(COLUMNS)}")
+    frame["time"] = _seconds(frame["time"], path)
+    return frame
+
+
+def certified_accuracy_table(frames: Mapping[str, pd.DataFrame], radii: Sequence[float]) -> pd.DataFrame:
+    """One row per label: certified accuracy at each radius (columns ``r=…``), ``ACR``, ``abstain``
+    (the share of abstentions) and ``best``, the radii at which this row's accuracy is the highest."""
+    rows = {
+        label: [
+            *certified_accuracy(frame["radius"], frame["correct"], radii),
+            average_certified_radius(frame["radius"], frame["correct"]),
+            float((frame["predict"] == ABSTAIN).mean()),
+        ]
+        for label, frame in frames.items()
+    }
+    accuracy_columns = [f"r={r:.2f}" for r in radii]
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=[*accuracy_columns, "ACR", "abstain"])
+    table.index.name = "label"
+    is_best = table[accuracy_columns] == table[accuracy_columns].max(axis=0)
+    table["best"] = [" ".join(c for c in accuracy_columns if is_best.at[label, c]) for label in table.index]
+    return table
+
+
+def plot_certified_accuracy(
+    frames: Mapping[str, pd.DataFrame],
+    prefix: str | Path,
+    max_radius: float | None = None,
+    title: str | None = None,
+    step: float = 0.01,
+) -> list[Path]:
+    """Certified accuracy (y) against radius (x), one line per label, saved as ``prefix``.png/.pdf."""
+    if max_radius is None:
+        max_radius = max(math.ceil(frame["radius"].max() * 4) / 4 for frame in frames.values()) or 1.0
+    radii = np.arange(0.0, max_radius + step, step)
+    figure = Figure(figsize=(6, 4.5))
+    axes = figure.subplots()
+    for label, frame in frames.items():
+        axes.plot(radii, certified_accuracy(frame["radius"], frame["correct"], radii), label=label)
+    axes.set(xlim=(0, max_radius), ylim=(0, 1), xlabel="radius", ylabel="certified accuracy", title=title)
+    axes.legend(loc="upper right")
+    figure.tight_layout()
+    paths = [Path(f"{prefix}.png"), Path(f"{prefix}.pdf")]
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=200)
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The table (TSV, also printed) and the plot for certify TSVs given on the command line."""
+    args = _parser().parse_args(argv)
+    labels = args.labels or [str(path) for path in args.tsv]
+    if len(labels) != len(args.tsv):
+        raise SystemExit(f"{len(args.tsv)} TSVs but {len(labels)} labels")
+    frames = {label: read_certify_tsv(path) for label, path in zip(labels, args.tsv)}
+    table = certified_accuracy_table(frames, args.radii)
+    print(table.to_string(float_format="{:.3f}".format))
+    if args.table:
+        args.table.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.table, sep="\t")
+    if args.plot:
+        plot_certified_accuracy(frames, args.plot, args.max_radius, args.title)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m robustcert.analysis", description=main.__doc__)
+    parser.add_argument("tsv", nargs="+", type=Path, help="certify TSVs (idx label predict radius correct time)")
+    parser.add_argument("--labels", nargs="+", help="one label per TSV (default: the paths)")
+    parser.add_argument("--radii", nargs="+", type=float, default=list(DEFAULT_RADII), help="table radii")
+    parser.add_argument("--table", type=Path, help="write the table to this TSV")
+    parser.add_argument("--plot", help="write the plot to PLOT.png and PLOT.pdf")
+    parser.add_argument("--max-radius", type=float, help="x range of the plot (default: from the data)")
+    parser.add_argument("--title", help="plot title")
+    return parser
+
+
+def _seconds(time: pd.Series, path: str | Path) -> pd.Series:
+    """Seconds from plain numbers or H:MM:SS.ffffff durations, value by value."""
+    text = time.astype(str)
+    numeric = pd.to_numeric(text, errors="coerce")
+    durations = pd.to_timedelta(text.where(numeric.isna()), errors="coerce").dt.total_seconds()
+    seconds = numeric.fillna(durations)
+    if seconds.isna().any():
+        raise ValueError(f"{path}: unreadable times {list(text[seconds.isna()][:3])}")
+    return seconds
+
+
+if __name__ == "__main__":
+    main()
