@@ -61,7 +61,10 @@ def predict_run_off(logits: np.ndarray) -> np.ndarray:
 
 
 def attack_succeeds(point, groups, budget, outputs, predict) -> bool:
-    """Some choice of `budget` groups (poisoned samples) and outputs of their models flips it."""
+    """Some choice of `budget` groups (poisoned samples) and outputs of their models flips it.
+
+    Sets of exactly `budget` groups suffice: fewer groups reach a subset of the same models.
+    """
     original = predict(point[None])[0]
     budget = min(budget, len(groups))
     for chosen in itertools.combinations(range(len(groups)), budget):

@@ -300,8 +300,8 @@ def _greedy_cost(gap: np.ndarray, reductions: np.ndarray) -> np.ndarray:
 def _bucket_sums(per_model: np.ndarray, shifts: np.ndarray) -> np.ndarray:
     """[n, m, C] → [n, C, m]: out[:, :, h] = Σ_{s ∈ shifts} per_model[:, (h + s) mod m].
 
-    Buckets last; the sum over the d models that hold bucket h, as a circular correlation by FFT (its cost does
-    not grow with d); entries are small integers, so rounding makes it exact.
+    Buckets last: the sum over the d models that hold bucket h, as a circular correlation by FFT
+    (its cost does not grow with d); entries are small integers, so rounding makes it exact.
     """
     num_models = per_model.shape[1]
     kernel = np.zeros(num_models)
