@@ -15,7 +15,7 @@ $(BIN)/snakemake: pyproject.toml constraints.txt
 setup: $(BIN)/snakemake  ## create .venv with the pinned dependencies
 
 run: setup  ## run the default config to results/tables/all.tsv
-	$(BIN)/snakemake --cores $(CORES) --resources gpu=1 -- results/tables/all.tsv
+	$(BIN)/snakemake --cores $(CORES) --resources gpu=1 -- all
 
 test: setup  ## the test suite (what .ci/run calls)
 	$(BIN)/python -m pytest -ra tests

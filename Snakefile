@@ -16,6 +16,7 @@ include: "rules/partition.smk"
 include: "rules/train.smk"
 include: "rules/score.smk"
 include: "rules/certify.smk"
+include: "rules/smoothing.smk"
 include: "rules/plot.smk"
 include: "rules/table.smk"
 

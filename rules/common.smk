@@ -3,6 +3,8 @@
 from snakemake.utils import validate
 
 from robustcert.config import check_config, experiments, shards
+from robustcert.data import expected_test_size
+from robustcert.smoothing_steps import point_shards
 
 
 validate(config, schema="../config/config.schema.yaml")
@@ -17,14 +19,30 @@ wildcard_constraints:
     defense="[A-Za-z0-9_-]+",
     variant="[a-z_]+",
     shard=r"\d+",
+    sigma=r"[0-9.]+(e-?[0-9]+)?",
+    algorithm="certify|predict",
+
+
+AGGREGATION_METHODS = ("dpa", "fa")
+
+
+def method_of(experiment):
+    return config["defenses"][experiment.defense]["method"]
+
+
+def sigma_label(sigma):
+    """How a σ of the config appears in paths: 0.25 → "0.25", 1.0 → "1"."""
+    return f"{sigma:g}"
 
 
 def get_final_output():
-    """The results table and one poisoning-budget plot per dataset."""
-    datasets = sorted({e.dataset for e in EXPERIMENTS})
+    """The results table, a poisoning-budget plot per dataset, a smoothing plot per smoothing experiment."""
+    aggregation = sorted({e.dataset for e in EXPERIMENTS if method_of(e) in AGGREGATION_METHODS})
+    smoothing = [e for e in EXPERIMENTS if method_of(e) == "smoothing"]
     return [
         "results/tables/all.tsv",
-        *expand("results/plots/{dataset}/poison_budget.{ext}", dataset=datasets, ext=["png", "pdf"]),
+        *expand("results/plots/{dataset}/poison_budget.{ext}", dataset=aggregation, ext=["png", "pdf"]),
+        *[f"results/plots/{e.dataset}/smoothing_{e.attack}_{e.defense}.{ext}" for e in smoothing for ext in ("png", "pdf")],
     ]
 
 
@@ -54,11 +72,11 @@ def get_shard_checkpoints(wildcards):
 
 
 def certificate_cells(dataset=None):
-    """(experiment, variant) for every certificate the config asks for, optionally of one dataset."""
+    """(experiment, variant) for every aggregation certificate the config asks for, optionally of one dataset."""
     return [
         (e, variant)
         for e in EXPERIMENTS
-        if dataset in (None, e.dataset)
+        if dataset in (None, e.dataset) and method_of(e) in AGGREGATION_METHODS
         for variant in config["defenses"][e.defense]["certificates"]
     ]
 
@@ -76,11 +94,66 @@ def get_dataset_labels(wildcards):
 
 
 def get_result_rows(wildcards):
-    """One results-table row per experiment and certificate variant."""
-    return [
+    """One results-table row per aggregation certificate and per smoothing σ."""
+    aggregation = [
         f"results/tables/rows/{e.dataset}/{e.attack}/{e.defense}/{variant}.tsv"
         for e, variant in certificate_cells()
     ]
+    smoothing = [
+        f"results/tables/rows/{e.dataset}/{e.attack}/{e.defense}/smoothing_sigma_{sigma_label(s)}.tsv"
+        for e in EXPERIMENTS
+        if method_of(e) == "smoothing"
+        for s in config["defenses"][e.defense]["sigmas"]
+    ]
+    return aggregation + smoothing
+
+
+def get_test_size(wildcards):
+    return expected_test_size(get_dataset(wildcards))
+
+
+def get_sigma(wildcards):
+    return float(wildcards.sigma)
+
+
+def get_sigmas(wildcards):
+    return get_defense(wildcards)["sigmas"]
+
+
+def get_smoothing_shards(wildcards):
+    """The shard TSVs of CERTIFY or PREDICT for one σ."""
+    count = len(point_shards(get_test_size(wildcards), get_defense(wildcards)))
+    return expand(
+        "results/smoothing/{dataset}/{attack}/{defense}/sigma_{sigma}/{algorithm}/shard_{shard}.tsv",
+        **wildcards,
+        shard=range(count),
+    )
+
+
+def get_smoothing_certificates(wildcards):
+    """The gathered certify TSV of every σ of a smoothing defense."""
+    return [
+        f"results/smoothing/{wildcards.dataset}/{wildcards.attack}/{wildcards.defense}/sigma_{sigma_label(s)}/certify.tsv"
+        for s in get_sigmas(wildcards)
+    ]
+
+
+def describe_smoothing(wildcards):
+    """The names and parameters that open a smoothing row of the results table."""
+    defense = get_defense(wildcards)
+    return {
+        "dataset": wildcards.dataset,
+        "source": get_dataset(wildcards)["source"],
+        "attack": wildcards.attack,
+        "attack_type": get_attack(wildcards)["type"],
+        "defense": wildcards.defense,
+        "method": "smoothing",
+        "certificate": "cohen_certify",
+        "arch": defense["arch"],
+        "epochs": defense["train"]["epochs"],
+        "sigma_train": float(wildcards.sigma),
+        "sigma_certify": float(wildcards.sigma),
+    }
 
 
 def describe_experiment(wildcards):

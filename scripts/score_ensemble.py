@@ -1,4 +1,5 @@
-from robustcert.steps import score_ensemble, start_log
+from robustcert.model_steps import score_ensemble
+from robustcert.steps import start_log
 
 start_log(snakemake.log[0])
 score_ensemble(

@@ -1,4 +1,5 @@
-from robustcert.steps import start_log, train_shard
+from robustcert.model_steps import train_shard
+from robustcert.steps import start_log
 
 start_log(snakemake.log[0])
 train_shard(

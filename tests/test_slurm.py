@@ -127,7 +127,11 @@ DEVICE_LINE = re.compile(
 
 
 def _gpu_job_devices(results: Path) -> list[tuple[str, str, dt.datetime, dt.datetime]]:
-    """(log, device id, start, end) of every GPU job, from the line select_device() logs."""
+    """(log, device id, start, end) of every GPU job.
+
+    The id and the start come from the line select_device() logs; the end is when Snakemake
+    wrote the job's benchmark file (the log itself is quiet while a model trains).
+    """
     jobs = []
     for rule in GPU_RULES:
         for log in sorted((results / "logs" / rule).rglob("*.log")):
@@ -135,7 +139,8 @@ def _gpu_job_devices(results: Path) -> list[tuple[str, str, dt.datetime, dt.date
             match = DEVICE_LINE.search(text)
             assert match, f"{log} does not say which device the job got:\n{text[-2000:]}"
             start = dt.datetime.strptime(match["time"], "%Y-%m-%d %H:%M:%S")
-            end = dt.datetime.fromtimestamp(log.stat().st_mtime)
+            bench = results / "benchmarks" / log.relative_to(results / "logs").with_suffix(".tsv")
+            end = dt.datetime.fromtimestamp((bench if bench.exists() else log).stat().st_mtime)
             jobs.append((str(log.relative_to(results)), match["ids"], start, end))
     return jobs
 
@@ -153,9 +158,14 @@ def test_workflow_runs_through_slurm_with_distinct_gpus(slurm_cluster, tmp_path)
         "--configfile", str(TEST_CONFIG.relative_to(REPO)),
         # no accounting database on the test cluster: poll squeue (its MinJobAge is 300 s)
         "--slurm-status-command", "squeue",
-        "--slurm-init-seconds-before-status-checks", "1",
-        "--seconds-between-status-checks", "1",
+        # poll every 20 s: the plugin adds 10 s after each poll that finds nothing finished and
+        # a job here takes 10-20 s (two Snakemake start-ups and the script), so polling sooner
+        # mostly means waiting for the second poll, 30+ s later
+        "--slurm-init-seconds-before-status-checks", "20",
+        "--seconds-between-status-checks", "20",
         "--slurm-keep-successful-logs",
+        # the test node's CPUs are declared, not real (2 cores here): one thread per job
+        "--set-threads", "train_shard=1", "score_ensemble=1",
         "--latency-wait", "10",
         "--", "results/tables/all.tsv",
     ]  # fmt: skip

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 
 class ArtifactError(ValueError):
@@ -65,6 +64,8 @@ def load_npz(path: str | Path, required: Iterable[str]) -> dict[str, np.ndarray]
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """``torch.save`` of a dict of tensors and plain values, atomically."""
+    import torch  # here, not at the top: the many light jobs that never touch a model start faster
+
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
@@ -75,6 +76,8 @@ def load_checkpoint(path: str | Path, kind: str) -> dict[str, Any]:
     Loaded with ``weights_only=True``: a checkpoint cannot run code. A truncated file, a file of
     another kind or a foreign checkpoint is an :class:`ArtifactError`.
     """
+    import torch
+
     path = Path(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)

@@ -193,3 +193,11 @@ def _as_arrays(dataset) -> tuple[np.ndarray, np.ndarray]:
     else:  # CIFAR: [n, H, W, C]
         x = data.transpose(0, 3, 1, 2)
     return np.ascontiguousarray(x, dtype=np.uint8), np.asarray(dataset.targets, dtype=np.int64)
+
+
+STANDARD_TEST_SIZE = {"mnist": 10_000, "fashion_mnist": 10_000, "cifar10": 10_000}
+
+
+def expected_test_size(spec: dict) -> int:
+    """The test-set size a dataset config leads to, known before any data is read (for planning jobs)."""
+    return int(spec["n_test"]) if spec["source"] == "digits" else STANDARD_TEST_SIZE[spec["source"]]

@@ -10,13 +10,16 @@ insertions/deletions the prediction survives and ``correct`` is 1 when ``predict
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from robustcert import certify
+from robustcert.artifacts import ArtifactError, load_npz, save_npz
 
 COLUMNS = ["idx", "label", "predict", "radius", "correct"]
+SCORE_ARRAYS = ("logits", "labels", "base_accuracy", "triggered_logits", "triggered_index", "target")
 Certificate = Callable[..., tuple[np.ndarray, np.ndarray]]
 
 
@@ -83,3 +86,19 @@ def base_attack_success(triggered_logits: np.ndarray, target: int) -> np.ndarray
     if len(triggered_logits) == 0:
         return np.zeros(0)
     return (triggered_logits.argmax(axis=2) == target).mean(axis=0)
+
+
+def save_scores(path: str | Path, scores: dict[str, np.ndarray]) -> None:
+    """Write ``scores.npz``."""
+    save_npz(path, **scores)
+
+
+def load_scores(path: str | Path) -> dict[str, np.ndarray]:
+    """Read and check ``scores.npz``."""
+    scores = load_npz(path, SCORE_ARRAYS)
+    logits, labels, trig = scores["logits"], scores["labels"], scores["triggered_logits"]
+    if logits.ndim != 3 or labels.shape != (logits.shape[0],):
+        raise ArtifactError(f"{path}: logits {logits.shape} and labels {labels.shape} do not match")
+    if trig.ndim != 3 or trig.shape[1:] != logits.shape[1:] or len(scores["triggered_index"]) != len(trig):
+        raise ArtifactError(f"{path}: triggered logits {trig.shape} do not match logits {logits.shape}")
+    return scores

@@ -1,6 +1,6 @@
 """Score matrices: the logits of every base model on every test point.
 
-``scores.npz`` holds ``logits`` [n_test, m, C] (column j = the model of subset j, whatever order
+``scores.npz`` (written and read by :mod:`robustcert.evaluate`) holds ``logits`` [n_test, m, C] (column j = the model of subset j, whatever order
 the shard files come in), ``labels`` [n_test], ``base_accuracy`` [m] on the clean test set, and,
 for attacks with a trigger, ``triggered_logits`` [n_t, m, C] on the triggered copies of the test
 images ``triggered_index`` (those not of class ``target``). Without a trigger these are empty and
@@ -16,12 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from robustcert.artifacts import ArtifactError, load_npz, save_npz
+from robustcert.artifacts import ArtifactError
 from robustcert.poison import Poison, triggered_test_set
 from robustcert.train import load_shard
-
-SCORE_ARRAYS = ("logits", "labels", "base_accuracy", "triggered_logits", "triggered_index", "target")
-
 
 def load_ensemble(paths: Sequence[str | Path], num_subsets: int) -> list[nn.Module]:
     """The models of all shards, ordered by subset id; every subset exactly once."""
@@ -54,7 +51,7 @@ def ensemble_logits(models: Sequence[nn.Module], images: np.ndarray, device: tor
 
 def score_ensemble(models: Sequence[nn.Module], x_test: np.ndarray, y_test: np.ndarray, poison: Poison,
                    device: torch.device) -> dict[str, np.ndarray]:
-    """All arrays of ``scores.npz``."""
+    """All arrays of ``scores.npz`` (see :data:`robustcert.evaluate.SCORE_ARRAYS`)."""
     logits = ensemble_logits(models, x_test, device)
     triggered_index, triggered_images = triggered_test_set(poison, x_test, y_test)
     return {
@@ -65,22 +62,6 @@ def score_ensemble(models: Sequence[nn.Module], x_test: np.ndarray, y_test: np.n
         "triggered_index": triggered_index,
         "target": np.int64(poison.target),
     }
-
-
-def save_scores(path: str | Path, scores: dict[str, np.ndarray]) -> None:
-    """Write ``scores.npz``."""
-    save_npz(path, **scores)
-
-
-def load_scores(path: str | Path) -> dict[str, np.ndarray]:
-    """Read and check ``scores.npz``."""
-    scores = load_npz(path, SCORE_ARRAYS)
-    logits, labels, trig = scores["logits"], scores["labels"], scores["triggered_logits"]
-    if logits.ndim != 3 or labels.shape != (logits.shape[0],):
-        raise ArtifactError(f"{path}: logits {logits.shape} and labels {labels.shape} do not match")
-    if trig.ndim != 3 or trig.shape[1:] != logits.shape[1:] or len(scores["triggered_index"]) != len(trig):
-        raise ArtifactError(f"{path}: triggered logits {trig.shape} do not match logits {logits.shape}")
-    return scores
 
 
 def _num_classes(model: nn.Module) -> int:

@@ -13,12 +13,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
-from robustcert import data, evaluate, partition, poison, score, train
+from robustcert import data, evaluate, partition, poison
 from robustcert.artifacts import atomic_path
-from robustcert.device import select_device
-from robustcert.plot import plot_poison_budget
 
 log = logging.getLogger("robustcert")
 
@@ -64,40 +61,10 @@ def partition_training_set(split_path: str, poison_path: str, output: str, defen
     partition.save_partition(output, result)
 
 
-def train_shard(split_path: str, poison_path: str, partition_path: str, output: str, subsets: Sequence[int],
-                defense: Mapping[str, Any], device: str, threads: int) -> None:
-    """Train the base models of one shard of subsets."""
-    torch.set_num_threads(threads)
-    split, _, x, y = load_training_set(split_path, poison_path)
-    parts = partition.load_partition(partition_path, len(y))
-    spec = model_spec(defense["arch"], split)
-    cfg = train.TrainConfig(**defense["train"])
-    states = train.train_shard(x, y, parts, list(subsets), spec, cfg, select_device(device))
-    train.save_shard(output, spec, subsets, states)
-
-
-def model_spec(arch: str, split: data.Split) -> train.ModelSpec:
-    """The architecture for a split's images."""
-    channels, height, _ = split.image_shape
-    return train.ModelSpec(arch, channels, split.num_classes, height)
-
-
-def score_ensemble(split_path: str, poison_path: str, partition_path: str, shard_paths: Sequence[str], output: str,
-                   device: str, threads: int) -> None:
-    """Write the score matrix of all base models on the clean and triggered test sets."""
-    torch.set_num_threads(threads)
-    split, attack, _, y = load_training_set(split_path, poison_path)
-    parts = partition.load_partition(partition_path, len(y))
-    models = score.load_ensemble(shard_paths, parts.num_subsets)
-    scores = score.score_ensemble(models, split.x_test, split.y_test, attack, select_device(device))
-    log.info("base models: mean test accuracy %.4f", scores["base_accuracy"].mean())
-    score.save_scores(output, scores)
-
-
 def certify_ensemble(scores_path: str, partition_path: str, variant: str, clean_output: str,
                      triggered_output: str) -> None:
     """Write the certificate TSVs of one variant on the clean and the triggered test sets."""
-    scores = score.load_scores(scores_path)
+    scores = evaluate.load_scores(scores_path)
     shifts = partition.load_partition(partition_path).shifts
     labels = scores["labels"]
     clean = evaluate.certify_scores(variant, scores["logits"], labels, np.arange(len(labels)), shifts)
@@ -111,7 +78,7 @@ def certify_ensemble(scores_path: str, partition_path: str, variant: str, clean_
 def summarize_certificates(scores_path: str, poison_path: str, clean_path: str, triggered_path: str, output: str,
                            describe: Mapping[str, Any], budgets: Sequence[int]) -> None:
     """Write one row of the results table: ``describe`` (names, parameters) then the numbers."""
-    scores = score.load_scores(scores_path)
+    scores = evaluate.load_scores(scores_path)
     attack = poison.load_poison(poison_path)
     row = evaluate.summarize(
         read_tsv(clean_path), read_tsv(triggered_path), scores["base_accuracy"],
@@ -124,12 +91,20 @@ def summarize_certificates(scores_path: str, poison_path: str, clean_path: str, 
 def tabulate_results(row_paths: Sequence[str], output: str) -> None:
     """Concatenate result rows (columns: the union, in order of first appearance)."""
     table = pd.concat([read_tsv(p) for p in row_paths], ignore_index=True)
-    write_tsv(table, output)
+    write_tsv(table.convert_dtypes(convert_string=False, convert_boolean=False), output)
 
 
 def plot_certificates(tsv_paths: Sequence[str], labels: Sequence[str], title: str, outputs: Sequence[str]) -> None:
     """Plot certified accuracy against the poisoning budget, one line per certificate TSV."""
+    from robustcert.plot import plot_poison_budget  # matplotlib: only this job needs it
+
     plot_poison_budget({label: read_tsv(p) for label, p in zip(labels, tsv_paths)}, title, outputs)
+
+
+def gather_shards(shard_paths: Sequence[str], output: str) -> None:
+    """Concatenate the TSVs of a sharded step in ``idx`` order."""
+    frame = pd.concat([read_tsv(p) for p in shard_paths], ignore_index=True).sort_values("idx")
+    write_tsv(frame, output)
 
 
 def read_tsv(path: str | Path) -> pd.DataFrame:

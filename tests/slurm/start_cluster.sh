@@ -20,25 +20,36 @@
 #    drops every SLURM_* variable, SLURM_CONF included, before its nested `srun`. A config
 #    anywhere but the compiled-in default /etc/slurm/slurm.conf makes that srun fail, so
 #    the config is written there (the old one, if any and not ours, is kept as *.orig).
-#  * No accounting database here, so `sacct` fails ("Slurm accounting storage is
+#  * No accounting database here, so `sacct` fails (exit 1, "Slurm accounting storage is
 #    disabled"); the plugin's default status command is sacct and Snakemake then waits
 #    forever. Run the plugin with `--slurm-status-command squeue` (plugin 2.8.0 option;
-#    profile key `slurm-status-command`). BUT 2.8.0 silently falls back to sacct whenever
-#    the sacct binary exists and MinJobAge < 3 x --slurm-init-seconds-before-status-checks
-#    (default 40 s -> 120 s): MinJobAge must stay >= that (300 here), and squeue only sees
-#    a finished job for MinJobAge seconds after it ends.
+#    profile key `slurm-status-command`). BUT 2.8.0 falls back to sacct (one info line)
+#    whenever the sacct binary exists and MinJobAge < 3 x
+#    --slurm-init-seconds-before-status-checks (default 40 s -> 120 s): MinJobAge must stay
+#    >= that (300 here), and squeue only sees a finished job for MinJobAge s after it ends.
 #  * `--slurm-no-account` exists in plugin 2.8.0 but is never read. Without an account the
-#    plugin guesses one with `sacct`, which fails here; it then warns "Unable to guess
-#    SLURM account" and submits without -A, which is what we want.
+#    plugin guesses one with `sacct -nu USER -o Account%256 | tail -1`, split by shlex so
+#    that sacct gets "|", "tail", "-1" as arguments and always fails ("sacct: invalid option
+#    -- '1'"); it then warns "Unable to guess SLURM account" and submits without -A, which is
+#    what we want here. Real clusters that need an account: set slurm_account yourself.
+#  * Status polling in plugin 2.8.0: first poll after --seconds-between-status-checks, then
+#    +10 s after every poll that finds nothing finished, back to
+#    --slurm-init-seconds-before-status-checks after one that does. A job here takes
+#    10-20 s (sbatch -> Snakemake -> srun -> Snakemake -> script), so polling every 1 s
+#    means catching most jobs at the third poll (~33 s); the test polls every 20 s instead.
+#  * "srun: cluster configuration lacks support for cpu binding" in every job log comes from
+#    the job step's `srun --cpu-bind=q` with TaskPlugin=task/none; harmless.
 #  * The plugin asks for GPUs with the Snakemake resource `gpu` -> `sbatch --gpus=N` (or
 #    `gres="gpu:N"` -> --gres; `gpu_model` -> --gpus=model:N) and the job step repeats
 #    `srun --gpus=N` inside the allocation; cpus_per_gpu -> --cpus-per-gpu. Snakemake's
 #    own `--resources gpu=N` limit does not apply to remote jobs: SLURM does the counting.
 #  * SLURM sets CUDA_VISIBLE_DEVICES from the GRES index (0, 1, ...), also without
-#    cgroups and with fake device files; ConstrainDevices would need cgroup task plugins,
-#    which do not work in most containers, hence TaskPlugin=task/none and
-#    ProctrackType=proctrack/linuxproc.
-#  * gres.conf `File=` must name an existing file or slurmd refuses the GRES; a character
+#    cgroups and with fake device files. Device fencing (ConstrainDevices) would need the
+#    cgroup plugins and a writable cgroup hierarchy, often missing in containers, hence
+#    TaskPlugin=task/none and ProctrackType=proctrack/linuxproc: jobs are told their GPU,
+#    not fenced in.
+#  * gres.conf `File=` must name existing files, else slurmd dies ("fatal: can't stat
+#    gres.conf file /dev/..."; check a gres.conf with `slurmd -G`); a character
 #    device made with `mknod c 1 3` (same numbers as /dev/null) is accepted. AutoDetect=off,
 #    since Debian's build has no NVML and there is no GPU anyway.
 #  * SlurmdParameters=config_overrides lets the node declare more CPUs/memory than the
@@ -49,8 +60,8 @@
 #    created (owner munge) and munged started as user munge.
 #  * slurmctld keeps jobs in StateSaveLocation across restarts; we start it with -c (clear)
 #    so a restarted test cluster starts empty.
-#  * `apt-get install slurm-wlm` pulls ~30 plugin/-dev packages through Recommends; the
-#    three packages below with --no-install-recommends are enough and much quicker.
+#  * `apt-get install slurm-wlm` pulls ~30 plugin/-dev packages through Recommends;
+#    slurmctld slurmd slurm-client munge with --no-install-recommends are enough and quicker.
 #  * Jobs run as root here (tests run as root); SLURM allows that. The job's working
 #    directory must be reachable at the same path from the node: trivially true here.
 set -uo pipefail
@@ -171,6 +182,9 @@ if [ "${ALREADY:-0}" != 1 ]; then
     cpus=$(( real_cpus > 8 ? real_cpus : 8 ))
     mem=$(( real_mem > 16000 ? real_mem : 16000 ))
     if [ -f "$CONF" ] && ! grep -qF "$MARK" "$CONF"; then
+        # a slurm.conf we did not write: this machine may belong to a real cluster
+        [ "${ROBUSTCERT_SLURM_OVERWRITE:-0}" = 1 ] \
+            || skip "$CONF exists and was not written by this script (part of a real cluster?); set ROBUSTCERT_SLURM_OVERWRITE=1 to replace it (kept as $CONF.orig)"
         cp -n "$CONF" "$CONF.orig"
         echo "kept the existing $CONF as $CONF.orig"
     fi
@@ -267,6 +281,7 @@ if [ "$SMOKE" = 1 ]; then
     out=$(mktemp -d /tmp/robustcert-slurm-smoke.XXXXXX)
     ids=()
     for i in 1 2; do
+        # shellcheck disable=SC2016  # expanded in the job, not here
         id=$(sbatch --parsable --gres=gpu:1 --cpus-per-task=1 -o "$out/%j.out" -D "$out" \
             --wrap 'echo "CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES"; sleep 3') || fail "sbatch failed"
         ids+=("$id")
@@ -276,11 +291,13 @@ if [ "$SMOKE" = 1 ]; then
         sleep 0.5
     done
     devs=$(cat "$out"/*.out 2>/dev/null | sort)
-    echo "smoke test, two sbatch --gres=gpu:1 jobs saw:"; echo "$devs" | sed 's/^/  /'
+    echo "smoke test, two sbatch --gres=gpu:1 jobs saw:"; while IFS= read -r l; do echo "  $l"; done <<<"$devs"
     n=$(echo "$devs" | grep -c '^CUDA_VISIBLE_DEVICES=[0-9]' || true)
     u=$(echo "$devs" | sort -u | grep -c '^CUDA_VISIBLE_DEVICES=[0-9]' || true)
     rm -rf "$out"
-    [ "$n" = 2 ] && [ "$u" = 2 ] || fail "expected two jobs with distinct CUDA_VISIBLE_DEVICES"
+    if [ "$n" != 2 ] || [ "$u" != 2 ]; then
+        fail "expected two jobs with distinct CUDA_VISIBLE_DEVICES"
+    fi
     echo "smoke test passed"
 fi
 exit 0
