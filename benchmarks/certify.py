@@ -81,13 +81,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, help="our batch (default: 1.2 MB of input on CPU, 4096 on CUDA)")
     parser.add_argument("--bf16", action="store_true", help="also time ours under bfloat16 autocast")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating timed rounds; the best counts")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating timed rounds; the best counts")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     args.device = select_device(args.device)
     print(f"device {args.device}, {torch.get_num_threads()} threads, n0={N0}, n={args.n}, "
-          f"reference batch {REFERENCE_BATCH}; noisy samples classified per second")
+          "noisy samples classified per second")
     print(f"{'model':<20} {'variant':<10} {'batch':>6} {'samples/s':>10} {'× reference':>12}")
     for label, spec in MODELS.items():
         batch_size, rates = benchmark(*spec, args)

@@ -58,10 +58,15 @@ DEVICE_JOB = textwrap.dedent(
     torch.cuda.is_available = lambda: True
     torch.cuda.is_initialized = lambda: False
     from robustcert import device
-    dev = device.select_device(sys.argv[1] if len(sys.argv) > 1 else "auto")
+    spec = sys.argv[1] if len(sys.argv) > 1 else "auto"
+    dev = device.select_device(spec)
     lease = device.current_lease()
-    print(json.dumps({"device": str(dev), "env": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                      "leased": None if lease is None else lease.device_id}), flush=True)
+    report = {"device": str(dev), "env": os.environ.get("CUDA_VISIBLE_DEVICES"),
+              "leased": None if lease is None else lease.device_id}
+    if len(sys.argv) > 2:  # asking again returns the same device and keeps the one lease
+        report["again"] = str(device.select_device(spec))
+        assert device.current_lease() is lease
+    print(json.dumps(report), flush=True)
     sys.stdin.read()
     """
 )
@@ -314,8 +319,10 @@ def test_select_device_gives_concurrent_jobs_distinct_gpus(children, tmp_path):
 
 
 def test_select_device_cuda_index_leases_that_gpu(children, tmp_path):
-    job = children(DEVICE_JOB, ["cuda:1"], _env(CUDA_VISIBLE_DEVICES="4,6", ROBUSTCERT_GPU_LOCK_DIR=str(tmp_path)))
-    assert job.report() == {"device": "cuda:0", "env": "6", "leased": "6"}
+    job = children(
+        DEVICE_JOB, ["cuda:1", "again"], _env(CUDA_VISIBLE_DEVICES="4,6", ROBUSTCERT_GPU_LOCK_DIR=str(tmp_path))
+    )
+    assert job.report() == {"device": "cuda:0", "env": "6", "leased": "6", "again": "cuda:0"}
 
 
 @pytest.mark.parametrize(

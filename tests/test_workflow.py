@@ -88,22 +88,41 @@ def test_tiny_mnist_through_the_whole_chain_and_deterministic_after_a_kill(workf
 
 
 def test_default_config_end_to_end(workflow_copy):
-    """The README's main job: digits × {none, backdoor, label_flip} × DPA, under 10 minutes on 2 cores."""
-    snakemake(workflow_copy, "--cores", "2", "--resources", "gpu=1", "--", "results/tables/all.tsv")
+    """The README's main job (`make run`): every defense of the default config, on 2 cores."""
+    snakemake(workflow_copy, "--cores", "2", "--resources", "gpu=1", "--", "all")
     table = pd.read_csv(workflow_copy / "results/tables/all.tsv", sep="\t")
     dpa = table[table["certificate"] == "dpa"].set_index("attack")
-    assert set(dpa.index) >= {"none", "backdoor", "label_flip"}
+    assert set(dpa.index) == {"none", "backdoor", "label_flip"}
     assert (dpa["n_test"] == 360).all() and (dpa["k"] == 20).all()
-    assert dpa.loc["none", "accuracy"] > 0.9  # aggregate of 20 small CNNs on digits
+    assert dpa.loc["none", "accuracy"] > 0.9  # the aggregate of 20 small CNNs on digits
     assert (dpa["accuracy"] >= dpa["base_accuracy_mean"]).all()  # voting helps
     assert dpa.loc["none", "median_cert_ref"] == dpa.loc["none", "median_cert"] + 1 >= 2
     assert dpa.loc["none", "cert_acc@0"] == dpa.loc["none", "accuracy"]
     assert 0 <= dpa.loc["backdoor", "asr"] <= 1 and pd.isna(dpa.loc["none", "asr"])
     assert dpa.loc["backdoor", "poison_size"] == 2 * round(0.02 * 1257)
-    for ext in ("png", "pdf"):
-        assert (workflow_copy / f"results/plots/digits/poison_budget.{ext}").stat().st_size > 1000
+
+    variants = table.groupby(["attack", "defense"])["certificate"].apply(set)
+    assert variants[("none", "dpa")] == {"dpa", "dpa_roe"} and variants[("backdoor", "fa")] == {"fa", "fa_roe"}
+    fa = table[(table["certificate"] == "fa") & (table["attack"] == "none")].iloc[0]
+    assert fa["d"] == 4 and fa["k"] == 20 and fa["accuracy"] > 0.9
+
+    smoothing = table[table["method"] == "smoothing"]
+    assert sorted(smoothing["sigma_train"].unique()) == [0.25, 0.5] and len(smoothing) == 4
+    assert (smoothing["n"] == 10000).all() and (smoothing["n_test"] == 60).all()
+    assert (smoothing["sigma_train"] == smoothing["sigma_certify"]).all()
+    clean = smoothing[smoothing["attack"] == "none"].set_index("sigma_train")
+    assert clean.loc[0.25, "accuracy"] > 0.8 and clean.loc[0.25, "acr"] > 0.2
+    assert clean.loc[0.5, "cert_acc@l2=0.5"] >= clean.loc[0.25, "cert_acc@l2=0.5"]  # larger σ reaches further
+    assert (smoothing["cert_acc@l2=1"] <= smoothing["cert_acc@l2=0"]).all()
+
+    for name in ("poison_budget", "smoothing_none_smoothing", "smoothing_backdoor_smoothing"):
+        for ext in ("png", "pdf"):
+            assert (workflow_copy / f"results/plots/digits/{name}.{ext}").stat().st_size > 1000
     certify = pd.read_csv(workflow_copy / "results/certify/digits/none/dpa/dpa.tsv", sep="\t")
     assert list(certify.columns) == ["idx", "label", "predict", "radius", "correct"] and len(certify) == 360
+    smoothed = pd.read_csv(workflow_copy / "results/smoothing/digits/none/smoothing/sigma_0.25/certify.tsv", sep="\t")
+    assert list(smoothed.columns) == ["idx", "label", "predict", "radius", "correct", "time"]
+    assert smoothed["idx"].tolist() == list(range(0, 360, 6))
     # Nothing left to do afterwards.
-    dry = snakemake(workflow_copy, "-n", "--cores", "2", "--", "results/tables/all.tsv")
+    dry = snakemake(workflow_copy, "-n", "--cores", "2", "--", "all")
     assert "Nothing to be done" in dry.stdout + dry.stderr

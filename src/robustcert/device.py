@@ -34,6 +34,7 @@ _log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _lease: GpuLease | None = None
 _leased_device: torch.device | None = None
+_leased_index: int | None = None  # the leased GPU's position among the visible ones
 _last_summary = ""
 
 
@@ -55,14 +56,14 @@ def select_device(spec: str | None = "auto") -> torch.device:
     else:
         index = None
 
-    global _lease, _leased_device
+    global _lease, _leased_device, _leased_index
     with _lock:
         if _lease is not None and _lease.held and _leased_device is not None:
-            if index is None or _lease.slot == index:
+            if index is None or _leased_index == index:
                 return _leased_device
             raise RuntimeError(
                 f"device {spec!r} was asked for, but this process already leased GPU "
-                f"{_lease.device_id} (slot {_lease.slot})"
+                f"{_lease.device_id} (cuda:{_leased_index} before the lease)"
             )
 
         visible_env = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -83,8 +84,9 @@ def select_device(spec: str | None = "auto") -> torch.device:
             return _cpu_or_fail(
                 auto, spec, f"GPU {lease.device_id} is visible but CUDA cannot use it (no driver or device?)"
             )
-        device = torch.device("cuda", visible.index(lease.device_id) if initialised else 0)
-        _lease, _leased_device = lease, device
+        position = visible.index(lease.device_id)
+        device = torch.device("cuda", position if initialised else 0)
+        _lease, _leased_device, _leased_index = lease, device, position
         _report(
             f"{device} = GPU {lease.device_id} (slot {lease.slot} of {','.join(lease.candidates)}), "
             f"leased via {lease.lock_path}; CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}"

@@ -41,7 +41,7 @@ def summarize_smoothing(certify_path: str, predict_path: str, output: str, descr
     row = {
         **describe,
         "n0": defense["n0"], "n": defense["n"], "alpha": defense["alpha"],
-        "test_points": f"every {skip}th of {n_test}" + (f", at most {limit}" if limit else ""),
+        "test_points": f"range(0, {n_test}, {skip})" + (f"[:{limit}]" if limit else ""),
         "n_test": len(certified),
         "accuracy": float(predicted["correct"].mean()),
         "abstain": float((predicted["predict"] == analysis.ABSTAIN).mean()),
