@@ -128,3 +128,23 @@ def test_truncated_or_foreign_checkpoints_are_clear_errors(tmp_path):
         train.load_shard(str(foreign))
     with pytest.raises(ArtifactError, match="lack the models of subsets \\[2\\]"):
         score.load_ensemble([path], 3)
+
+
+def test_truncated_or_incomplete_score_files_are_clear_errors(tmp_path):
+    from robustcert.evaluate import load_scores, save_scores
+
+    scores = {"logits": np.zeros((4, 3, 10)), "labels": np.zeros(4, np.int64), "base_accuracy": np.zeros(3),
+              "triggered_logits": np.zeros((0, 3, 10)), "triggered_index": np.zeros(0, np.int64),
+              "target": np.int64(-1)}
+    path = tmp_path / "scores.npz"
+    save_scores(path, scores)
+    assert load_scores(path)["logits"].shape == (4, 3, 10)
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(ArtifactError, match="scores.npz: not a readable .npz file"):
+        load_scores(path)
+    save_scores(path, {**scores, "labels": np.zeros(5, np.int64)})
+    with pytest.raises(ArtifactError, match="do not match"):
+        load_scores(path)
+    save_scores(path, {k: v for k, v in scores.items() if k != "logits"})
+    with pytest.raises(ArtifactError, match=r"missing arrays \['logits'\]"):
+        load_scores(path)
