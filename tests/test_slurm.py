@@ -31,18 +31,20 @@ GPU_RULES = ("train_shard", "score_ensemble")
 WORKFLOW_TIMEOUT_S = 420
 
 
-def _rules_of_workflow() -> set[str]:
-    names = set()
+def _rules_of_workflow() -> dict[str, str]:
+    """rule name -> the text of its definition, from Snakefile and rules/*.smk."""
+    rules = {}
     for smk in [REPO / "Snakefile", *sorted((REPO / "rules").glob("*.smk"))]:
         if smk.exists():
-            names |= set(re.findall(r"^(?:local)?rule\s+(\w+)\s*:", smk.read_text(), flags=re.M))
-    return names
+            parts = re.split(r"^(?:local)?rule\s+(\w+)\s*:", smk.read_text(), flags=re.M)
+            rules.update(zip(parts[1::2], parts[2::2]))
+    return rules
 
 
 # ----------------------------------------------------------------------------- the profile (no cluster needed)
 
 
-def test_profile_names_rules_that_exist_and_leaves_site_settings_to_the_user():
+def test_profile_covers_the_gpu_rules_and_leaves_site_settings_to_the_user():
     profile = yaml.safe_load(PROFILE.read_text())
     assert profile["executor"] == "slurm"
     assert profile["rerun-incomplete"] is True
@@ -50,11 +52,15 @@ def test_profile_names_rules_that_exist_and_leaves_site_settings_to_the_user():
     if not rules:
         pytest.skip("the workflow (Snakefile, rules/) is not there yet")
     for section in ("set-resources", "set-threads"):
-        unknown = set(profile.get(section, {})) - rules
+        unknown = set(profile.get(section, {})) - set(rules)
         assert not unknown, f"profiles/slurm {section} names rules the workflow does not have: {unknown}"
-    for rule in GPU_RULES:
-        res = profile["set-resources"][rule]
-        assert res["gpu"] == 1 and {"cpus_per_gpu", "mem_mb", "runtime"} <= set(res)
+    gpu_rules = {name for name, text in rules.items() if re.search(r"^\s+gpu\s*=\s*1", text, flags=re.M)}
+    assert set(GPU_RULES) <= gpu_rules
+    for rule in gpu_rules:
+        res = profile["set-resources"].get(rule)
+        assert res, f"GPU rule {rule} has no set-resources in profiles/slurm"
+        assert res["gpu"] == 1 and {"cpus_per_gpu", "mem_mb", "runtime"} <= set(res), rule
+        assert profile["set-threads"].get(rule) == res["cpus_per_gpu"], rule
     every = [profile.get("default-resources", {}), *profile.get("set-resources", {}).values()]
     assert not any({"slurm_partition", "slurm_account"} & set(r) for r in every)
 
@@ -165,7 +171,7 @@ def test_workflow_runs_through_slurm_with_distinct_gpus(slurm_cluster, tmp_path)
         "--seconds-between-status-checks", "20",
         "--slurm-keep-successful-logs",
         # the test node's CPUs are declared, not real (2 cores here): one thread per job
-        "--set-threads", "train_shard=1", "score_ensemble=1",
+        "--set-threads", *(f"{rule}=1" for rule in GPU_RULES),
         "--latency-wait", "10",
         "--", "results/tables/all.tsv",
     ]  # fmt: skip

@@ -42,7 +42,7 @@ def _smoothed_classifier(model_path: str, num_classes: int, sigma: float, defens
     _, _, models = train.load_shard(model_path)
     model = models[0].to(target)
     return Smooth(model, num_classes, sigma, generator=int(defense["seed"]) + shard, bf16=defense["bf16"],
-                  channels_last=target.type == "cuda")
+                  channels_last=True)  # about 2× on CPU for the small CNNs, and the fast path on CUDA
 
 
 def _test_points(split_path: str, shard: int, defense: Mapping[str, Any]) -> tuple[data.Split, np.ndarray]:
