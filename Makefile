@@ -17,6 +17,10 @@ setup: $(BIN)/snakemake  ## create .venv with the pinned dependencies
 run: setup  ## run the default config to results/tables/all.tsv
 	$(BIN)/snakemake --cores $(CORES) --resources gpu=1 -- all
 
+# The SLURM test starts a real single-node cluster (installs slurm-wlm and munge, writes
+# /etc/slurm; root only, else skipped with the reason). ROBUSTCERT_SLURM_TESTS=0 leaves it out.
+export ROBUSTCERT_SLURM_TESTS ?= 1
+
 test: setup  ## the test suite (what .ci/run calls)
 	$(BIN)/python -m pytest -ra tests
 
