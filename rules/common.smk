@@ -11,6 +11,9 @@ validate(config, schema="../config/config.schema.yaml")
 check_config(config)
 
 EXPERIMENTS = experiments(config)
+CLEAN_ATTACK = next((name for name, a in config["attacks"].items() if a["type"] == "none"), None)
+# the {attack} names that rules/bilevel.smk makes (a regex; one that matches nothing if there are none)
+BILEVEL_ATTACKS = "|".join(n for n, a in config["attacks"].items() if a["type"] == "bilevel_radius") or "(?!)"
 
 
 wildcard_constraints:
@@ -36,13 +39,16 @@ def sigma_label(sigma):
 
 
 def get_final_output():
-    """The results table, a poisoning-budget plot per dataset, a smoothing plot per smoothing experiment."""
+    """The results table and every plot: poisoning budget per dataset, smoothing per experiment,
+    the objective of every bilevel attack."""
     aggregation = sorted({e.dataset for e in EXPERIMENTS if method_of(e) in AGGREGATION_METHODS})
     smoothing = [e for e in EXPERIMENTS if method_of(e) == "smoothing"]
+    bilevel = sorted({(e.dataset, e.attack) for e in EXPERIMENTS if config["attacks"][e.attack]["type"] == "bilevel_radius"})
     return [
         "results/tables/all.tsv",
         *expand("results/plots/{dataset}/poison_budget.{ext}", dataset=aggregation, ext=["png", "pdf"]),
         *[f"results/plots/{e.dataset}/smoothing_{e.attack}_{e.defense}.{ext}" for e in smoothing for ext in ("png", "pdf")],
+        *[f"results/plots/{dataset}/bilevel_{attack}_objective.{ext}" for dataset, attack in bilevel for ext in ("png", "pdf")],
     ]
 
 
@@ -105,7 +111,13 @@ def get_result_rows(wildcards):
         if method_of(e) == "smoothing"
         for s in config["defenses"][e.defense]["sigmas"]
     ]
-    return aggregation + smoothing
+    bilevel = [
+        f"results/tables/rows/{e.dataset}/{e.attack}/{e.defense}/bilevel_sigma_{sigma_label(s)}.tsv"
+        for e in EXPERIMENTS
+        if method_of(e) == "smoothing" and config["attacks"][e.attack]["type"] == "bilevel_radius"
+        for s in config["defenses"][e.defense]["sigmas"]
+    ]
+    return aggregation + smoothing + bilevel
 
 
 def get_test_size(wildcards):
@@ -173,3 +185,13 @@ def describe_experiment(wildcards):
         "arch": defense["arch"],
         "epochs": defense["train"]["epochs"],
     }
+
+
+def get_clean_victim(wildcards):
+    """The same smoothing victim trained on clean data (the attack of type none)."""
+    return f"results/smoothing/{wildcards.dataset}/{CLEAN_ATTACK}/{wildcards.defense}/sigma_{wildcards.sigma}/model.pt"
+
+
+def describe_bilevel(wildcards):
+    """The names and parameters that open a bilevel-evaluation row of the results table."""
+    return {**describe_smoothing(wildcards), "certificate": "target_class_certify"}

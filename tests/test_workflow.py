@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -106,8 +107,8 @@ def test_default_config_end_to_end(workflow_copy):
     fa = table[(table["certificate"] == "fa") & (table["attack"] == "none")].iloc[0]
     assert fa["d"] == 4 and fa["k"] == 20 and fa["accuracy"] > 0.9
 
-    smoothing = table[table["method"] == "smoothing"]
-    assert sorted(smoothing["sigma_train"].unique()) == [0.25, 0.5] and len(smoothing) == 4
+    smoothing = table[table["certificate"] == "cohen_certify"]
+    assert sorted(smoothing["sigma_train"].unique()) == [0.25, 0.5] and len(smoothing) == 6
     assert (smoothing["n"] == 10000).all() and (smoothing["n_test"] == 60).all()
     assert (smoothing["sigma_train"] == smoothing["sigma_certify"]).all()
     clean = smoothing[smoothing["attack"] == "none"].set_index("sigma_train")
@@ -115,7 +116,19 @@ def test_default_config_end_to_end(workflow_copy):
     assert clean.loc[0.5, "cert_acc@l2=0.5"] >= clean.loc[0.25, "cert_acc@l2=0.5"]  # larger σ reaches further
     assert (smoothing["cert_acc@l2=1"] <= smoothing["cert_acc@l2=0"]).all()
 
-    for name in ("poison_budget", "smoothing_none_smoothing", "smoothing_backdoor_smoothing"):
+    bilevel = table[table["certificate"] == "target_class_certify"].set_index("sigma_train")
+    assert sorted(bilevel.index) == [0.25, 0.5] and (bilevel["target"] == 8).all()
+    assert (bilevel["acr_clean"] > 0).all() and (bilevel["n_test"] > 0).all()
+    assert (bilevel["acr_drop"] == 1 - bilevel["acr"] / bilevel["acr_clean"]).all()
+    assert ("bilevel", "dpa") in variants.index  # the poisons also go through DPA (transfer)
+    poison = np.load(workflow_copy / "results/poison/digits/bilevel.npz")
+    split = np.load(workflow_copy / "results/data/digits/split.npz")
+    original = split["x_train"][poison["index"]].astype(int)
+    assert np.abs(poison["x"].astype(int) - original).max() <= 25  # ε = 0.1 of 255
+    assert np.array_equal(poison["y"], split["y_train"][poison["index"]]) and (poison["y"] == 8).all()
+
+    for name in ("poison_budget", "smoothing_none_smoothing", "smoothing_backdoor_smoothing",
+                 "smoothing_bilevel_smoothing", "bilevel_bilevel_objective"):
         for ext in ("png", "pdf"):
             assert (workflow_copy / f"results/plots/digits/{name}.{ext}").stat().st_size > 1000
     certify = pd.read_csv(workflow_copy / "results/certify/digits/none/dpa/dpa.tsv", sep="\t")

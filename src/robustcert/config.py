@@ -60,6 +60,10 @@ def check_config(config: Config) -> None:
         if wrong:
             problems.append(f"defenses.{name}.certificates {wrong} do not apply to method "
                             f"'{defense['method']}' (allowed: {list(allowed)})")
+    bilevel_on_smoothing = [e for e in experiments(config) if config["attacks"][e.attack]["type"] == "bilevel_radius"
+                            and config["defenses"][e.defense]["method"] == "smoothing"]
+    if bilevel_on_smoothing and not any(a["type"] == "none" for a in config["attacks"].values()):
+        problems.append("a bilevel_radius attack is evaluated against the clean victim: define an attack of type none")
     for name, dataset in config["datasets"].items():
         if dataset["source"] == "digits" and not dataset.get("n_test"):
             problems.append(f"datasets.{name}: digits has no standard test set, set n_test > 0")

@@ -30,3 +30,17 @@ def plot_poison_budget(frames: Mapping[str, pd.DataFrame], title: str, outputs: 
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=150)
     plt.close(fig)
+
+
+def plot_objective(trace: pd.DataFrame, prefix: str | Path, title: str) -> None:
+    """An attack's surrogate objective ``f`` per outer step (``prefix``.png and .pdf)."""
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    if len(trace):
+        ax.plot(trace["step"], trace["f"], marker=".", label="f (soft certified radius)")
+        ax.legend(fontsize="small")
+    ax.set(xlabel="outer step", ylabel="objective", title=title)
+    ax.grid(alpha=0.3)
+    for path in (f"{prefix}.png", f"{prefix}.pdf"):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=150)
+    plt.close(fig)
