@@ -29,3 +29,13 @@ lint: setup
 
 clean:
 	rm -rf results .snakemake
+
+# Sharing results through DVC (docs/sharing.md). REMOTE=name: a DVC remote other than the default;
+# TARGETS=…: Snakemake targets to mark up to date other than the stage's.
+.PHONY: pull push
+
+pull: setup  ## fetch the pushed results of this commit and mark them up to date (nothing retrains)
+	$(BIN)/python -m robustcert.sharing pull $(if $(REMOTE),--remote $(REMOTE)) $(TARGETS)
+
+push: setup  ## record the up-to-date results in dvc.lock and push them to the DVC remote
+	$(BIN)/python -m robustcert.sharing push $(if $(REMOTE),--remote $(REMOTE))

@@ -12,7 +12,13 @@ rule poison_bilevel_radius:
     output:
         poison="results/poison/{dataset}/{attack}.npz",
         objective="results/poison/{dataset}/{attack}.objective.tsv",
-        png="results/plots/{dataset}/bilevel_{attack}_objective.png",
+        png=report(
+            "results/plots/{dataset}/bilevel_{attack}_objective.png",
+            caption="../report/bilevel_objective.rst",
+            category="{dataset}",
+            subcategory="bilevel poisoning",
+            labels={"attack": "{attack}", "item": "surrogate objective per outer step"},
+        ),
         pdf="results/plots/{dataset}/bilevel_{attack}_objective.pdf",
     wildcard_constraints:
         attack=BILEVEL_ATTACKS,

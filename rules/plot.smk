@@ -6,7 +6,8 @@ rule plot_poison_budget:
             "results/plots/{dataset}/poison_budget.png",
             caption="../report/poison_budget.rst",
             category="{dataset}",
-            subcategory="poisoning defenses",
+            subcategory="partition aggregation (DPA, FA)",
+            labels={"item": "certified accuracy vs poisoning budget"},
         ),
         pdf="results/plots/{dataset}/poison_budget.pdf",
     params:

@@ -110,12 +110,19 @@ rule analyze_smoothing:
     input:
         certify=get_smoothing_certificates,
     output:
-        table="results/tables/smoothing/{dataset}/{attack}/{defense}.tsv",
+        table=report(
+            "results/tables/smoothing/{dataset}/{attack}/{defense}.tsv",
+            caption="../report/smoothing_table.rst",
+            category="{dataset}",
+            subcategory="{defense}",
+            labels={"attack": "{attack}", "item": "table"},
+        ),
         png=report(
             "results/plots/{dataset}/smoothing_{attack}_{defense}.png",
             caption="../report/smoothing.rst",
             category="{dataset}",
-            subcategory="randomized smoothing",
+            subcategory="{defense}",
+            labels={"attack": "{attack}", "item": "certified accuracy vs L2 radius"},
         ),
         pdf="results/plots/{dataset}/smoothing_{attack}_{defense}.pdf",
     params:

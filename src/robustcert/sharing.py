@@ -1,0 +1,416 @@
+"""Share the workflow's results through DVC: push them once, pull them on a fresh clone, rerun nothing.
+
+    python -m robustcert.sharing push [--remote NAME]
+    python -m robustcert.sharing pull [--remote NAME] [TARGET ...]
+
+DVC tracks ``results/`` as the one output of the stage ``workflow`` of ``dvc.yaml``, whose command
+runs Snakemake and whose dependencies are everything that decides the numbers (Snakefile, rules,
+scripts, the package, the schema and the config files). ``dvc.lock`` records their hashes next to the
+hash of the results they produced.
+
+``push`` refuses unless Snakemake plans nothing for the stage's targets (the results are complete and
+up to date, by Snakemake's own provenance), then ``dvc commit`` (writes ``dvc.lock``) and ``dvc push``.
+
+``pull`` is the one command that makes pulled results count as up to date:
+
+1. ``dvc status`` of the stage, before anything is fetched: if a dependency or the command differs
+   from ``dvc.lock`` — the config or the code changed since the results were made — it refuses and
+   names what changed. Nothing is fetched or written, so the change cannot be hidden (pulled files
+   with pull-time modification dates and no Snakemake metadata could otherwise look up to date).
+2. the remote is probed; unreachable or missing, the error names it and its URL.
+3. ``dvc fetch`` (into ``.dvc/cache`` only), then ``dvc checkout`` without ``--force``: DVC refuses
+   to overwrite or delete local files that differ from the pushed ones, and so does this command.
+4. ``dvc status`` again: results and dependencies must now match ``dvc.lock`` exactly.
+5. ``snakemake --touch --forceall`` over the stage's targets (with its ``--configfile``): every output
+   is touched in DAG order and Snakemake records its metadata (params, code, input checksums) for the
+   current config — which step 1 proved is the one that made them. From then on a change of config or
+   code is a change Snakemake sees (``params``/``code`` rerun triggers), as after a local run.
+6. ``snakemake -n``: says what, if anything, is still to run.
+
+Nothing here deletes or overwrites results: no ``--force`` is ever passed to DVC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+STAGE = "workflow"
+#: Loaded by the Snakefile's ``configfile:`` directive before any ``--configfile``.
+DEFAULT_CONFIG = "config/config.yaml"
+#: Options of the stage's command that decide how, not what, Snakemake runs; dropped for --touch/-n.
+EXECUTION_OPTIONS = {"--cores", "-c", "--jobs", "-j", "--resources", "--res", "--local-cores"}
+PROG = "python -m robustcert.sharing"
+say_now = functools.partial(print, flush=True)
+
+
+class SharingError(Exception):
+    """A refusal or failure, with a message for the user; nothing was deleted."""
+
+
+@dataclass
+class Stage:
+    name: str
+    cmd: str
+    deps: list[str]
+    outs: list[str]
+    options: list[str] = field(default_factory=list)  # Snakemake options of the command, minus execution ones
+    targets: list[str] = field(default_factory=list)
+    configfiles: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Remote:
+    name: str
+    url: str
+    location: str  # the resolved path or URL that DVC talks to
+    protocol: str
+
+
+# ---------------------------------------------------------------- running dvc and snakemake
+
+
+def _run(args: list[str], root: Path, *, check: bool = False) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=root, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise SharingError(f"`{shlex.join(args[2:] if args[1:2] == ['-m'] else args)}` failed "
+                           f"({result.returncode}):\n{_tail(result)}")
+    return result
+
+
+def dvc(root: Path, *args: str, check: bool = False) -> subprocess.CompletedProcess:
+    return _run([sys.executable, "-m", "dvc", *args], root, check=check)
+
+
+def snakemake(root: Path, *args: str, check: bool = False) -> subprocess.CompletedProcess:
+    return _run([sys.executable, "-m", "snakemake", *args], root, check=check)
+
+
+def _tail(result: subprocess.CompletedProcess, lines: int = 30) -> str:
+    text = (result.stdout + result.stderr).strip().splitlines()
+    if "Building DAG of jobs..." in text:  # Snakemake: what follows its banner
+        text = text[len(text) - text[::-1].index("Building DAG of jobs...") :]
+    return "\n".join(text[-lines:])
+
+
+# ---------------------------------------------------------------- the stage and the remote
+
+
+def load_stage(root: Path, name: str = STAGE) -> Stage:
+    """The stage of dvc.yaml (templating resolved by DVC) and the Snakemake arguments of its command."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    if not (root / "dvc.yaml").exists():
+        raise SharingError(f"{root}/dvc.yaml not found: run this in the repository's root folder")
+    try:
+        with Repo(str(root)) as repo:
+            (stage,) = repo.stage.collect(name)
+            result = Stage(name=name, cmd=stage.cmd, deps=[d.def_path for d in stage.deps],
+                           outs=[o.def_path for o in stage.outs])
+    except DvcException as error:
+        raise SharingError(f"cannot read the stage '{name}' of dvc.yaml: {error}") from error
+    words = shlex.split(result.cmd)
+    if not words or Path(words[0]).name != "snakemake" or "--" not in words:
+        raise SharingError(f"the stage '{name}' must run `snakemake [options] -- targets`; dvc.yaml has: {result.cmd}")
+    split = words.index("--")
+    options, result.targets = words[1:split], words[split + 1:]
+    i = 0
+    while i < len(options):
+        word = options[i]
+        key = word.split("=", 1)[0]
+        values = []
+        j = i + 1
+        if "=" not in word:
+            while j < len(options) and not options[j].startswith("-"):
+                values.append(options[j])
+                j += 1
+        if key in ("--configfile", "--configfiles"):
+            result.configfiles += values or word.split("=", 1)[1:]
+        if key not in EXECUTION_OPTIONS:
+            result.options += options[i:j]
+        i = j
+    untracked = [c for c in [DEFAULT_CONFIG, *result.configfiles]
+                 if os.path.normpath(c) not in {os.path.normpath(d) for d in result.deps}]
+    if untracked:
+        raise SharingError(f"dvc.yaml: the stage '{name}' reads {', '.join(untracked)} but does not list it under "
+                           "deps, so a change to it would go unnoticed; add it to deps")
+    return result
+
+
+def resolve_remote(root: Path, name: str | None) -> Remote:
+    """The named (or default) DVC remote, with its URL; errors name what is configured."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        remotes = {key: dict(value) for key, value in repo.config.get("remote", {}).items()}
+        configured = ", ".join(f"'{key}' ({value.get('url')})" for key, value in remotes.items()) or "none"
+        if name is None:
+            name = repo.config.get("core", {}).get("remote")
+            if not name:
+                raise SharingError(
+                    "no DVC remote given and no default one configured (configured remotes: "
+                    f"{configured}). Add one with `dvc remote add -d shared URL` (URL: a folder, "
+                    "s3://…, ssh://…) and commit .dvc/config, or pass --remote NAME.")
+        if name not in remotes:
+            raise SharingError(f"the DVC remote '{name}' is not configured (configured remotes: {configured}); "
+                               "see `dvc remote list`")
+        url = str(remotes[name].get("url"))
+        try:
+            remote = repo.cloud.get_remote(name)
+        except (DvcException, ImportError) as error:  # e.g. s3:// without the dvc-s3 plugin
+            raise SharingError(f"the DVC remote '{name}' ({url}) is unreachable: {error}. "
+                               "Nothing was pulled or pushed.") from error
+        return Remote(name=name, url=url, location=str(remote.path), protocol=str(remote.fs.protocol))
+
+
+def unreachable(root: Path, remote: Remote, timeout: float = 20) -> str | None:
+    """Why the remote cannot be reached, or None. DVC itself reports an unreachable remote as one that
+    holds no files ("Everything is up to date"), so it is probed here first."""
+    if remote.protocol == "local":
+        path = Path(remote.location)
+        if not path.exists():
+            return f"the folder {path} does not exist (not mounted? wrong path?)"
+        if not path.is_dir():
+            return f"{path} is not a folder"
+        if not os.access(path, os.R_OK | os.X_OK):
+            return f"the folder {path} is not readable"
+        return None
+    if remote.protocol in ("http", "https"):
+        try:
+            urllib.request.urlopen(urllib.request.Request(remote.location, method="HEAD"), timeout=timeout)
+        except urllib.error.HTTPError:
+            return None  # the server answered
+        except (urllib.error.URLError, OSError) as error:
+            return str(getattr(error, "reason", error))
+        return None
+    from dvc.repo import Repo
+
+    try:
+        with Repo(str(root)) as repo:
+            fs = repo.cloud.get_remote(remote.name).fs
+            fs.exists(remote.location)
+    except Exception as error:  # noqa: BLE001 - any failure to talk to the remote is the answer
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def _lock_entry(root: Path, name: str) -> dict | None:
+    lock = root / "dvc.lock"
+    if not lock.exists():
+        return None
+    return (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get(name)
+
+
+def stage_changes(root: Path, name: str) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """``dvc status`` of the stage: (changed deps, changed outs, other changes such as 'changed command')."""
+    result = dvc(root, "status", "--json", name)
+    if result.returncode != 0:
+        raise SharingError(f"`dvc status {name}` failed:\n{_tail(result)}")
+    text = result.stdout.strip()
+    status = json.loads(text[text.index("{"):]) if "{" in text else {}
+    deps: dict[str, str] = {}
+    outs: dict[str, str] = {}
+    other: list[str] = []
+    for entry in status.get(name, []):
+        if isinstance(entry, dict):
+            deps.update(entry.get("changed deps", {}))
+            outs.update(entry.get("changed outs", {}))
+            other += [key for key in entry if key not in ("changed deps", "changed outs")]
+        else:
+            other.append(str(entry))
+    return deps, outs, other
+
+
+def _git_changes(root: Path, paths: list[str]) -> list[str]:
+    try:
+        result = subprocess.run(["git", "status", "--porcelain", "--", *paths], cwd=root,
+                                capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return result.stdout.splitlines() if result.returncode == 0 else []
+
+
+def _refuse_changed(root: Path, stage: Stage, deps: dict[str, str], other: list[str]) -> SharingError:
+    lines = ["refusing to pull: the results in dvc.lock were made by other config or code than this checkout's."]
+    if deps:
+        lines.append("Changed since they were made (dvc status): "
+                     + ", ".join(f"{path} ({how})" for path, how in deps.items()))
+        files = _git_changes(root, list(deps))
+        if files:
+            lines.append("Uncommitted changes (git status): " + "; ".join(line.strip() for line in files))
+    if "changed command" in other:
+        locked = (_lock_entry(root, stage.name) or {}).get("cmd")
+        lines.append(f"The stage's command changed: dvc.lock has `{locked}`, dvc.yaml has `{stage.cmd}`.")
+    rest = [item for item in other if item != "changed command"]
+    if rest:
+        lines.append("Also: " + ", ".join(rest))
+    lines.append(
+        "Nothing was fetched and results/ is untouched: pulled results stamped as up to date would hide "
+        "this change. To reuse them, pull on the code and config that made them (e.g. `git stash`, "
+        f"`{PROG} pull`, `git stash pop`): Snakemake then reruns exactly what your change affects.")
+    return SharingError("\n".join(lines))
+
+
+# ---------------------------------------------------------------- snakemake's view
+
+
+def planned_jobs(root: Path, stage: Stage, targets: list[str]) -> dict[str, int]:
+    """Jobs ``snakemake -n`` plans for the targets, by rule (empty: nothing to be done)."""
+    result = snakemake(root, "-n", "--cores", "1", *stage.options, "--", *targets)
+    output = result.stdout + result.stderr
+    if result.returncode != 0:
+        raise SharingError(f"`snakemake -n` failed:\n{_tail(result)}")
+    if "Nothing to be done" in output:
+        return {}
+    counts: dict[str, int] = {}
+    table = output.split("Job stats:", 1)[-1].splitlines()
+    for line in table:
+        match = re.match(r"^(\w+)\s+(\d+)\s*$", line)
+        if match and match.group(1) != "total":
+            counts[match.group(1)] = int(match.group(2))
+        elif line.startswith("total"):
+            break
+    return counts
+
+
+def _describe(counts: dict[str, int]) -> str:
+    return ", ".join(f"{rule} ×{count}" for rule, count in counts.items())
+
+
+# ---------------------------------------------------------------- the commands
+
+
+def pull(root: Path, remote_name: str | None = None, targets: list[str] | None = None,
+         stage_name: str = STAGE, say=say_now) -> dict[str, int]:
+    """Fetch the pushed results of this commit and mark them up to date; returns the jobs Snakemake
+    still plans for the stage's targets and ``targets`` (by rule; empty when everything was pushed)."""
+    root = root.resolve()
+    stage = load_stage(root, stage_name)
+    # Always the stage's targets (everything the pushed results hold), plus any asked for.
+    targets = stage.targets + [target for target in targets or [] if target not in stage.targets]
+    entry = _lock_entry(root, stage.name)
+    if not entry or not entry.get("outs"):
+        raise SharingError(
+            "nothing to pull: dvc.lock has no results of the stage "
+            f"'{stage.name}' (dvc.lock {'has no such stage' if (root / 'dvc.lock').exists() else 'is missing'}). "
+            f"The results of this commit were never pushed: their author runs `{PROG} push` and commits dvc.lock.")
+
+    deps, _, other = stage_changes(root, stage.name)
+    if deps or other:
+        raise _refuse_changed(root, stage, deps, other)
+
+    remote = resolve_remote(root, remote_name)
+    reason = unreachable(root, remote)
+    if reason:
+        raise SharingError(f"the DVC remote '{remote.name}' ({remote.url}) is unreachable: {reason}. "
+                           "Nothing was pulled and results/ is untouched.")
+
+    say(f"fetching the results of dvc.lock from '{remote.name}' ({remote.url}) …")
+    fetched = dvc(root, "fetch", "--remote", remote.name, stage.name)
+    _, outs, _ = stage_changes(root, stage.name)
+    missing = [path for path, how in outs.items() if how == "not in cache"]
+    if fetched.returncode != 0 or missing:
+        output = fetched.stdout + fetched.stderr
+        count = len(re.findall(r"^md5: ", output, flags=re.M)) + len(re.findall(r"failed to transfer", output))
+        raise SharingError(
+            f"the DVC remote '{remote.name}' ({remote.url}) does not hold the results recorded in dvc.lock"
+            + (f" ({count} files missing)" if count else "")
+            + f": were they pushed there (`{PROG} push`)? Nothing was pulled and results/ is untouched."
+            + (f"\n{_tail(fetched, 8)}" if fetched.returncode != 0 else ""))
+
+    checkout = dvc(root, "checkout", stage.name)  # never --force: local changes stay
+    if checkout.returncode != 0:
+        listed = [line.strip() for line in (checkout.stdout + checkout.stderr).splitlines()
+                  if line.strip() and not line.startswith(("ERROR", "WARNING"))]
+        raise SharingError(
+            "refusing to overwrite local results: these files differ from the pushed ones "
+            "(DVC would have to replace or delete them):\n  " + "\n  ".join(listed[:40] or [_tail(checkout)])
+            + "\nNothing was deleted. Move results/ aside (or push those results first) and pull again.")
+
+    deps, outs, other = stage_changes(root, stage.name)
+    if deps or outs or other:
+        raise SharingError(f"after the pull, `dvc status {stage.name}` still reports changes: "
+                           f"deps {deps or '-'}, outs {outs or '-'}, {other or ''}; nothing was touched")
+
+    say("marking the pulled results up to date for Snakemake (snakemake --touch --forceall) …")
+    touched = snakemake(root, "--touch", "--forceall", "--cores", "1", *stage.options, "--", *targets)
+    if touched.returncode != 0:
+        raise SharingError(f"`snakemake --touch` failed (the pulled files are in place):\n{_tail(touched)}")
+    absent = re.findall(r"Output files not touched because they don't exist: (.*)", touched.stdout + touched.stderr)
+    if absent:
+        say(f"not in the pushed results (Snakemake will make them): {', '.join(absent)}")
+
+    remaining = planned_jobs(root, stage, targets)
+    if remaining:
+        say(f"pulled; Snakemake still plans {sum(remaining.values())} jobs: {_describe(remaining)}")
+    else:
+        say("pulled; the results are up to date: `snakemake -n` plans nothing")
+    return remaining
+
+
+def push(root: Path, remote_name: str | None = None, stage_name: str = STAGE, say=say_now) -> None:
+    """Record the (complete, up to date) results in dvc.lock and push them to the remote."""
+    root = root.resolve()
+    stage = load_stage(root, stage_name)
+    remote = resolve_remote(root, remote_name)
+    reason = unreachable(root, remote)
+    if reason:
+        raise SharingError(f"the DVC remote '{remote.name}' ({remote.url}) is unreachable: {reason}. Nothing was pushed.")
+    pending = planned_jobs(root, stage, stage.targets)
+    if pending:
+        raise SharingError(
+            f"refusing to push: the results are not complete and up to date for this config and code — "
+            f"Snakemake plans {sum(pending.values())} jobs ({_describe(pending)}). Run the workflow first "
+            f"(`dvc repro` or `{stage.cmd}`).")
+    dirty = _git_changes(root, stage.deps)
+    if dirty:
+        say("note: dvc.lock will record uncommitted changes of " + "; ".join(line.strip() for line in dirty)
+            + " — commit them together with dvc.lock")
+    dvc(root, "commit", "--force", stage.name, check=True)
+    say(f"pushing results/ to '{remote.name}' ({remote.url}) …")
+    pushed = dvc(root, "push", "--remote", remote.name, stage.name)
+    if pushed.returncode != 0:
+        raise SharingError(f"`dvc push` to '{remote.name}' ({remote.url}) failed:\n{_tail(pushed)}")
+    say(pushed.stdout.strip().splitlines()[-1] if pushed.stdout.strip() else "pushed")
+    say("now commit dvc.lock (with the code and config it records), e.g. "
+        "`git add dvc.lock dvc.yaml .dvc/config && git commit -m 'results' && git push`")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    pull_parser = sub.add_parser("pull", help="fetch the pushed results of this commit and mark them up to date")
+    pull_parser.add_argument("targets", nargs="*",
+                             help="more Snakemake targets to mark up to date, besides the stage's own")
+    push_parser = sub.add_parser("push", help="record the results in dvc.lock and push them to the remote")
+    for each in (pull_parser, push_parser):
+        each.add_argument("--remote", "-r", help="DVC remote name (default: the default remote)")
+        each.add_argument("--stage", default=STAGE, help=f"stage of dvc.yaml (default: {STAGE})")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "pull":
+            pull(Path.cwd(), args.remote, args.targets, args.stage)
+        else:
+            push(Path.cwd(), args.remote, args.stage)
+    except SharingError as error:
+        print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""Sharing results through DVC, end to end: a real run of a small config in a git repository, a real DVC
+remote in a temporary folder, `python -m robustcert.sharing push`, a fresh `git clone`, `… pull` — and
+then Snakemake, `dvc status` and `dvc repro` agree that nothing is to run. Changes of config are never
+hidden; an unreachable remote is one clear error and nothing computed is deleted."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from conftest import REPO, WORKFLOW_FILES, snakemake
+
+pytestmark = [pytest.mark.workflow, pytest.mark.skipif(shutil.which("git") is None, reason="needs git")]
+
+SMALL = "tests/configs/dvc_small.yaml"
+# What a clone needs besides the workflow: the package (a dep of the stage) and DVC's files.
+SHARING_FILES = ["src/robustcert", "dvc.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore", SMALL]
+ENV = {
+    "DVC_NO_ANALYTICS": "1",
+    "ROBUSTCERT_DEVICE": "cpu",
+    "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.org",
+    "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.org",
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def environment():
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in ENV.items():
+            patch.setenv(key, value)
+        # As in an activated venv: `dvc repro` runs the stage's `snakemake …` through the shell.
+        patch.setenv("PATH", str(Path(sys.executable).parent), prepend=os.pathsep)
+        yield
+
+
+def run(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+def dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run(cwd, sys.executable, "-m", "dvc", *args, check=check)
+
+
+def sharing(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return run(cwd, sys.executable, "-m", "robustcert.sharing", *args, check=False)
+
+
+def git(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return run(cwd, "git", *args)
+
+
+def dry_run(repo: Path, *targets: str) -> str:
+    return snakemake(repo, "-n", "--configfile", SMALL, "--cores", "1", "--", *(targets or ("all",))).stdout
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, str]]:
+    """Every file under folder: modification time and content hash."""
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, hashlib.md5(p.read_bytes()).hexdigest())
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def origin(tmp_path_factory) -> SimpleNamespace:
+    """The author's repository: the small config run, its results pushed to a DVC remote, dvc.lock committed."""
+    root = tmp_path_factory.mktemp("sharing")
+    repo = root / "origin"
+    for name in [*WORKFLOW_FILES, *SHARING_FILES]:
+        source, target = REPO / name, repo / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(source, target)
+    # The documented way to share the runs of another config: the one `configfile:` line of dvc.yaml.
+    dvc_yaml = (repo / "dvc.yaml").read_text()
+    assert "- configfile: config/config.yaml" in dvc_yaml
+    (repo / "dvc.yaml").write_text(dvc_yaml.replace("- configfile: config/config.yaml", f"- configfile: {SMALL}"))
+    remote = root / "remote"
+    remote.mkdir()
+    git(repo, "init", "-q")
+    dvc(repo, "remote", "add", "--default", "shared", str(remote))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "workflow")
+
+    snakemake(repo, "--cores", "2", "--configfile", SMALL, "--", "all")
+    pushed = sharing(repo, "push")
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    assert (repo / "dvc.lock").exists() and any(remote.rglob("*.dir"))
+    git(repo, "add", "dvc.lock")
+    git(repo, "commit", "-qm", "results")
+    return SimpleNamespace(root=root, repo=repo, remote=remote)
+
+
+def fresh_clone(origin: SimpleNamespace, name: str) -> Path:
+    target = origin.root / name
+    git(origin.root, "clone", "-q", str(origin.repo), str(target))
+    return target
+
+
+@pytest.fixture(scope="module")
+def pulled(origin) -> SimpleNamespace:
+    """Another user's fresh clone after the one documented command."""
+    clone = fresh_clone(origin, "pulled")
+    result = sharing(clone, "pull")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return SimpleNamespace(repo=clone, output=result.stdout + result.stderr)
+
+
+def test_pull_on_a_fresh_clone_plans_nothing(origin, pulled):
+    assert "plans nothing" in pulled.output
+    plan = dry_run(pulled.repo)
+    assert "Nothing to be done" in plan and "train_shard" not in plan
+    # Byte for byte the author's results, models, logs and benchmarks included.
+    theirs, ours = snapshot(origin.repo / "results"), snapshot(pulled.repo / "results")
+    assert {path: digest for path, (_, digest) in theirs.items()} == {path: digest for path, (_, digest) in ours.items()}
+    assert any(path.startswith("models/") for path in ours)
+
+
+def test_dvc_status_and_repro_agree_with_snakemake_after_the_pull(pulled):
+    # Byte code that imports leave in the deps does not count as a change (.dvcignore).
+    (pulled.repo / "src/robustcert/__pycache__").mkdir(exist_ok=True)
+    (pulled.repo / "src/robustcert/__pycache__/sharing.cpython-311.pyc").write_bytes(b"\0")
+    # Nor does the report made from the results (.dvcignore).
+    (pulled.repo / "results/report.html").write_text("<html></html>")
+    status = dvc(pulled.repo, "status", "--json")
+    assert status.stdout.strip() == "{}", status.stdout
+    before = snapshot(pulled.repo / "results")
+    repro = dvc(pulled.repo, "repro")
+    assert "didn't change, skipping" in repro.stdout, repro.stdout
+    assert snapshot(pulled.repo / "results") == before
+    assert "Nothing to be done" in dry_run(pulled.repo)
+
+
+def test_a_config_change_after_the_pull_is_seen_by_snakemake_and_dvc(pulled):
+    config = pulled.repo / SMALL
+    text = config.read_text()
+    config.write_text(text.replace("epochs: 2", "epochs: 3"))
+    try:
+        plan = dry_run(pulled.repo)
+        assert plan.count("rule train_shard:") == 2 and "Params have changed" in plan
+        status = dvc(pulled.repo, "status")
+        assert SMALL in status.stdout and "modified" in status.stdout
+        assert "Running stage 'workflow'" in dvc(pulled.repo, "repro", "--dry").stdout
+        before = snapshot(pulled.repo / "results")
+        refused = sharing(pulled.repo, "pull")
+        assert refused.returncode == 1 and SMALL in refused.stderr and "Traceback" not in refused.stderr
+        assert snapshot(pulled.repo / "results") == before
+    finally:
+        config.write_text(text)
+
+
+def test_unreachable_remote_is_one_error_and_the_results_stay(pulled, origin):
+    before = snapshot(pulled.repo / "results")
+    gone = origin.root / "unmounted"
+    dvc(pulled.repo, "remote", "modify", "--local", "shared", "url", str(gone))
+    try:
+        result = sharing(pulled.repo, "pull")
+    finally:
+        (pulled.repo / ".dvc/config.local").unlink()
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "'shared'" in result.stderr and str(gone) in result.stderr and "unreachable" in result.stderr
+    assert "does not exist" in result.stderr
+    assert snapshot(pulled.repo / "results") == before
+
+
+def test_local_changes_to_results_are_never_overwritten(pulled):
+    table = pulled.repo / "results/tables/all.tsv"
+    text = table.read_text()
+    table.write_text(text + "my own row\n")
+    extra = pulled.repo / "results/tables/mine.tsv"
+    extra.write_text("mine\n")
+    try:
+        result = sharing(pulled.repo, "pull")
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert "refusing to overwrite" in result.stderr and "all.tsv" in result.stderr and "mine.tsv" in result.stderr
+        assert table.read_text() == text + "my own row\n" and extra.read_text() == "mine\n"
+    finally:
+        table.write_text(text)
+        extra.unlink()
+
+
+def test_a_config_change_before_the_pull_is_refused_and_nothing_is_fetched(origin):
+    clone = fresh_clone(origin, "changed")
+    config = clone / SMALL
+    config.write_text(config.read_text().replace("epochs: 2", "epochs: 3"))
+    result = sharing(clone, "pull")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "refusing to pull" in result.stderr and SMALL in result.stderr
+    assert not (clone / "results").exists()
+    assert not [p for p in (clone / ".dvc").rglob("*") if "cache" in p.parts and p.is_file()]
+    assert "train_shard" in dry_run(clone)  # Snakemake will retrain: the change is not hidden
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("setup,args,named", [
+    (lambda repo, root: None, ["--remote", "nowhere"], ["'nowhere'", "not configured", "'shared'"]),
+    (lambda repo, root: dvc(repo, "remote", "remove", "shared"), [], ["no DVC remote", "dvc remote add"]),
+    (lambda repo, root: dvc(repo, "remote", "modify", "shared", "url", f"http://127.0.0.1:{_closed_port()}/store"),
+     [], ["'shared'", "http://127.0.0.1:", "unreachable", "refused"]),
+    (lambda repo, root: (root / "empty").mkdir(exist_ok=True) or dvc(repo, "remote", "modify", "shared", "url", str(root / "empty")),
+     [], ["'shared'", "empty", "does not hold the results"]),
+    (lambda repo, root: dvc(repo, "remote", "modify", "shared", "url", "s3://no-such-bucket/store"),
+     [], ["'shared'", "s3://no-such-bucket/store", "unreachable", "dvc-s3"]),
+], ids=["unknown-name", "none-configured", "connection-refused", "not-pushed-there", "plugin-missing"])
+def test_remote_problems_are_one_clear_error(origin, setup, args, named):
+    clone = fresh_clone(origin, f"remote-{len(list(origin.root.iterdir()))}")
+    setup(clone, origin.root)
+    result = sharing(clone, "pull", *args)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    for word in named:
+        assert word in result.stderr, result.stderr
+    assert not (clone / "results").exists()
+
+
+def test_nothing_pushed_for_this_commit(origin):
+    clone = fresh_clone(origin, "unpushed")
+    git(clone, "checkout", "-q", "HEAD~1")  # the commit before dvc.lock
+    result = sharing(clone, "pull")
+    assert result.returncode == 1 and "nothing to pull" in result.stderr and "dvc.lock" in result.stderr
+
+
+def test_push_refuses_results_that_are_not_up_to_date(origin):
+    clone = fresh_clone(origin, "incomplete")
+    result = sharing(clone, "push")
+    assert result.returncode == 1 and "refusing to push" in result.stderr and "train_shard" in result.stderr
+    assert not (clone / "results").exists()
+
+
+def test_dvc_repro_after_a_config_change_reruns_only_what_it_affects(pulled):
+    """Last: it changes the clone for good. persist: true — dvc repro keeps results/ and Snakemake reruns
+    the two jobs that read report.budgets; the pulled models stay as they are."""
+    config = pulled.repo / SMALL
+    config.write_text(config.read_text().replace("budgets: [0, 1, 2]", "budgets: [0, 1]"))
+    models = snapshot(pulled.repo / "results/models")
+    repro = dvc(pulled.repo, "repro")
+    log = repro.stdout + repro.stderr
+    assert "Running stage 'workflow'" in log
+    ran = set(re.findall(r"^(?:local)?rule (\w+):", log, flags=re.M))
+    assert ran == {"summarize_certificates", "tabulate_results", "all"}, log[-3000:]
+    assert snapshot(pulled.repo / "results/models") == models
+    assert "cert_acc@2" not in (pulled.repo / "results/tables/all.tsv").read_text()
+    assert dvc(pulled.repo, "status", "--json").stdout.strip() == "{}"
+    assert "Nothing to be done" in dry_run(pulled.repo)

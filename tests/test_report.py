@@ -1,0 +1,92 @@
+"""`snakemake --report`: after a small run with every kind of report item (the poisoning-budget plot,
+a randomized-smoothing plot, all.tsv), the self-contained HTML report and the zip report hold the plots
+and the table with their captions, grouped by dataset."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import REPO, WORKFLOW_FILES, snakemake
+
+pytestmark = pytest.mark.workflow
+
+CONFIG = "tests/configs/report_small.yaml"
+PLOT = "results/plots/digits/poison_budget.png"
+SMOOTHING_PLOT = "results/plots/digits/smoothing_none_smoothing.png"
+TABLE = "results/tables/all.tsv"
+
+
+@pytest.fixture(scope="module")
+def workflow_run(tmp_path_factory) -> Path:
+    """A copy of the workflow after one run of the small config."""
+    target = tmp_path_factory.mktemp("report") / "wf"
+    for name in [*WORKFLOW_FILES, CONFIG]:
+        source = REPO / name
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target / name)
+        else:
+            shutil.copy2(source, target / name)
+    snakemake(target, "--cores", "2", "--configfile", CONFIG, "--", "all")
+    return target
+
+
+def _embedded(html: str, name: str) -> dict:
+    """The JSON object the report embeds as ``var NAME = {...};``."""
+    match = re.search(rf"var {name} = (?=\{{)", html)
+    assert match, f"no `var {name}` in the report"
+    value, _ = json.JSONDecoder().raw_decode(html, match.end())
+    return value
+
+
+@pytest.fixture(scope="module")
+def html_report(workflow_run) -> str:
+    snakemake(workflow_run, "--configfile", CONFIG, "--report", "results/report.html")
+    return (workflow_run / "results/report.html").read_text()
+
+
+def test_html_report_holds_the_plots_and_the_table_with_captions(html_report, workflow_run):
+    results = _embedded(html_report, "results")
+    assert {PLOT, SMOOTHING_PLOT, TABLE} <= set(results)
+
+    plot = results[PLOT]
+    assert plot["mime_type"] == "image/png"
+    assert "Certified accuracy of the aggregation defenses on digits" in plot["caption"]
+    payload = plot["data_uri"].split("base64,", 1)[1]
+    assert base64.b64decode(payload) == (workflow_run / PLOT).read_bytes()
+
+    smoothing = results[SMOOTHING_PLOT]
+    assert "Randomized smoothing on digits under the attack none" in smoothing["caption"]
+    assert smoothing["mime_type"] == "image/png"
+
+    table = results[TABLE]
+    assert "One row per experiment" in table["caption"]
+    payload = table["data_uri"].split("base64,", 1)[1]
+    assert base64.b64decode(payload) == (workflow_run / TABLE).read_bytes()
+
+
+def test_report_groups_the_plots_by_dataset(html_report):
+    categories = _embedded(html_report, "categories")
+    digits = categories["digits"]
+    grouped = {item: sub for sub, items in digits.items() for item in items}
+    assert PLOT in grouped and SMOOTHING_PLOT in grouped
+    assert grouped[PLOT] != grouped[SMOOTHING_PLOT]  # the aggregation defenses apart from smoothing
+    everywhere = [item for subs in categories.values() for items in subs.values() for item in items]
+    assert TABLE in everywhere and sorted(everywhere) == sorted(set(everywhere))
+
+
+def test_zip_report(workflow_run):
+    snakemake(workflow_run, "--configfile", CONFIG, "--report", "results/report.zip")
+    with zipfile.ZipFile(workflow_run / "results/report.zip") as archive:
+        names = archive.namelist()
+        assert any(name.endswith("report.html") for name in names)
+        for wanted in (PLOT, SMOOTHING_PLOT, TABLE):  # stored as report/data/raw/<hash>/<file name>
+            stored = [name for name in names if name.endswith("/" + Path(wanted).name)]
+            assert len(stored) == 1, (wanted, names)
+            assert archive.read(stored[0]) == (workflow_run / wanted).read_bytes()
