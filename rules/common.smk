@@ -47,7 +47,7 @@ def get_final_output():
     return [
         "results/tables/all.tsv",
         *expand("results/plots/{dataset}/poison_budget.{ext}", dataset=aggregation, ext=["png", "pdf"]),
-        *[f"results/plots/{e.dataset}/smoothing_{e.attack}_{e.defense}.{ext}" for e in smoothing for ext in ("png", "pdf")],
+        *[f"results/plots/{e.dataset}/smoothing/{e.attack}/{e.defense}.{ext}" for e in smoothing for ext in ("png", "pdf")],
         *[f"results/plots/{dataset}/bilevel_{attack}_objective.{ext}" for dataset, attack in bilevel for ext in ("png", "pdf")],
     ]
 

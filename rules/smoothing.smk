@@ -118,13 +118,13 @@ rule analyze_smoothing:
             labels={"attack": "{attack}", "item": "table"},
         ),
         png=report(
-            "results/plots/{dataset}/smoothing_{attack}_{defense}.png",
+            "results/plots/{dataset}/smoothing/{attack}/{defense}.png",
             caption="../report/smoothing.rst",
             category="{dataset}",
             subcategory="{defense}",
             labels={"attack": "{attack}", "item": "certified accuracy vs L2 radius"},
         ),
-        pdf="results/plots/{dataset}/smoothing_{attack}_{defense}.pdf",
+        pdf="results/plots/{dataset}/smoothing/{attack}/{defense}.pdf",
     params:
         sigmas=get_sigmas,
         radii=config["report"]["radii"],

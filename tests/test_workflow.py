@@ -128,8 +128,8 @@ def test_default_config_end_to_end(workflow_copy):
     assert np.abs(poison["x"].astype(int) - original).max() <= 25  # ε = 0.1 of 255
     assert np.array_equal(poison["y"], split["y_train"][poison["index"]]) and (poison["y"] == 8).all()
 
-    for name in ("poison_budget", "smoothing_none_smoothing", "smoothing_backdoor_smoothing",
-                 "smoothing_bilevel_smoothing", "bilevel_bilevel_objective"):
+    for name in ("poison_budget", "smoothing/none/smoothing", "smoothing/backdoor/smoothing",
+                 "smoothing/bilevel/smoothing", "bilevel_bilevel_objective"):
         for ext in ("png", "pdf"):
             assert (workflow_copy / f"results/plots/digits/{name}.{ext}").stat().st_size > 1000
     certify = pd.read_csv(workflow_copy / "results/certify/digits/none/dpa/dpa.tsv", sep="\t")
@@ -137,6 +137,11 @@ def test_default_config_end_to_end(workflow_copy):
     smoothed = pd.read_csv(workflow_copy / "results/smoothing/digits/none/smoothing/sigma_0.25/certify.tsv", sep="\t")
     assert list(smoothed.columns) == ["idx", "label", "predict", "radius", "correct", "time"]
     assert smoothed["idx"].tolist() == list(range(0, 360, 6))
+    # The HTML report builds on the default config and holds every plot and the table.
+    snakemake(workflow_copy, "--report", "results/report.html", "--", "all")
+    report = (workflow_copy / "results/report.html").read_text(errors="replace")
+    for name in ("poison_budget.png", "all.tsv", "bilevel_bilevel_objective.png"):
+        assert name in report
     # Nothing left to do afterwards.
     dry = snakemake(workflow_copy, "-n", "--cores", "2", "--", "all")
     assert "Nothing to be done" in dry.stdout + dry.stderr
