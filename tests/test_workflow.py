@@ -93,7 +93,7 @@ def test_default_config_end_to_end(workflow_copy):
     snakemake(workflow_copy, "--cores", "2", "--resources", "gpu=1", "--", "all")
     table = pd.read_csv(workflow_copy / "results/tables/all.tsv", sep="\t")
     dpa = table[table["certificate"] == "dpa"].set_index("attack")
-    assert set(dpa.index) == {"none", "backdoor", "label_flip"}
+    assert set(dpa.index) == {"none", "backdoor", "label_flip", "bilevel"}
     assert (dpa["n_test"] == 360).all() and (dpa["k"] == 20).all()
     assert dpa.loc["none", "accuracy"] > 0.9  # the aggregate of 20 small CNNs on digits
     assert (dpa["accuracy"] >= dpa["base_accuracy_mean"]).all()  # voting helps
