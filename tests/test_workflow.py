@@ -109,7 +109,7 @@ def test_default_config_end_to_end(workflow_copy):
 
     smoothing = table[table["certificate"] == "cohen_certify"]
     assert sorted(smoothing["sigma_train"].unique()) == [0.25, 0.5] and len(smoothing) == 6
-    assert (smoothing["n"] == 10000).all() and (smoothing["n_test"] == 60).all()
+    assert (smoothing["n"] == 10000).all() and (smoothing["n_test"] == 40).all()
     assert (smoothing["sigma_train"] == smoothing["sigma_certify"]).all()
     clean = smoothing[smoothing["attack"] == "none"].set_index("sigma_train")
     assert clean.loc[0.25, "accuracy"] > 0.8 and clean.loc[0.25, "acr"] > 0.2
@@ -136,7 +136,7 @@ def test_default_config_end_to_end(workflow_copy):
     assert list(certify.columns) == ["idx", "label", "predict", "radius", "correct"] and len(certify) == 360
     smoothed = pd.read_csv(workflow_copy / "results/smoothing/digits/none/smoothing/sigma_0.25/certify.tsv", sep="\t")
     assert list(smoothed.columns) == ["idx", "label", "predict", "radius", "correct", "time"]
-    assert smoothed["idx"].tolist() == list(range(0, 360, 6))
+    assert smoothed["idx"].tolist() == list(range(0, 360, 9))
     # The HTML report builds on the default config and holds every plot and the table.
     snakemake(workflow_copy, "--report", "results/report.html", "--", "all")
     report = (workflow_copy / "results/report.html").read_text(errors="replace")
