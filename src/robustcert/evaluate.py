@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from robustcert import certify
+from robustcert import analysis, certify
 from robustcert.artifacts import ArtifactError, load_npz, save_npz
 
 COLUMNS = ["idx", "label", "predict", "radius", "correct"]
@@ -48,8 +48,9 @@ def certify_scores(variant: str, logits: np.ndarray, labels: np.ndarray, index: 
 
 def certified_accuracy(frame: pd.DataFrame, budgets: Sequence[int]) -> np.ndarray:
     """Share of test points predicted correctly with a certificate of at least each budget."""
-    radius, correct = frame["radius"].to_numpy(), frame["correct"].to_numpy().astype(bool)
-    return np.array([np.mean(correct & (radius >= b)) if len(frame) else np.nan for b in budgets])
+    if len(frame) == 0:
+        return np.full(len(budgets), np.nan)
+    return analysis.certified_accuracy(frame["radius"], frame["correct"], budgets)
 
 
 def median_certified(frame: pd.DataFrame) -> tuple[int, int]:
