@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from robustcert.models import build_model
-from robustcert.models.lenet import LeNet
+from robustcert.models.lenet import LeNet, MaxPool2x2
 from robustcert.models.resnet import cifar_resnet
 
 
@@ -44,3 +44,22 @@ def test_lenet_refuses_images_too_small() -> None:
     with pytest.raises(ValueError, match="too small"):
         LeNet(1, 10, 3)
 
+
+
+@pytest.mark.parametrize("shape", [(3, 20, 24, 24), (2, 4, 7, 9), (1, 1, 2, 2)])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_maxpool2x2_equals_torch_maxpool(shape: tuple[int, ...], memory_format: torch.memory_format) -> None:
+    x = torch.randn(shape).contiguous(memory_format=memory_format)
+    assert torch.equal(MaxPool2x2()(x), torch.nn.functional.max_pool2d(x, 2))
+
+
+def test_lenet_pools_before_relu_with_the_classic_function() -> None:
+    """Pool-then-ReLU equals the classic ReLU-then-pool order, value for value."""
+    torch.manual_seed(0)
+    lenet = LeNet(1, 10, 28).eval()
+    conv1, _, _, conv2, _, _, flatten, fc1, relu, fc2 = lenet
+    pool, relu_ = torch.nn.MaxPool2d(2), torch.nn.ReLU()
+    classic = torch.nn.Sequential(conv1, relu_, pool, conv2, relu_, pool, flatten, fc1, relu, fc2)
+    x = torch.rand(8, 1, 28, 28)
+    with torch.inference_mode():
+        assert torch.equal(lenet(x), classic(x))

@@ -13,7 +13,8 @@ from scipy.stats import beta, norm
 from statsmodels.stats.proportion import proportion_confint
 from torch import nn
 
-from robustcert.smoothing import Smooth, gaussian_augment
+from robustcert.models import build_model
+from robustcert.smoothing import Smooth, auto_batch_size, gaussian_augment, resolve_batch_size
 
 SIGMA = 0.25
 THRESHOLD = 0.5
@@ -157,6 +158,40 @@ def test_bad_sample_sizes_are_refused(n0: int, n: int, alpha: float, batch_size:
     smooth = Smooth(Threshold(), 2, SIGMA)
     with pytest.raises(ValueError, match=match):
         smooth.certify(point(0.0), n0, n, alpha, batch_size)
+
+
+def test_compiled_classifier_counts_what_eager_counts() -> None:
+    """Batches of 256 straddle the points and the last one is short: the padded rows are not counted."""
+    xs = torch.stack([point(v) for v in (0.45, 0.5, 0.55)])
+    eager = Smooth(Threshold(), 2, SIGMA, generator=6)._sample_counts(xs, 1000, batch_size=256)
+    compiled = Smooth(Threshold(), 2, SIGMA, generator=6, compiled=True)
+    assert (compiled._sample_counts(xs, 1000, batch_size=256) == eager).all()
+    assert (compiled._sample_counts(xs[:1], 10, batch_size=256).sum(axis=1) == 10).all()
+
+
+def test_compiled_lenet_agrees_with_eager() -> None:
+    """Frozen weights and fused kernels round differently, so an argmax may flip on a near-tie."""
+    torch.manual_seed(0)
+    model = build_model("lenet", 1, 10, 8, [0.5], [0.25]).eval()
+    xs = torch.rand(2, 1, 8, 8)
+    eager = Smooth(model, 10, SIGMA, generator=7, channels_last=True)._sample_counts(xs, 3000, 700)
+    compiled = Smooth(model, 10, SIGMA, generator=7, channels_last=True, compiled=True)._sample_counts(xs, 3000, 700)
+    assert np.abs(compiled - eager).sum() <= 6
+
+
+@pytest.mark.parametrize(
+    ("device", "shape", "expected"),
+    [("cpu", (1, 28, 28), 382), ("cpu", (3, 32, 32), 97), ("cuda", (3, 32, 32), 4096), ("cpu", (3, 1000, 1000), 1)],
+)
+def test_auto_batch_size_fits_the_device(device: str, shape: tuple[int, ...], expected: int) -> None:
+    assert auto_batch_size(torch.device(device), shape) == expected
+
+
+def test_configured_batch_size_is_a_number_or_auto() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_batch_size(500, cpu, (1, 28, 28)) == 500
+    assert resolve_batch_size("auto", cpu, (1, 28, 28)) == auto_batch_size(cpu, (1, 28, 28))
+
 
 
 def constant(channels: int) -> nn.Module:

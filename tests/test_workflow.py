@@ -44,6 +44,7 @@ def _bad_config(workflow_copy: Path, edit) -> subprocess.CompletedProcess:
     (lambda c: c["attacks"]["backdoor"].update(fraction=1.5), "1.5"),
     (lambda c: c["experiments"][0]["attacks"].append("missing_attack"), "missing_attack"),
     (lambda c: c["defenses"]["dpa"].update(certificates=["fa"]), "do not apply"),
+    (lambda c: c["defenses"]["smoothing"].update(batch_size="automatic"), "automatic"),
 ])
 def test_bad_config_is_one_error_naming_it_before_any_job(workflow_copy, edit, named):
     result = _bad_config(workflow_copy, edit)

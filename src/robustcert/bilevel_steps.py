@@ -18,6 +18,7 @@ from robustcert.plot import plot_objective
 from robustcert.device import select_device
 from robustcert.model_steps import model_spec
 from robustcert.partition import channel_stats
+from robustcert.smoothing import resolve_batch_size
 from robustcert.steps import log, write_tsv
 
 ATTACK_KEYS = {f.name for f in dataclasses.fields(bilevel.BilevelConfig)}
@@ -60,12 +61,13 @@ def evaluate_bilevel_radius(clean_model: str, poisoned_model: str, split_path: s
     split = data.load_split(split_path)
     target = select_device(device)
     evaluation = spec["evaluation"]
+    batch_size = resolve_batch_size(defense["batch_size"], target, split.x_test.shape[1:])
     results = {}
     for name, path in (("clean", clean_model), ("poisoned", poisoned_model)):
         _, _, models = train.load_shard(path)
         results[name] = bilevel.target_class_certification(
             models[0].to(target), split.x_test, split.y_test, int(spec["target"]), evaluation["n_points"],
-            defense["n0"], defense["n"], defense["alpha"], sigma, defense["batch_size"], evaluation["seed"],
+            defense["n0"], defense["n"], defense["alpha"], sigma, batch_size, evaluation["seed"],
             split.num_classes, radii)
     clean, poisoned = results["clean"], results["poisoned"]
     row = {**describe, "target": int(spec["target"]), "epsilon": float(spec["epsilon"]),

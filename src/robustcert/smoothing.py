@@ -20,6 +20,22 @@ import torch
 from scipy.stats import beta, binomtest, norm
 from torch import nn
 
+# Noisy input values per batch that ``auto_batch_size`` aims at. On a CPU about 1.2 MB of float32 input
+# keeps a batch's activations in cache (best for LeNet near 400 MNIST images, ResNet-20 near 100
+# CIFAR images); on a GPU 4096 CIFAR images fill the device without running out of memory for ResNet-110.
+BATCH_VALUES = {"cpu": 300_000, "cuda": 4096 * 3 * 32 * 32}
+
+
+def auto_batch_size(device: torch.device, sample_shape: torch.Size | tuple[int, ...]) -> int:
+    """A batch size (noisy samples per forward pass) suited to the device and the input's size."""
+    values = BATCH_VALUES.get(device.type, BATCH_VALUES["cuda"])
+    return max(1, values // math.prod(sample_shape))
+
+
+def resolve_batch_size(setting: int | str, device: torch.device, sample_shape: torch.Size | tuple[int, ...]) -> int:
+    """A configured batch size: the number itself, or ``auto_batch_size`` for ``"auto"``."""
+    return auto_batch_size(device, sample_shape) if setting == "auto" else int(setting)
+
 
 class Smooth:
     """A smoothed classifier g around a base classifier f, certified with Monte Carlo sampling."""
@@ -36,6 +52,7 @@ class Smooth:
         *,
         bf16: bool = False,
         channels_last: bool = False,
+        compiled: bool = False,
     ) -> None:
         """
         :param base_classifier: maps [batch × channel × height × width] in [0, 1] pixel space to
@@ -48,6 +65,11 @@ class Smooth:
         :param bf16: evaluate f under bfloat16 autocast (faster on recent hardware; f's argmax may
             then differ from float32 on near-ties)
         :param channels_last: convert f (in place) and the noise to the channels-last memory format
+        :param compiled: run f through ``torch.compile`` with its parameters frozen as constants (some
+            seconds of compilation on the first batch; then about 1.3× for ResNet-20 on a CPU). Every
+            forward pass then has the full ``batch_size`` rows, so one graph serves all calls: a short
+            last batch is computed on the whole buffer and only its own rows are counted. f's weights
+            must not change after the first call.
         """
         if sigma <= 0:
             raise ValueError(f"sigma must be positive, got {sigma}")
@@ -62,6 +84,8 @@ class Smooth:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
             base_classifier.to(memory_format=torch.channels_last)
+        self.compiled = compiled
+        self._forward = torch.compile(base_classifier, options={"freezing": True}) if compiled else base_classifier
 
     def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int) -> tuple[int, float]:
         """Monte Carlo algorithm for certifying that g's prediction around x is constant within an
@@ -138,16 +162,16 @@ class Smooth:
 
         The points' samples are laid end to end and cut into batches of ``batch_size``, so a batch
         may hold several points when num is small. Noise is drawn in place into one buffer and
-        the counts stay on the device until the end.
+        the counts stay on the device until the end. A compiled f always sees the whole buffer.
 
         :param xs: the inputs [points × channel × height × width]
         :return: an int64 ndarray [points × num_classes]
         """
         xs = xs.to(self.device)
         points, total = xs.shape[0], xs.shape[0] * num
-        size = min(batch_size, total)
+        size = batch_size if self.compiled else min(batch_size, total)
         with torch.inference_mode(), self._autocast():
-            noise = torch.empty((size, *xs.shape[1:]), device=self.device, memory_format=self.memory_format)
+            noise = torch.empty((size, *xs.shape[1:]), device=self.device, memory_format=self.memory_format).zero_()
             counts = torch.zeros(points * self.num_classes, dtype=torch.int64, device=self.device)
             ones = torch.ones(size, dtype=torch.int64, device=self.device)
             offsets = torch.arange(size, device=self.device)
@@ -159,7 +183,8 @@ class Smooth:
                     batch.add_(xs[start // num])
                 else:
                     batch.add_(xs.index_select(0, point))
-                predictions = self.base_classifier(batch).argmax(dim=1)
+                scores = self._forward(noise)[:m] if self.compiled else self._forward(batch)
+                predictions = scores.argmax(dim=1)
                 counts.scatter_add_(0, point * self.num_classes + predictions, ones[:m])
         return counts.view(points, self.num_classes).cpu().numpy()
 

@@ -19,7 +19,7 @@ import torch
 from robustcert import data, partition, train
 from robustcert.device import select_device
 from robustcert.model_steps import model_spec
-from robustcert.smoothing import Smooth
+from robustcert.smoothing import Smooth, resolve_batch_size
 from robustcert.smoothing_steps import point_shards
 from robustcert.steps import load_training_set, log, write_tsv
 
@@ -42,7 +42,8 @@ def _smoothed_classifier(model_path: str, num_classes: int, sigma: float, defens
     _, _, models = train.load_shard(model_path)
     model = models[0].to(target)
     return Smooth(model, num_classes, sigma, generator=int(defense["seed"]) + shard, bf16=defense["bf16"],
-                  channels_last=True)  # about 2× on CPU for the small CNNs, and the fast path on CUDA
+                  channels_last=True,  # about 2× on CPU for the small CNNs, and the fast path on CUDA
+                  compiled=defense["compile"])
 
 
 def _test_points(split_path: str, shard: int, defense: Mapping[str, Any]) -> tuple[data.Split, np.ndarray]:
@@ -58,7 +59,8 @@ def certify_smoothed(model_path: str, split_path: str, output: str, defense: Map
     smooth = _smoothed_classifier(model_path, split.num_classes, sigma, defense, shard, device)
     x = torch.from_numpy(split.x_test[points]).float() / 255.0
     start = time.perf_counter()
-    prediction, radius = smooth.certify_batch(x, defense["n0"], defense["n"], defense["alpha"], defense["batch_size"])
+    batch_size = resolve_batch_size(defense["batch_size"], smooth.device, x.shape[1:])
+    prediction, radius = smooth.certify_batch(x, defense["n0"], defense["n"], defense["alpha"], batch_size)
     per_point = (time.perf_counter() - start) / max(len(points), 1)
     labels = split.y_test[points]
     log.info("certified %d points at σ=%g: %.3f s per point", len(points), sigma, per_point)
@@ -72,11 +74,12 @@ def predict_smoothed(model_path: str, split_path: str, output: str, defense: Map
     torch.set_num_threads(threads)
     split, points = _test_points(split_path, shard, defense)
     smooth = _smoothed_classifier(model_path, split.num_classes, sigma, defense, shard, device)
+    batch_size = resolve_batch_size(defense["batch_size"], smooth.device, split.x_test.shape[1:])
     rows = []
     for i in points:
         start = time.perf_counter()
         x = torch.from_numpy(split.x_test[i]).float() / 255.0
-        prediction = smooth.predict(x, defense["n"], defense["alpha"], defense["batch_size"])
+        prediction = smooth.predict(x, defense["n"], defense["alpha"], batch_size)
         label = int(split.y_test[i])
         rows.append((int(i), label, prediction, int(prediction == label), time.perf_counter() - start))
     write_tsv(pd.DataFrame(rows, columns=["idx", "label", "predict", "correct", "time"]), output)
