@@ -1,12 +1,17 @@
 """Throughput of CERTIFY's Monte Carlo loop: robustcert.smoothing.Smooth against a reference-style loop.
 
 The reference loop (locuslab/smoothing code/core.py) draws per batch of 400: ``x.repeat``,
-``randn_like``, forward, argmax, and counts with numpy ``bincount``, under ``no_grad``. Both run
-on the same weights in the same process, in alternating rounds; the best round of each is reported,
-which keeps the ratio fair on a shared machine. Models are randomly initialised: speed does not
-depend on the weights.
+``randn_like``, forward, argmax, and counts with numpy ``bincount``, under ``no_grad``. Every variant
+runs on the same weights in the same process, in interleaved rounds: each round times every variant
+once, so a slow spell of a shared machine hits them alike. A variant's ratio is the median over
+rounds of (reference time / its time) in that round, printed with the lowest and highest round.
 
-    python benchmarks/certify.py --threads 2 [--device cuda] [--n 20000] [--bf16]
+On a CPU it also prints the float32 compute floor: the model's FLOPs per sample (counted by
+``torch.utils.flop_counter``) at this CPU's matrix-multiply peak (a 1024³ ``torch.mm`` timed here),
+i.e. the ratio no float32 implementation of the same convolutions can pass on this machine.
+Models are randomly initialised: speed does not depend on the weights.
+
+    python benchmarks/certify.py --threads 2 [--device cuda] [--n 20000] [--bf16] [--compiled]
 """
 
 from __future__ import annotations
@@ -14,22 +19,23 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import statistics
 import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from robustcert.device import select_device
 from robustcert.models import build_model
-from robustcert.smoothing import Smooth
+from robustcert.smoothing import Smooth, auto_batch_size
 
-MODELS = {"MNIST CNN (LeNet)": ("lenet", 1, 28), "CIFAR ResNet-20": ("resnet20", 3, 32)}
+MODELS = {"lenet": ("MNIST CNN (LeNet)", 1, 28), "resnet20": ("CIFAR ResNet-20", 3, 32),
+          "resnet110": ("CIFAR ResNet-110", 3, 32)}
 NUM_CLASSES, SIGMA, N0, ALPHA = 10, 0.25, 100, 0.001
 REFERENCE_BATCH = 400
-# On a CPU a batch whose input is about 1.2 MB stays in cache (best for LeNet near 400, ResNet-20 near 100).
-CPU_BATCH_VALUES, CUDA_BATCH = 300_000, 4096
 
 
 def reference_counts(model: nn.Module, x: torch.Tensor, num: int) -> np.ndarray:
@@ -46,54 +52,97 @@ def reference_counts(model: nn.Module, x: torch.Tensor, num: int) -> np.ndarray:
         return counts
 
 
-def best_rates(runs: dict[str, Callable[[], None]], samples: int, rounds: int) -> dict[str, float]:
-    """Samples per second of each run, from its fastest of ``rounds`` alternating rounds."""
-    for run in runs.values():  # warm-up
+def interleaved_seconds(runs: dict[str, Callable[[], None]], rounds: int) -> dict[str, list[float]]:
+    """Seconds of each run in each of ``rounds`` rounds, after one warm-up round (compilation included)."""
+    for run in runs.values():
         run()
-    best = dict.fromkeys(runs, math.inf)
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(rounds):
         for name, run in runs.items():
             start = time.perf_counter()
             run()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return {name: samples / seconds for name, seconds in best.items()}
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
 
 
-def benchmark(arch: str, channels: int, size: int, args: argparse.Namespace) -> tuple[int, dict[str, float]]:
-    """Our batch size, and samples per second of the reference loop and of ours (fp32, and bf16)."""
+def matmul_peak_flops(device: torch.device, size: int = 1024, repeats: int = 5) -> float:
+    """FLOP/s of the fastest of ``repeats`` float32 ``size``³ matrix products on the device."""
+    a, b = (torch.randn(size, size, device=device) for _ in range(2))
+    out = torch.mm(a, b)
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def flops_per_sample(model: nn.Module, x: torch.Tensor) -> float:
+    """Forward-pass FLOPs of the model for one input, as torch's flop counter counts them."""
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(x.unsqueeze(0))
+    return counter.get_total_flops()
+
+
+def benchmark(arch: str, channels: int, size: int, args: argparse.Namespace) -> tuple[int, dict[str, list[float]]]:
+    """Our batch size, and per-round seconds of the reference loop and of each of our variants."""
     torch.manual_seed(0)
     model = build_model(arch, channels, NUM_CLASSES, size, [0.5] * channels, [0.25] * channels)
     model = model.to(args.device).eval()
     x = torch.rand(channels, size, size, device=args.device)
-    batch_size = args.batch_size or (CUDA_BATCH if args.device.type == "cuda" else CPU_BATCH_VALUES // x.numel())
+    batch_size = args.batch_size or auto_batch_size(args.device, x.shape)
     runs = {"reference": lambda: (reference_counts(model, x, N0), reference_counts(model, x, args.n))}
-    variants = {"ours": False, "ours bf16": True} if args.bf16 else {"ours": False}
-    for name, bf16 in variants.items():
-        smooth = Smooth(copy.deepcopy(model), NUM_CLASSES, SIGMA, 0, bf16=bf16, channels_last=True)
-        runs[name] = lambda smooth=smooth: smooth.certify(x, N0, args.n, ALPHA, batch_size)
-    return batch_size, best_rates(runs, N0 + args.n, args.rounds)
+    for bf16 in (False, True)[: 1 + args.bf16]:
+        for compiled in (False, True)[: 1 + args.compiled]:
+            name = " ".join(["ours", *(["bf16"] if bf16 else []), *(["compiled"] if compiled else [])])
+            smooth = Smooth(copy.deepcopy(model), NUM_CLASSES, SIGMA, 0, bf16=bf16, channels_last=True,
+                            compiled=compiled)
+            runs[name] = lambda smooth=smooth: smooth.certify(x, N0, args.n, ALPHA, batch_size)
+    return batch_size, interleaved_seconds(runs, args.rounds)
+
+
+def report(label: str, batch_size: int, seconds: dict[str, list[float]], samples: int,
+           floor: float | None) -> None:
+    """One line per variant: batch, best samples/s, and the median ratio with its round range."""
+    reference = seconds["reference"]
+    for name, times in seconds.items():
+        ratios = [r / t for r, t in zip(reference, times)]
+        batch = REFERENCE_BATCH if name == "reference" else batch_size
+        print(f"{label:<20} {name:<20} {batch:>6} {samples / min(times):>10.0f} {statistics.median(ratios):>8.2f}"
+              f"   [{min(ratios):.2f}, {max(ratios):.2f}]")
+    if floor is not None:
+        best_reference = samples / min(reference)
+        print(f"{label:<20} {'fp32 compute floor':<20} {'':>6} {floor:>10.0f} {floor / best_reference:>8.2f}"
+              "   (every FLOP at the matmul peak)")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=["lenet", "resnet20"])
     parser.add_argument("--n", type=int, default=10_000, help="estimation samples per certify call")
-    parser.add_argument("--batch-size", type=int, help="our batch (default: 1.2 MB of input on CPU, 4096 on CUDA)")
+    parser.add_argument("--batch-size", type=int, help="our batch (default: auto_batch_size for the device)")
     parser.add_argument("--bf16", action="store_true", help="also time ours under bfloat16 autocast")
+    parser.add_argument("--compiled", action="store_true", help="also time ours with torch.compile")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating timed rounds; the best counts")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved timed rounds")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     args.device = select_device(args.device)
-    print(f"device {args.device}, {torch.get_num_threads()} threads, n0={N0}, n={args.n}, "
-          "noisy samples classified per second")
-    print(f"{'model':<20} {'variant':<10} {'batch':>6} {'samples/s':>10} {'× reference':>12}")
-    for label, spec in MODELS.items():
-        batch_size, rates = benchmark(*spec, args)
-        for name, rate in rates.items():
-            batch = REFERENCE_BATCH if name == "reference" else batch_size
-            print(f"{label:<20} {name:<10} {batch:>6} {rate:>10.0f} {rate / rates['reference']:>12.2f}")
+    peak = matmul_peak_flops(args.device)
+    print(f"device {args.device}, {torch.get_num_threads()} threads, n0={N0}, n={args.n}, float32 matmul peak "
+          f"{peak / 1e9:.0f} GFLOP/s; noisy samples classified per second (best round), and × reference "
+          "(median over rounds, [lowest, highest])")
+    print(f"{'model':<20} {'variant':<20} {'batch':>6} {'samples/s':>10} {'× ref':>8}   range")
+    for arch in args.models:
+        label, channels, size = MODELS[arch]
+        batch_size, seconds = benchmark(arch, channels, size, args)
+        flops = flops_per_sample(build_model(arch, channels, NUM_CLASSES, size, [0.5] * channels, [0.25] * channels),
+                                 torch.rand(channels, size, size))
+        report(label, batch_size, seconds, N0 + args.n, peak / flops if args.device.type == "cpu" else None)
 
 
 if __name__ == "__main__":

@@ -63,7 +63,8 @@ def certify_smoothed(model_path: str, split_path: str, output: str, defense: Map
     prediction, radius = smooth.certify_batch(x, defense["n0"], defense["n"], defense["alpha"], batch_size)
     per_point = (time.perf_counter() - start) / max(len(points), 1)
     labels = split.y_test[points]
-    log.info("certified %d points at σ=%g: %.3f s per point", len(points), sigma, per_point)
+    log.info("certified %d points at σ=%g in batches of %d%s: %.3f s per point", len(points), sigma, batch_size,
+             " (compiled)" if smooth.compiled else "", per_point)
     write_tsv(pd.DataFrame({"idx": points, "label": labels, "predict": prediction, "radius": radius,
                             "correct": (prediction == labels).astype(int), "time": per_point}), output)
 
