@@ -6,9 +6,11 @@ runs on the same weights in the same process, in interleaved rounds: each round 
 once, so a slow spell of a shared machine hits them alike. A variant's ratio is the median over
 rounds of (reference time / its time) in that round, printed with the lowest and highest round.
 
-On a CPU it also prints the float32 compute floor: the model's FLOPs per sample (counted by
-``torch.utils.flop_counter``) at this CPU's matrix-multiply peak (a 1024³ ``torch.mm`` timed here),
-i.e. the ratio no float32 implementation of the same convolutions can pass on this machine.
+It also times, in the same rounds, float32 ``torch.mm`` products of 1024² matrices that add up to the
+FLOPs of the certify call (the model's FLOPs per sample, counted by ``torch.utils.flop_counter``,
+times n0 + n): the compute floor, the ratio that no float32 implementation computing the same layers
+directly (no Winograd or FFT convolutions) can pass on this machine: it would have to run every layer,
+and the noise, at the speed of a large matrix product.
 Models are randomly initialised: speed does not depend on the weights.
 
     python benchmarks/certify.py --threads 2 [--device cuda] [--n 20000] [--bf16] [--compiled]
@@ -36,6 +38,7 @@ MODELS = {"lenet": ("MNIST CNN (LeNet)", 1, 28), "resnet20": ("CIFAR ResNet-20",
           "resnet110": ("CIFAR ResNet-110", 3, 32)}
 NUM_CLASSES, SIGMA, N0, ALPHA = 10, 0.25, 100, 0.001
 REFERENCE_BATCH = 400
+FLOOR = "fp32 compute floor"
 
 
 def reference_counts(model: nn.Module, x: torch.Tensor, num: int) -> np.ndarray:
@@ -65,18 +68,19 @@ def interleaved_seconds(runs: dict[str, Callable[[], None]], rounds: int) -> dic
     return seconds
 
 
-def matmul_peak_flops(device: torch.device, size: int = 1024, repeats: int = 5) -> float:
-    """FLOP/s of the fastest of ``repeats`` float32 ``size``³ matrix products on the device."""
+def matmul_workload(flops: float, device: torch.device, size: int = 1024) -> tuple[Callable[[], None], float]:
+    """A run of float32 ``size``² matrix products adding up to about ``flops``, and its exact FLOPs."""
     a, b = (torch.randn(size, size, device=device) for _ in range(2))
-    out = torch.mm(a, b)
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b, out=out)
+    out = torch.empty(size, size, device=device)
+    products = max(1, round(flops / (2 * size**3)))
+
+    def run() -> None:
+        for _ in range(products):
+            torch.mm(a, b, out=out)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
+
+    return run, products * 2 * size**3
 
 
 def flops_per_sample(model: nn.Module, x: torch.Tensor) -> float:
@@ -87,7 +91,8 @@ def flops_per_sample(model: nn.Module, x: torch.Tensor) -> float:
 
 
 def benchmark(arch: str, channels: int, size: int, args: argparse.Namespace) -> tuple[int, dict[str, list[float]]]:
-    """Our batch size, and per-round seconds of the reference loop and of each of our variants."""
+    """Our batch size, and per-round seconds of the reference loop, of each of our variants and of the
+    compute floor (its matrix products' seconds scaled to the exact FLOPs of a certify call)."""
     torch.manual_seed(0)
     model = build_model(arch, channels, NUM_CLASSES, size, [0.5] * channels, [0.25] * channels)
     model = model.to(args.device).eval()
@@ -100,22 +105,21 @@ def benchmark(arch: str, channels: int, size: int, args: argparse.Namespace) -> 
             smooth = Smooth(copy.deepcopy(model), NUM_CLASSES, SIGMA, 0, bf16=bf16, channels_last=True,
                             compiled=compiled)
             runs[name] = lambda smooth=smooth: smooth.certify(x, N0, args.n, ALPHA, batch_size)
-    return batch_size, interleaved_seconds(runs, args.rounds)
+    certify_flops = flops_per_sample(model, x) * (N0 + args.n)
+    runs[FLOOR], floor_flops = matmul_workload(certify_flops, args.device)
+    seconds = interleaved_seconds(runs, args.rounds)
+    seconds[FLOOR] = [t * certify_flops / floor_flops for t in seconds[FLOOR]]
+    return batch_size, seconds
 
 
-def report(label: str, batch_size: int, seconds: dict[str, list[float]], samples: int,
-           floor: float | None) -> None:
+def report(label: str, batch_size: int, seconds: dict[str, list[float]], samples: int) -> None:
     """One line per variant: batch, best samples/s, and the median ratio with its round range."""
     reference = seconds["reference"]
     for name, times in seconds.items():
         ratios = [r / t for r, t in zip(reference, times)]
-        batch = REFERENCE_BATCH if name == "reference" else batch_size
+        batch = {"reference": str(REFERENCE_BATCH), FLOOR: ""}.get(name, str(batch_size))
         print(f"{label:<20} {name:<20} {batch:>6} {samples / min(times):>10.0f} {statistics.median(ratios):>8.2f}"
               f"   [{min(ratios):.2f}, {max(ratios):.2f}]")
-    if floor is not None:
-        best_reference = samples / min(reference)
-        print(f"{label:<20} {'fp32 compute floor':<20} {'':>6} {floor:>10.0f} {floor / best_reference:>8.2f}"
-              "   (every FLOP at the matmul peak)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -132,18 +136,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.device = select_device(args.device)
-    peak = matmul_peak_flops(args.device)
-    print(f"device {args.device}, {torch.get_num_threads()} threads, n0={N0}, n={args.n}, float32 matmul peak "
-          f"{peak / 1e9:.0f} GFLOP/s; noisy samples classified per second (best round), and × reference "
-          "(median over rounds, [lowest, highest])")
+    print(f"device {args.device}, {torch.get_num_threads()} threads, n0={N0}, n={args.n}; noisy samples classified "
+          "per second (best round), and × reference (median over rounds, [lowest, highest])")
     print(f"{'model':<20} {'variant':<20} {'batch':>6} {'samples/s':>10} {'× ref':>8}   range")
     for arch in args.models:
         label, channels, size = MODELS[arch]
         batch_size, seconds = benchmark(arch, channels, size, args)
-        flops = flops_per_sample(build_model(arch, channels, NUM_CLASSES, size, [0.5] * channels, [0.25] * channels),
-                                 torch.rand(channels, size, size))
-        report(label, batch_size, seconds, N0 + args.n, peak / flops if args.device.type == "cpu" else None)
-
+        report(label, batch_size, seconds, N0 + args.n)
 
 if __name__ == "__main__":
     main()
