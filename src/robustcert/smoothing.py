@@ -66,10 +66,10 @@ class Smooth:
             then differ from float32 on near-ties)
         :param channels_last: convert f (in place) and the noise to the channels-last memory format
         :param compiled: run f through ``torch.compile`` with its parameters frozen as constants (some
-            seconds of compilation on the first batch; then 1.1–1.4× for ResNet-20 on a CPU). Every
-            forward pass then has the full ``batch_size`` rows, so one graph serves all calls: a short
-            last batch is computed on the whole buffer and only its own rows are counted. f's weights
-            must not change after the first call.
+            seconds of compilation on the first batch; then 1.05–1.3× for ResNet-20 on a CPU, nothing
+            for LeNet). Every forward pass then has the full ``batch_size`` rows, so one graph serves
+            all calls: a short last batch is computed on the whole buffer and only its own rows are
+            counted. f's weights must not change after the first call.
         """
         if sigma <= 0:
             raise ValueError(f"sigma must be positive, got {sigma}")
