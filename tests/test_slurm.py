@@ -149,10 +149,8 @@ def _gpu_job_devices(results: Path) -> list[tuple[str, str, dt.datetime, dt.date
     return jobs
 
 
-@pytest.mark.slurm
-@pytest.mark.workflow
-def test_workflow_runs_through_slurm_with_distinct_gpus(slurm_cluster, tmp_path):
-    work = _copy_repo(tmp_path / "repo")
+def _snakemake_on_slurm(work: Path, tmp_path: Path, *extra: str) -> tuple[int, str]:
+    """Run the test config through profiles/slurm on the test cluster: (exit status, output)."""
     snakemake = Path(sys.executable).parent / "snakemake"
     cmd = [
         str(snakemake),
@@ -169,6 +167,7 @@ def test_workflow_runs_through_slurm_with_distinct_gpus(slurm_cluster, tmp_path)
         # the test node's CPUs are declared, not real (2 cores here): one thread per job
         "--set-threads", *(f"{rule}=1" for rule in GPU_RULES),
         "--latency-wait", "10",
+        *extra,
         "--", "results/tables/all.tsv",
     ]  # fmt: skip
     proc = subprocess.Popen(
@@ -185,11 +184,32 @@ def test_workflow_runs_through_slurm_with_distinct_gpus(slurm_cluster, tmp_path)
             os.killpg(proc.pid, signal.SIGKILL)
             output, _ = proc.communicate()
         pytest.fail(f"the workflow did not finish within {WORKFLOW_TIMEOUT_S} s:\n{output[-6000:]}")
+    return proc.returncode, output
+
+
+@pytest.mark.slurm
+@pytest.mark.workflow
+def test_a_job_asking_for_more_gpus_than_the_cluster_has_fails_with_slurms_reason(slurm_cluster, tmp_path):
+    """The first job asks for 3 GPUs of a cluster with 2: sbatch refuses it, and Snakemake stops with
+    SLURM's reason and the rule's name before anything runs."""
+    work = _copy_repo(tmp_path / "repo")
+    returncode, output = _snakemake_on_slurm(work, tmp_path, "--set-resources", "split_dataset:gpu=3")
+    assert returncode != 0, output[-3000:]
+    assert "Requested node configuration is not available" in output, output[-3000:]
+    assert "split_dataset" in output
+    assert not list((work / "results").rglob("split.npz")), "a job ran although its submission failed"
+
+
+@pytest.mark.slurm
+@pytest.mark.workflow
+def test_workflow_runs_through_slurm_with_distinct_gpus(slurm_cluster, tmp_path):
+    work = _copy_repo(tmp_path / "repo")
+    returncode, output = _snakemake_on_slurm(work, tmp_path)
 
     slurm_logs = "\n".join(
         f"--- {p}\n{p.read_text()[-1500:]}" for p in sorted((work / ".snakemake" / "slurm_logs").rglob("*.log"))
     )
-    assert proc.returncode == 0, f"snakemake failed:\n{output[-6000:]}\n{slurm_logs[-6000:]}"
+    assert returncode == 0, f"snakemake failed:\n{output[-6000:]}\n{slurm_logs[-6000:]}"
     assert "SLURM run ID" in output and "submitted with SLURM jobid" in output, "the jobs did not go through SLURM"
 
     table = work / "results" / "tables" / "all.tsv"
