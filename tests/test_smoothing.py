@@ -223,6 +223,17 @@ def test_certify_runs_where_the_model_lives() -> None:
     assert (Smooth(model, 2, SIGMA, generator=10)._sample_counts(torch.rand(3, 1, 2, 2), 5, 4) == [[5, 0]] * 3).all()
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_compiled_lenet_agrees_with_eager_on_cuda() -> None:
+    pytest.importorskip("triton", reason="torch.compile on CUDA needs Triton")
+    torch.manual_seed(0)
+    model = build_model("lenet", 1, 10, 28, [0.5], [0.25]).eval().cuda()
+    xs = torch.rand(2, 1, 28, 28)
+    eager = Smooth(model, 10, SIGMA, generator=7, channels_last=True)._sample_counts(xs, 20_000, 4096)
+    compiled = Smooth(model, 10, SIGMA, generator=7, channels_last=True, compiled=True)
+    assert np.abs(compiled._sample_counts(xs, 20_000, 4096) - eager).sum() <= 40
+
+
 def test_gaussian_augment_adds_unclipped_noise_of_scale_sigma() -> None:
     x = torch.full((2000, 1, 4, 4), 0.9)
     noisy = gaussian_augment(x, 0.5, torch.Generator().manual_seed(11))
