@@ -1,5 +1,6 @@
-# robustcert: certified robustness against data poisoning, as one workflow.
-# split → poison → partition → train (per shard) → score → certify → plots and results/tables/all.tsv
+# robustcert: certified robustness against data poisoning, backdoors and patches, as one workflow.
+# split → poison → (ensemble: partition → train per shard → score) or (smoothing: train per σ) →
+# certify → results rows → results/tables/all.tsv, a wide table per method, and plots.
 
 from snakemake.utils import min_version
 
@@ -9,16 +10,15 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+# The include order is the registration order: common.smk defines FINAL_OUTPUT and RESULT_ROWS,
+# each method file adds its plots and rows, table.smk (last) adds the tables.
 include: "rules/common.smk"
 include: "rules/split.smk"
 include: "rules/poison.smk"
-include: "rules/bilevel.smk"
-include: "rules/partition.smk"
-include: "rules/train.smk"
-include: "rules/score.smk"
-include: "rules/certify.smk"
+include: "rules/ensemble.smk"
+include: "rules/aggregation.smk"
 include: "rules/smoothing.smk"
-include: "rules/plot.smk"
+include: "rules/bilevel.smk"  # after smoothing: its victims are smoothing's models
 include: "rules/table.smk"
 
 

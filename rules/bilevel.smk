@@ -1,9 +1,13 @@
-# Clean-label bilevel poisoning against randomized smoothing (Mehra et al. 2021): an attack of type
-# bilevel_radius makes its poisons here, in the backbone's poison format, so that they flow into
-# every defense; and each smoothing defense evaluates them as the reference does.
+# Clean-label bilevel poisoning against randomized smoothing (Mehra et al. 2021;
+# robustcert.workflow.bilevel): an attack of type bilevel_radius makes its poisons here, in the
+# poison stage's format, so that they flow into every defense; and each smoothing defense evaluates
+# them as the reference does. Needs rules/smoothing.smk (the victims).
 
+from robustcert.workflow import bilevel
 
-ruleorder: poison_bilevel_radius > poison_training_set
+BILEVEL = bilevel.Plan(config)
+RESULT_ROWS["bilevel"] = BILEVEL.rows()
+FINAL_OUTPUT += BILEVEL.plots()
 
 
 rule poison_bilevel_radius:
@@ -13,21 +17,24 @@ rule poison_bilevel_radius:
         poison="results/poison/{dataset}/{attack}.npz",
         objective="results/poison/{dataset}/{attack}.objective.tsv",
         png=report(
-            "results/plots/{dataset}/bilevel_{attack}_objective.png",
+            bilevel.OBJECTIVE_PLOT.replace("{ext}", "png"),
             caption="../report/bilevel_objective.rst",
             category="{dataset}",
             subcategory="bilevel poisoning",
             labels={"attack": "{attack}", "item": "surrogate objective per outer step"},
         ),
-        pdf="results/plots/{dataset}/bilevel_{attack}_objective.pdf",
+        pdf=bilevel.OBJECTIVE_PLOT.replace("{ext}", "pdf"),
     wildcard_constraints:
-        attack=BILEVEL_ATTACKS,
+        attack=BILEVEL.attack_constraint(),
     params:
-        attack=get_attack,
+        attack=BILEVEL.attack_params,
+        seed=config["seed"],
         device=config["device"],
     threads: config["threads"]
     resources:
         gpu=1,
+        mem_mb=16000,
+        runtime=720,
     conda:
         "../envs/robustcert.yaml"
     log:
@@ -40,23 +47,26 @@ rule poison_bilevel_radius:
 
 rule evaluate_bilevel_radius:
     input:
-        clean_model=get_clean_victim,
-        poisoned_model="results/smoothing/{dataset}/{attack}/{defense}/sigma_{sigma}/model.pt",
+        clean_model=BILEVEL.clean_victim,
+        poisoned_model=rules.train_smoothed.output.model,
         split=rules.split_dataset.output.split,
     output:
-        row="results/tables/rows/{dataset}/{attack}/{defense}/bilevel_sigma_{sigma}.tsv",
+        rows=bilevel.ROW,
     wildcard_constraints:
-        attack=BILEVEL_ATTACKS,
+        attack=BILEVEL.attack_constraint(),
     params:
-        describe=describe_bilevel,
-        attack=get_attack,
-        defense=get_defense,
+        names=BILEVEL.row_keys,
+        params=BILEVEL.row_params,
+        settings=BILEVEL.evaluation_params,
         sigma=get_sigma,
         radii=config["report"]["radii"],
+        seed=config["seed"],
         device=config["device"],
     threads: config["threads"]
     resources:
         gpu=1,
+        mem_mb=16000,
+        runtime=240,
     conda:
         "../envs/robustcert.yaml"
     log:

@@ -1,6 +1,13 @@
-# Randomized smoothing (Cohen, Rosenfeld, Kolter 2019): one base classifier per σ, trained with
-# Gaussian augmentation on the (poisoned) training set; CERTIFY and PREDICT on a subset of the
-# test set, sharded across jobs and gathered; a row of all.tsv per σ; a table and a plot per defense.
+# Randomized smoothing (Cohen, Rosenfeld, Kolter 2019; robustcert.workflow.smoothing): one base
+# classifier per σ trained with Gaussian augmentation on the (poisoned) training set; CERTIFY and
+# PREDICT on a subset of the test set, sharded across jobs and gathered; results rows per σ; a
+# table and a plot per defense.
+
+from robustcert.workflow import smoothing
+
+SMOOTHING = smoothing.Plan(config)
+RESULT_ROWS["smoothing"] = SMOOTHING.rows()
+FINAL_OUTPUT += SMOOTHING.plots()
 
 
 rule train_smoothed:
@@ -8,14 +15,16 @@ rule train_smoothed:
         split=rules.split_dataset.output.split,
         poison=rules.poison_training_set.output.poison,
     output:
-        model="results/smoothing/{dataset}/{attack}/{defense}/sigma_{sigma}/model.pt",
+        model=smoothing.MODEL,
     params:
-        defense=get_defense,
-        sigma=get_sigma,
+        recipe=SMOOTHING.recipe,
+        seed=config["seed"],
         device=config["device"],
     threads: config["threads"]
     resources:
         gpu=1,
+        mem_mb=16000,
+        runtime=480,
     conda:
         "../envs/robustcert.yaml"
     log:
@@ -31,14 +40,17 @@ rule certify_smoothed:
         model=rules.train_smoothed.output.model,
         split=rules.split_dataset.output.split,
     output:
-        tsv="results/smoothing/{dataset}/{attack}/{defense}/sigma_{sigma}/certify/shard_{shard}.tsv",
+        tsv=smoothing.SHARD.replace("{algorithm}", "certify"),
     params:
-        defense=get_defense,
+        settings=SMOOTHING.monte_carlo,
         sigma=get_sigma,
+        seed=config["seed"],
         device=config["device"],
     threads: config["threads"]
     resources:
         gpu=1,
+        mem_mb=16000,
+        runtime=240,
     conda:
         "../envs/robustcert.yaml"
     log:
@@ -54,14 +66,17 @@ rule predict_smoothed:
         model=rules.train_smoothed.output.model,
         split=rules.split_dataset.output.split,
     output:
-        tsv="results/smoothing/{dataset}/{attack}/{defense}/sigma_{sigma}/predict/shard_{shard}.tsv",
+        tsv=smoothing.SHARD.replace("{algorithm}", "predict"),
     params:
-        defense=get_defense,
+        settings=SMOOTHING.predict_settings,
         sigma=get_sigma,
+        seed=config["seed"],
         device=config["device"],
     threads: config["threads"]
     resources:
         gpu=1,
+        mem_mb=16000,
+        runtime=120,
     conda:
         "../envs/robustcert.yaml"
     log:
@@ -74,9 +89,9 @@ rule predict_smoothed:
 
 rule gather_smoothed:
     input:
-        shards=get_smoothing_shards,
+        shards=SMOOTHING.shards,
     output:
-        tsv="results/smoothing/{dataset}/{attack}/{defense}/sigma_{sigma}/{algorithm}.tsv",
+        tsv=smoothing.GATHERED,
     conda:
         "../envs/robustcert.yaml"
     log:
@@ -87,14 +102,13 @@ rule gather_smoothed:
 
 rule summarize_smoothing:
     input:
-        certify="results/smoothing/{dataset}/{attack}/{defense}/sigma_{sigma}/certify.tsv",
-        predict="results/smoothing/{dataset}/{attack}/{defense}/sigma_{sigma}/predict.tsv",
+        certify=smoothing.GATHERED.replace("{algorithm}", "certify"),
+        predict=smoothing.GATHERED.replace("{algorithm}", "predict"),
     output:
-        row="results/tables/rows/{dataset}/{attack}/{defense}/smoothing_sigma_{sigma}.tsv",
+        rows=smoothing.ROW,
     params:
-        describe=describe_smoothing,
-        defense=get_defense,
-        n_test=get_test_size,
+        names=SMOOTHING.row_keys,
+        params=SMOOTHING.row_params,
         radii=config["report"]["radii"],
     conda:
         "../envs/robustcert.yaml"
@@ -108,7 +122,7 @@ rule summarize_smoothing:
 
 rule analyze_smoothing:
     input:
-        certify=get_smoothing_certificates,
+        certify=SMOOTHING.certificates,
     output:
         table=report(
             "results/tables/smoothing/{dataset}/{attack}/{defense}.tsv",
@@ -118,15 +132,15 @@ rule analyze_smoothing:
             labels={"attack": "{attack}", "item": "table"},
         ),
         png=report(
-            "results/plots/{dataset}/smoothing/{attack}/{defense}.png",
+            smoothing.PLOT.replace("{ext}", "png"),
             caption="../report/smoothing.rst",
             category="{dataset}",
             subcategory="{defense}",
             labels={"attack": "{attack}", "item": "certified accuracy vs L2 radius"},
         ),
-        pdf="results/plots/{dataset}/smoothing/{attack}/{defense}.pdf",
+        pdf=smoothing.PLOT.replace("{ext}", "pdf"),
     params:
-        sigmas=get_sigmas,
+        sigmas=lambda wildcards: SMOOTHING.sigmas(wildcards.defense),
         radii=config["report"]["radii"],
     conda:
         "../envs/robustcert.yaml"

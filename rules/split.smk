@@ -1,8 +1,13 @@
+# The fixed train/validation/test split of each dataset (robustcert.workflow.split).
+
+from robustcert.workflow import split
+
+
 rule split_dataset:
     output:
         split="results/data/{dataset}/split.npz",
     params:
-        dataset=get_dataset,
+        dataset=lambda wildcards: split.dataset_params(config, wildcards),
         data_root=config["data_root"],
         seed=config["seed"],
     conda:

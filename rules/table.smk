@@ -1,22 +1,10 @@
-rule summarize_certificates:
-    input:
-        scores=rules.score_ensemble.output.scores,
-        poison=rules.poison_training_set.output.poison,
-        clean=rules.certify_ensemble.output.clean,
-        triggered=rules.certify_ensemble.output.triggered,
-    output:
-        row="results/tables/rows/{dataset}/{attack}/{defense}/{variant}.tsv",
-    params:
-        describe=describe_experiment,
-        budgets=config["report"]["budgets"],
-    conda:
-        "../envs/robustcert.yaml"
-    log:
-        "results/logs/summarize_certificates/{dataset}/{attack}/{defense}/{variant}.log",
-    benchmark:
-        "results/benchmarks/summarize_certificates/{dataset}/{attack}/{defense}/{variant}.tsv"
-    script:
-        "../scripts/summarize_certificates.py"
+# The results tables (robustcert.workflow.table): all.tsv in long form from every row file the
+# methods registered in RESULT_ROWS, and the wide table of each method. Included last.
+
+from robustcert.workflow import table
+from robustcert.workflow.common import one_of
+
+FINAL_OUTPUT += table.wide_tables(RESULT_ROWS)
 
 
 rule tabulate_results:
@@ -24,7 +12,7 @@ rule tabulate_results:
         rows=get_result_rows,
     output:
         table=report(
-            "results/tables/all.tsv",
+            table.ALL,
             caption="../report/all_table.rst",
             category="tables",
         ),
@@ -36,3 +24,25 @@ rule tabulate_results:
         "results/benchmarks/tabulate_results.tsv"
     script:
         "../scripts/tabulate_results.py"
+
+
+rule tabulate_method:
+    input:
+        rows=get_result_rows,
+    output:
+        table=report(
+            table.WIDE,
+            caption="../report/method_table.rst",
+            category="tables",
+            labels={"method": "{method}"},
+        ),
+    wildcard_constraints:
+        method=one_of(RESULT_ROWS),
+    conda:
+        "../envs/robustcert.yaml"
+    log:
+        "results/logs/tabulate_method/{method}.log",
+    benchmark:
+        "results/benchmarks/tabulate_method/{method}.tsv"
+    script:
+        "../scripts/tabulate_method.py"

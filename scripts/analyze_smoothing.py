@@ -1,5 +1,5 @@
-from robustcert.smoothing_steps import analyze_smoothing
-from robustcert.steps import start_log
+from robustcert.workflow import start_log
+from robustcert.workflow.smoothing import analyze_smoothing
 
 start_log(snakemake.log[0])
 analyze_smoothing(

@@ -1,10 +1,11 @@
-from robustcert.steps import certify_ensemble, start_log
+from robustcert.workflow import start_log
+from robustcert.workflow.aggregation import certify_ensemble
 
 start_log(snakemake.log[0])
 certify_ensemble(
     scores_path=snakemake.input.scores,
     partition_path=snakemake.input.partition,
-    variant=snakemake.wildcards.variant,
+    certificate=snakemake.wildcards.certificate,
     clean_output=snakemake.output.clean,
     triggered_output=snakemake.output.triggered,
 )

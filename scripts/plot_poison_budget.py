@@ -1,7 +1,8 @@
-from robustcert.steps import plot_certificates, start_log
+from robustcert.workflow import start_log
+from robustcert.workflow.aggregation import plot_poison_budget
 
 start_log(snakemake.log[0])
-plot_certificates(
+plot_poison_budget(
     tsv_paths=snakemake.input.certificates,
     labels=snakemake.params.labels,
     title=f"{snakemake.wildcards.dataset}: certified accuracy under poisoning",

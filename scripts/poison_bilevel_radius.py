@@ -1,5 +1,5 @@
-from robustcert.bilevel_steps import poison_bilevel_radius
-from robustcert.steps import start_log
+from robustcert.workflow import start_log
+from robustcert.workflow.bilevel import poison_bilevel_radius
 
 start_log(snakemake.log[0])
 poison_bilevel_radius(
@@ -8,6 +8,7 @@ poison_bilevel_radius(
     objective_output=snakemake.output.objective,
     plot_prefix=snakemake.output.png.removesuffix(".png"),
     spec=snakemake.params.attack,
+    seed=snakemake.params.seed,
     device=snakemake.params.device,
     threads=snakemake.threads,
 )

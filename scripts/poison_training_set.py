@@ -1,4 +1,5 @@
-from robustcert.steps import poison_training_set, start_log
+from robustcert.workflow import start_log
+from robustcert.workflow.poison import poison_training_set
 
 start_log(snakemake.log[0])
 poison_training_set(

@@ -1,5 +1,5 @@
-from robustcert.model_steps import score_ensemble
-from robustcert.steps import start_log
+from robustcert.workflow import start_log
+from robustcert.workflow.ensemble import score_ensemble
 
 start_log(snakemake.log[0])
 score_ensemble(

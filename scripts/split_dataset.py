@@ -1,4 +1,5 @@
-from robustcert.steps import split_dataset, start_log
+from robustcert.workflow import start_log
+from robustcert.workflow.split import split_dataset
 
 start_log(snakemake.log[0])
 split_dataset(

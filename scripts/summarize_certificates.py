@@ -1,4 +1,5 @@
-from robustcert.steps import start_log, summarize_certificates
+from robustcert.workflow import start_log
+from robustcert.workflow.aggregation import summarize_certificates
 
 start_log(snakemake.log[0])
 summarize_certificates(
@@ -6,7 +7,8 @@ summarize_certificates(
     poison_path=snakemake.input.poison,
     clean_path=snakemake.input.clean,
     triggered_path=snakemake.input.triggered,
-    output=snakemake.output.row,
-    describe=snakemake.params.describe,
+    output=snakemake.output.rows,
+    keys=snakemake.params.names,
+    params=snakemake.params.params,
     budgets=snakemake.params.budgets,
 )

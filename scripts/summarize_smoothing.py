@@ -1,13 +1,12 @@
-from robustcert.smoothing_steps import summarize_smoothing
-from robustcert.steps import start_log
+from robustcert.workflow import start_log
+from robustcert.workflow.smoothing import summarize_smoothing
 
 start_log(snakemake.log[0])
 summarize_smoothing(
     certify_path=snakemake.input.certify,
     predict_path=snakemake.input.predict,
-    output=snakemake.output.row,
-    describe=snakemake.params.describe,
-    defense=snakemake.params.defense,
-    n_test=snakemake.params.n_test,
+    output=snakemake.output.rows,
+    keys=snakemake.params.names,
+    params=snakemake.params.params,
     radii=snakemake.params.radii,
 )

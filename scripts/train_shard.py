@@ -1,5 +1,5 @@
-from robustcert.model_steps import train_shard
-from robustcert.steps import start_log
+from robustcert.workflow import start_log
+from robustcert.workflow.ensemble import train_shard
 
 start_log(snakemake.log[0])
 train_shard(
@@ -8,7 +8,8 @@ train_shard(
     partition_path=snakemake.input.partition,
     output=snakemake.output.models,
     subsets=snakemake.params.subsets,
-    defense=snakemake.params.defense,
+    recipe=snakemake.params.recipe,
+    seed=snakemake.params.seed,
     device=snakemake.params.device,
     threads=snakemake.threads,
 )

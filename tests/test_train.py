@@ -87,8 +87,8 @@ def test_auto_strategy_is_sequential_on_cpu():
 
 def test_augment_crops_within_padding_and_is_seeded():
     x = torch.rand(5, 1, 8, 8)
-    a = train.augment(x, 2, True, 0.0, torch.Generator().manual_seed(0))
-    b = train.augment(x, 2, True, 0.0, torch.Generator().manual_seed(0))
+    a = train.augment(x, 2, True, torch.Generator().manual_seed(0))
+    b = train.augment(x, 2, True, torch.Generator().manual_seed(0))
     assert torch.equal(a, b) and a.shape == x.shape
 
 

@@ -16,9 +16,12 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class ArtifactError(ValueError):
@@ -90,3 +93,21 @@ def load_checkpoint(path: str | Path, kind: str) -> dict[str, Any]:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ArtifactError(f"{path}: expected a {kind!r} checkpoint, found {found!r}")
     return payload
+
+
+def read_tsv(path: str | Path, **options: Any) -> pd.DataFrame:
+    """A TSV written by :func:`write_tsv`; a missing or unreadable file is an :class:`ArtifactError`."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path, sep="\t", **options)
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: file not found") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ArtifactError(f"{path}: not a readable TSV ({type(err).__name__}: {err})") from None
+
+
+def write_tsv(frame: pd.DataFrame, path: str | Path) -> None:
+    """Write a TSV atomically (floats at full, shortest round-trip precision)."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, sep="\t", index=False)

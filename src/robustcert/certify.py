@@ -14,6 +14,7 @@ the d models of its bucket (d = 1 is DPA).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft
@@ -365,3 +366,23 @@ def _check_logits(logits: np.ndarray) -> np.ndarray:
     if logits.shape[1] == 0 or logits.shape[2] < 2:
         raise ValueError(f"logits need at least one model and two classes, got shape {logits.shape}")
     return logits
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """A certificate by name: its function, and whether it takes Finite Aggregation's shifts."""
+
+    function: Callable[..., tuple[np.ndarray, np.ndarray]]
+    needs_shifts: bool = False
+
+    def __call__(self, logits: np.ndarray, shifts: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(prediction, certificate) of ``logits`` [n, m, C]; ``shifts`` is ignored unless it is needed."""
+        return self.function(logits, shifts) if self.needs_shifts else self.function(logits)
+
+
+CERTIFICATES: dict[str, Certificate] = {
+    "dpa": Certificate(dpa),
+    "dpa_roe": Certificate(run_off_election),
+    "fa": Certificate(finite_aggregation, needs_shifts=True),
+    "fa_roe": Certificate(finite_aggregation_run_off, needs_shifts=True),
+}

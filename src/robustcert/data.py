@@ -201,3 +201,22 @@ STANDARD_TEST_SIZE = {"mnist": 10_000, "fashion_mnist": 10_000, "cifar10": 10_00
 def expected_test_size(spec: dict) -> int:
     """The test-set size a dataset config leads to, known before any data is read (for planning jobs)."""
     return int(spec["n_test"]) if spec["source"] == "digits" else STANDARD_TEST_SIZE[spec["source"]]
+
+
+def restrict_classes(split: Split, classes: list[int]) -> Split:
+    """The split restricted to images of ``classes``, relabelled 0..len(classes)−1 in that order (binary tasks)."""
+    if len(set(classes)) != len(classes) or not classes:
+        raise ValueError(f"classes must be distinct and not empty, got {classes}")
+    outside = [c for c in classes if not 0 <= c < split.num_classes]
+    if outside:
+        raise ValueError(f"classes {outside} are not labels of this split (0..{split.num_classes - 1})")
+    relabel = np.full(split.num_classes, -1, np.int64)
+    relabel[classes] = np.arange(len(classes))
+    parts = {}
+    for part in ("train", "val", "test"):
+        keep = np.isin(getattr(split, f"y_{part}"), classes)
+        parts[f"x_{part}"] = getattr(split, f"x_{part}")[keep]
+        parts[f"y_{part}"] = relabel[getattr(split, f"y_{part}")[keep]]
+        if part != "test":
+            parts[f"{part}_index"] = getattr(split, f"{part}_index")[keep]
+    return Split(**parts, num_classes=len(classes))

@@ -9,7 +9,7 @@ insertions/deletions the prediction survives and ``correct`` is 1 when ``predict
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,28 +20,14 @@ from robustcert.artifacts import ArtifactError, load_npz, save_npz
 
 COLUMNS = ["idx", "label", "predict", "radius", "correct"]
 SCORE_ARRAYS = ("logits", "labels", "base_accuracy", "triggered_logits", "triggered_index", "target")
-Certificate = Callable[..., tuple[np.ndarray, np.ndarray]]
-
-
-def certificate_function(variant: str) -> tuple[Certificate, bool]:
-    """The certificate of a variant name, and whether it takes the FA shifts."""
-    variants: dict[str, tuple[str, bool]] = {
-        "dpa": ("dpa", False),
-        "dpa_roe": ("run_off_election", False),
-        "fa": ("finite_aggregation", True),
-        "fa_roe": ("finite_aggregation_run_off", True),
-    }
-    if variant not in variants:
-        raise ValueError(f"unknown certificate variant {variant!r}; known: {sorted(variants)}")
-    name, needs_shifts = variants[variant]
-    return getattr(certify, name), needs_shifts
 
 
 def certify_scores(variant: str, logits: np.ndarray, labels: np.ndarray, index: np.ndarray,
                    shifts: np.ndarray) -> pd.DataFrame:
-    """The certificate TSV rows of ``variant`` for a score matrix."""
-    function, needs_shifts = certificate_function(variant)
-    prediction, radius = function(logits, shifts) if needs_shifts else function(logits)
+    """The certificate TSV rows of the certificate named ``variant`` (:data:`certify.CERTIFICATES`)."""
+    if variant not in certify.CERTIFICATES:
+        raise ValueError(f"unknown certificate {variant!r}; known: {sorted(certify.CERTIFICATES)}")
+    prediction, radius = certify.CERTIFICATES[variant](logits, shifts)
     return pd.DataFrame({"idx": index, "label": labels, "predict": prediction, "radius": radius,
                          "correct": (prediction == labels).astype(np.int64)}, columns=COLUMNS)
 
@@ -64,8 +50,8 @@ def median_certified(frame: pd.DataFrame) -> tuple[int, int]:
 
 
 def summarize(frame: pd.DataFrame, triggered: pd.DataFrame, base_accuracy: np.ndarray,
-              base_asr: np.ndarray, budgets: Sequence[int], poison_size: int) -> dict[str, float | int]:
-    """The numbers of one results-table row (see the README for the columns)."""
+              base_asr: np.ndarray, poison_size: int) -> dict[str, float | int]:
+    """The scalar numbers of an aggregation certificate (docs/metrics.md defines each)."""
     median, median_ref = median_certified(frame)
     row: dict[str, float | int] = {
         "n_test": len(frame),
@@ -76,7 +62,6 @@ def summarize(frame: pd.DataFrame, triggered: pd.DataFrame, base_accuracy: np.nd
         "poison_size": poison_size,
         "certified_vs_attack": float(certified_accuracy(frame, [poison_size])[0]) if poison_size else np.nan,
     }
-    row.update({f"cert_acc@{b}": float(a) for b, a in zip(budgets, certified_accuracy(frame, budgets))})
     row["asr"] = float((triggered["predict"] == triggered["target"]).mean()) if len(triggered) else np.nan
     row["asr_base_mean"] = float(np.mean(base_asr)) if len(base_asr) else np.nan
     return row

@@ -7,11 +7,15 @@ goes to the d subsets (h + s) mod k·d, one per shift s. d = 1 with shift 0 is D
 
 A :class:`Partition` lists each subset's sample indices, in content order (label, then pixel
 bytes) so that training does not depend on dataset order, and its per-channel mean/std.
+
+Which samples each model trains on is an assignment (:data:`ASSIGNMENTS`, by name): ``hash`` (DPA,
+and FA for d > 1) or ``whole`` (every model on the whole training set).
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,10 +77,13 @@ def content_order(images: np.ndarray, labels: np.ndarray, index: np.ndarray) -> 
 
 
 def partition_dataset(images: np.ndarray, labels: np.ndarray, k: int, d: int = 1,
-                      shifts: np.ndarray | None = None) -> Partition:
-    """Split a training set into k·d content-ordered subsets (DPA when d = 1)."""
+                      shifts: np.ndarray | None = None, seed: int = 0) -> Partition:
+    """Split a training set into k·d content-ordered subsets (DPA when d = 1).
+
+    FA's shifts, when not given, are drawn with the reference's seed plus ``seed``.
+    """
     if shifts is None:
-        shifts = np.zeros(1, np.int64) if d == 1 else fa_shifts(k, d)
+        shifts = np.zeros(1, np.int64) if d == 1 else fa_shifts(k, d, FA_SHIFT_SEED + seed)
     shifts = np.asarray(shifts, dtype=np.int64)
     if len(shifts) != d or len(np.unique(shifts)) != d:
         raise ValueError(f"need {d} distinct shifts, got {shifts.tolist()}")
@@ -88,6 +95,27 @@ def partition_dataset(images: np.ndarray, labels: np.ndarray, k: int, d: int = 1
     members = np.concatenate(subsets).astype(np.int64) if subsets else np.zeros(0, np.int64)
     mean, std = zip(*(channel_stats(images[s]) for s in subsets))
     return Partition(members, offsets, np.stack(mean), np.stack(std), k, shifts)
+
+
+def whole_dataset(images: np.ndarray, labels: np.ndarray, k: int = 1, d: int = 1, seed: int = 0) -> Partition:
+    """k subsets that each hold the whole training set (content-ordered): k models on the same data."""
+    if k < 1 or d != 1:
+        raise ValueError(f"the whole-set assignment takes k ≥ 1 models and d = 1, got k={k}, d={d}")
+    members = content_order(images, labels, np.arange(len(labels)))
+    mean, std = channel_stats(images[members])
+    return Partition(np.tile(members, k), np.arange(k + 1, dtype=np.int64) * len(members),
+                     np.tile(mean, (k, 1)), np.tile(std, (k, 1)), k, np.zeros(1, np.int64))
+
+
+Assignment = Callable[..., Partition]
+ASSIGNMENTS: dict[str, Assignment] = {"hash": partition_dataset, "whole": whole_dataset}
+
+
+def assign(name: str, images: np.ndarray, labels: np.ndarray, k: int, d: int = 1, seed: int = 0) -> Partition:
+    """The partition of the named assignment (``hash`` or ``whole``) with k (·d) subsets."""
+    if name not in ASSIGNMENTS:
+        raise ValueError(f"unknown partition assignment {name!r}; known: {sorted(ASSIGNMENTS)}")
+    return ASSIGNMENTS[name](images, labels, k, d, seed=seed)
 
 
 def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

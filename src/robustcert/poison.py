@@ -18,7 +18,7 @@ Attack types (config ``attacks.<name>.type``):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from robustcert.artifacts import ArtifactError, load_npz, save_npz
+from robustcert.data import Split, load_split
 
 NO_TARGET = -1
 Pixel = tuple[int, int]
@@ -113,16 +114,11 @@ def make_trigger(spec: Mapping[str, Any], image_shape: tuple[int, int, int]) -> 
 
 def generate_poison(spec: Mapping[str, Any], x_train: np.ndarray, y_train: np.ndarray,
                     seed: int) -> Poison:
-    """Apply the attack described by ``spec`` (an ``attacks.<name>`` config entry)."""
+    """Apply the attack described by ``spec`` (an ``attacks.<name>`` config entry) with its generator."""
     kind = spec["type"]
-    rng = np.random.default_rng(seed)
-    if kind == "none":
-        return Poison(np.zeros(0, np.int64), x_train[:0].copy(), y_train[:0].copy())
-    if kind == "backdoor":
-        return _backdoor(spec, x_train, y_train, rng)
-    if kind == "label_flip":
-        return _label_flip(spec, x_train, y_train, rng)
-    raise ValueError(f"unknown attack type {kind!r}; known: none, backdoor, label_flip")
+    if kind not in GENERATORS:
+        raise ValueError(f"unknown attack type {kind!r}; known: {sorted(GENERATORS)}")
+    return GENERATORS[kind](spec, x_train, y_train, np.random.default_rng(seed))
 
 
 def triggered_test_set(poison: Poison, x_test: np.ndarray, y_test: np.ndarray
@@ -192,3 +188,22 @@ def _label_flip(spec: Mapping[str, Any], x_train: np.ndarray, y_train: np.ndarra
     count = int(round(float(spec["fraction"]) * len(eligible)))
     index = _draw(rng, eligible, count, "label_flip")
     return Poison(index, x_train[index], np.full(count, target, np.int64))
+
+
+def _no_attack(spec: Mapping[str, Any], x_train: np.ndarray, y_train: np.ndarray,
+               rng: np.random.Generator) -> Poison:
+    return Poison(np.zeros(0, np.int64), x_train[:0].copy(), y_train[:0].copy())
+
+
+Generator = Callable[[Mapping[str, Any], np.ndarray, np.ndarray, np.random.Generator], Poison]
+# the attack types that poison_training_set makes, by config `type`; attacks that need a model
+# (bilevel_radius) have rules of their own
+GENERATORS: dict[str, Generator] = {"none": _no_attack, "backdoor": _backdoor, "label_flip": _label_flip}
+
+
+def load_poisoned_training_set(split_path: str | Path, poison_path: str | Path
+                               ) -> tuple[Split, Poison, np.ndarray, np.ndarray]:
+    """The split, its poison (checked against it), and the poisoned training images and labels."""
+    split = load_split(split_path)
+    attack = load_poison(poison_path, len(split.y_train), split.image_shape)
+    return (split, attack, *attack.apply(split.x_train, split.y_train))

@@ -10,16 +10,21 @@ Two strategies reach the same weights for the same seeds (within float tolerance
 ``auto`` picks ``batched`` on CUDA and ``sequential`` elsewhere.
 
 Randomness is per model: model j is initialised under ``torch.manual_seed(seed + j)`` and draws
-its batch order, crops and flips from its own generator seeded likewise, in a fixed order
-(per epoch: permutation; per batch: crop offsets, then flips).
+its batch order, crops, flips and the objective's noise from its own generator seeded likewise, in a
+fixed order (per epoch: permutation; per batch: crop offsets, then flips, then the objective's draws).
+The steps pass ``seed`` = :func:`robustcert.config.derive_seed` of the config's seed.
+
+What a step minimises is a training objective (:data:`OBJECTIVES`, by name): it perturbs the
+augmented batch (drawing from the model's generator) and turns logits into a loss.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -28,6 +33,7 @@ from torch import nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
 from robustcert.artifacts import ArtifactError, load_checkpoint, save_checkpoint
+from robustcert.data import Split
 from robustcert.models import build_model
 from robustcert.partition import Partition
 
@@ -50,13 +56,60 @@ class TrainConfig:
     gamma: float = 0.2
     crop_padding: int = 0
     flip: bool = False
+    objective: str = "cross_entropy"
     noise_sigma: float = 0.0
     seed: int = 0
     strategy: str = "auto"
 
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown training objective {self.objective!r}; known: {sorted(OBJECTIVES)}")
+
     def lr_at(self, epoch: int) -> float:
         """Learning rate of an epoch (MultiStepLR)."""
         return self.lr * self.gamma ** sum(epoch >= m for m in self.milestones)
+
+
+class Objective(Protocol):
+    """What a training step minimises: a perturbation of the batch, then a loss of the logits."""
+
+    def perturb(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The inputs the model sees for the augmented batch ``x`` (random draws from ``generator``)."""
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The batch's loss."""
+
+
+@dataclass(frozen=True)
+class CrossEntropy:
+    """Plain cross-entropy on the batch as it is."""
+
+    def perturb(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return x
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y)
+
+
+@dataclass(frozen=True)
+class GaussianAugmentation(CrossEntropy):
+    """Cross-entropy on x + N(0, σ²I), fresh noise per batch, unclipped (Cohen et al.'s training of f)."""
+
+    sigma: float
+
+    def perturb(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return x + self.sigma * torch.randn(x.shape, generator=generator).to(x.device)
+
+
+OBJECTIVES: dict[str, Callable[[TrainConfig], Objective]] = {
+    "cross_entropy": lambda cfg: CrossEntropy(),
+    "gaussian_augmentation": lambda cfg: GaussianAugmentation(cfg.noise_sigma),
+}
+
+
+def objective_of(cfg: TrainConfig) -> Objective:
+    """The objective a recipe names."""
+    return OBJECTIVES[cfg.objective](cfg)
 
 
 @dataclass
@@ -67,6 +120,12 @@ class ModelSpec:
     in_channels: int
     num_classes: int
     image_size: int
+
+    @classmethod
+    def for_split(cls, arch: str, split: Split) -> ModelSpec:
+        """The architecture for a split's images and classes."""
+        channels, height, _ = split.image_shape
+        return cls(arch, channels, split.num_classes, height)
 
     def build(self, mean: Sequence[float], std: Sequence[float]) -> nn.Sequential:
         """A freshly initialised model (under the caller's RNG state)."""
@@ -117,10 +176,10 @@ def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[t
     return list(torch.randperm(n, generator=generator).split(batch_size)) if n else []
 
 
-def augment(x: torch.Tensor, padding: int, flip: bool, sigma: float, generator: torch.Generator) -> torch.Tensor:
-    """Random crop after zero padding, horizontal flip and Gaussian noise, per sample.
+def augment(x: torch.Tensor, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """Random crop after zero padding and horizontal flip, per sample.
 
-    Draws, in order: crop offsets [b, 2], flips [b], noise [b, C, H, W] (each only when enabled).
+    Draws, in order: crop offsets [b, 2], flips [b] (each only when enabled).
     """
     b, _, h, w = x.shape
     if padding:
@@ -133,19 +192,20 @@ def augment(x: torch.Tensor, padding: int, flip: bool, sigma: float, generator: 
     if flip:
         flips = (torch.rand(b, generator=generator) < 0.5).to(x.device)
         x = torch.where(flips[:, None, None, None], x.flip(-1), x)
-    if sigma:
-        x = x + sigma * torch.randn(x.shape, generator=generator).to(x.device)
     return x
 
 
 def _batches(run: _Run, cfg: TrainConfig) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    objective = objective_of(cfg)
     for batch in epoch_batches(len(run.y), cfg.batch_size, run.generator):
         batch = batch.to(run.x.device)
-        yield augment(run.x[batch], cfg.crop_padding, cfg.flip, cfg.noise_sigma, run.generator), run.y[batch]
+        x = augment(run.x[batch], cfg.crop_padding, cfg.flip, run.generator)
+        yield objective.perturb(x, run.generator), run.y[batch]
 
 
 def _train_sequential(models: list[nn.Module], runs: list[_Run], cfg: TrainConfig,
                       device: torch.device) -> list[nn.Module]:
+    objective = objective_of(cfg)
     for model, run in zip(models, runs):
         model.to(memory_format=torch.channels_last).train()
         optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
@@ -154,7 +214,7 @@ def _train_sequential(models: list[nn.Module], runs: list[_Run], cfg: TrainConfi
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr_at(epoch)
             for x, y in _batches(run, cfg):
-                loss = F.cross_entropy(model(x.contiguous(memory_format=torch.channels_last)), y)
+                loss = objective.loss(model(x.contiguous(memory_format=torch.channels_last)), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -174,9 +234,10 @@ def _train_batched(models: list[nn.Module], runs: list[_Run], cfg: TrainConfig,
         {name: v.detach() for name, v in d.items()} for d in stack_module_state(models))
     momentum = {name: torch.zeros_like(p) for name, p in params.items()}
     base = copy.deepcopy(models[0]).to("meta")
+    objective = objective_of(cfg)
 
     def loss(p: dict, b: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(functional_call(base, (p, b), (x,)), y)
+        return objective.loss(functional_call(base, (p, b), (x,)), y)
 
     step = vmap(grad(loss), in_dims=(0, 0, 0, 0), randomness="error")
     for epoch in range(cfg.epochs):

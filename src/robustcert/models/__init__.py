@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import torch
 from torch import nn
 
 from robustcert.models.nin import NetworkInNetwork
@@ -55,3 +56,20 @@ def build_model(
         raise ValueError(f"unknown architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
     body = ARCHITECTURES[arch](in_channels, num_classes, image_size)
     return nn.Sequential(Normalize(mean, std), body)
+
+
+def penultimate_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The inputs of the model's last linear layer for ``x`` [n, features]: its penultimate-layer features.
+
+    Read with a forward hook, so it works for every architecture of :data:`ARCHITECTURES`.
+    """
+    linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linear:
+        raise ValueError(f"{type(model).__name__} has no linear layer to read features from")
+    captured: list[torch.Tensor] = []
+    handle = linear[-1].register_forward_hook(lambda module, inputs, output: captured.append(inputs[0]))
+    try:
+        model(x)
+    finally:
+        handle.remove()
+    return captured[0].flatten(1)

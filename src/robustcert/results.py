@@ -1,0 +1,117 @@
+"""The results table: tidy rows, one number each, and the dense wide view of one method.
+
+``results/tables/all.tsv`` has the fixed columns :data:`COLUMNS`: the experiment's names
+(``dataset attack attack_type defense method certificate``), ``params`` (the parameters that change
+a number, as ``key=value`` pairs joined by ``;``), then ``metric``, ``axis`` and ``at`` (where on the
+axis: a poisoning budget, an L2 radius; both ``-`` for a metric without an axis) and ``value``. A
+number that is not defined (the attack success rate of an attack without a trigger) has no row, so
+no cell is empty. ``docs/metrics.md`` defines every metric. A new method adds rows, never columns.
+
+``results/tables/<method>.tsv`` is the wide view of one method's rows: one row per experiment, its
+parameters as columns, then one column per metric (``metric`` or ``metric@axis=at``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from robustcert.artifacts import ArtifactError, read_tsv, write_tsv
+
+KEYS = ("dataset", "attack", "attack_type", "defense", "method", "certificate")
+COLUMNS = (*KEYS, "params", "metric", "axis", "at", "value")
+NO_AXIS = "-"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One number of a result: ``name`` (at ``at`` on ``axis``, if it has one) = ``value``."""
+
+    name: str
+    value: float
+    axis: str = NO_AXIS
+    at: float | None = None
+
+
+def on_axis(name: str, axis: str, points: Sequence[float], values: Iterable[float]) -> list[Metric]:
+    """A metric at several points of one axis (certified accuracy at each budget or radius)."""
+    return [Metric(name, float(v), axis, p) for p, v in zip(points, values)]
+
+
+def format_params(params: Mapping[str, Any]) -> str:
+    """``key=value`` pairs in the given order, joined by ``;`` (``-`` for none)."""
+    return ";".join(f"{key}={value}" for key, value in params.items()) or NO_AXIS
+
+
+def parse_params(text: str) -> dict[str, str]:
+    """The pairs of :func:`format_params`."""
+    return {} if text == NO_AXIS else dict(pair.split("=", 1) for pair in text.split(";"))
+
+
+def tidy_rows(keys: Mapping[str, str], params: Mapping[str, Any], metrics: Iterable[Metric]) -> pd.DataFrame:
+    """The rows of one result: one per metric whose value is defined (not NaN)."""
+    missing = [key for key in KEYS if key not in keys]
+    if missing:
+        raise ValueError(f"a result row needs the keys {list(KEYS)}; missing {missing}")
+    rows = [
+        {**{key: keys[key] for key in KEYS}, "params": format_params(params), "metric": m.name,
+         "axis": m.axis, "at": NO_AXIS if m.at is None else f"{m.at:g}", "value": float(m.value)}
+        for m in metrics
+        if not math.isnan(float(m.value))
+    ]
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def write_rows(path: str | Path, rows: pd.DataFrame) -> None:
+    """Write tidy rows (a row file of one result, or all.tsv); whole numbers without a decimal point."""
+    write_tsv(rows[list(COLUMNS)].assign(value=rows["value"].map(format_number)), path)
+
+
+def format_number(value: float) -> str:
+    """The shortest text that reads back as ``value`` (``360`` for 360.0)."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def read_rows(path: str | Path) -> pd.DataFrame:
+    """Tidy rows, checked: the fixed header, no empty cell."""
+    frame = read_tsv(path, dtype={c: str for c in COLUMNS if c != "value"}, keep_default_na=False)
+    if tuple(frame.columns) != COLUMNS:
+        raise ArtifactError(f"{path}: columns {list(frame.columns)}, expected {list(COLUMNS)}")
+    empty = frame.columns[(frame.astype(str) == "").any()].tolist()
+    if empty:
+        raise ArtifactError(f"{path}: empty cells in {empty}")
+    frame["value"] = pd.to_numeric(frame["value"])
+    return frame
+
+
+def concatenate(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    """Rows of several results, in order."""
+    frames = list(frames)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS))
+
+
+def wide(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per experiment (keys and params), its parameters as columns, one column per metric."""
+    records: dict[tuple, dict[str, Any]] = {}
+    for row in rows.itertuples(index=False):
+        key = (*(getattr(row, k) for k in KEYS), row.params)
+        record = records.setdefault(key, {**dict(zip(KEYS, key)), **parse_params(row.params)})
+        column = row.metric if row.axis == NO_AXIS else f"{row.metric}@{row.axis}={row.at}"
+        record[column] = row.value
+    table = pd.DataFrame(list(records.values()))
+    for column in table.columns:
+        if column not in KEYS:
+            table[column] = _numeric_if_possible(table[column])
+    return table.convert_dtypes(convert_string=False, convert_boolean=False)
+
+
+def _numeric_if_possible(column: pd.Series) -> pd.Series:
+    try:
+        return pd.to_numeric(column)
+    except (ValueError, TypeError):
+        return column

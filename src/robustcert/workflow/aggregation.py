@@ -1,0 +1,113 @@
+"""Partition aggregation (rules/aggregation.smk): Deep Partition Aggregation (method ``dpa``) and
+Finite Aggregation (method ``fa``). Both train an ensemble with the ensemble stage (the pixel-sum
+hash, k·d subsets) and compute each certificate the defense lists from its one score matrix
+(:data:`robustcert.certify.CERTIFICATES`); a results row per certificate, a plot per dataset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from robustcert.config import Config
+from robustcert.results import Metric, on_axis, tidy_rows, write_rows
+from robustcert.workflow.common import common_params, experiments_of, row_keys
+from robustcert.workflow.ensemble import Layout
+
+METHODS = ("dpa", "fa")
+CERTIFY = "results/certify/{dataset}/{attack}/{defense}/{certificate}.tsv"
+ROW = "results/tables/rows/{dataset}/{attack}/{defense}/{certificate}.tsv"
+PLOT = "results/plots/{dataset}/poison_budget.{ext}"
+
+
+def layout(defense: Mapping[str, Any]) -> Layout:
+    """k·d subsets by the pixel-sum hash (d = 1 for DPA)."""
+    return Layout("hash", int(defense["k"]), int(defense.get("d", 1)), int(defense["partitions_per_job"]))
+
+
+class Plan:
+    """The certificates, rows and plots that the config asks of DPA and FA defenses."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.experiments = experiments_of(config, METHODS)
+
+    def cells(self, dataset: str | None = None, method: str | None = None) -> list[tuple[Any, str]]:
+        """(experiment, certificate) for every certificate asked for, optionally of one dataset or method."""
+        defenses = self.config["defenses"]
+        return [(e, certificate) for e in self.experiments
+                if dataset in (None, e.dataset) and method in (None, defenses[e.defense]["method"])
+                for certificate in defenses[e.defense]["certificates"]]
+
+    def rows(self, method: str | None = None) -> list[str]:
+        """The row file of every certificate (of one method)."""
+        return [ROW.format(**vars(e), certificate=c) for e, c in self.cells(method=method)]
+
+    def plots(self) -> list[str]:
+        """The poisoning-budget plot of every dataset with an aggregation defense."""
+        datasets = sorted({e.dataset for e in self.experiments})
+        return [PLOT.format(dataset=d, ext=ext) for d in datasets for ext in ("png", "pdf")]
+
+    def dataset_certificates(self, wildcards: Any) -> list[str]:
+        """The clean certificate TSVs of one dataset, for its plot."""
+        return [CERTIFY.format(**vars(e), certificate=c) for e, c in self.cells(wildcards.dataset)]
+
+    def dataset_labels(self, wildcards: Any) -> list[str]:
+        """The legend labels of those TSVs."""
+        return [f"{e.attack} · {e.defense} · {c}" for e, c in self.cells(wildcards.dataset)]
+
+    def row_keys(self, wildcards: Any) -> dict[str, str]:
+        """The names that open the certificate's rows."""
+        return row_keys(self.config, wildcards, wildcards.certificate)
+
+    def row_params(self, wildcards: Any) -> dict[str, Any]:
+        """The parameters that change the certificate's numbers."""
+        defense = self.config["defenses"][wildcards.defense]
+        return {**common_params(self.config, wildcards), "arch": defense["arch"], "k": defense["k"],
+                "d": defense.get("d", 1), "epochs": defense["train"]["epochs"]}
+
+
+def certify_ensemble(scores_path: str, partition_path: str, certificate: str, clean_output: str,
+                     triggered_output: str) -> None:
+    """Write the certificate TSVs of one certificate on the clean and the triggered test sets."""
+    import numpy as np
+
+    from robustcert import evaluate, partition
+    from robustcert.artifacts import write_tsv
+
+    scores = evaluate.load_scores(scores_path)
+    shifts = partition.load_partition(partition_path).shifts
+    labels = scores["labels"]
+    clean = evaluate.certify_scores(certificate, scores["logits"], labels, np.arange(len(labels)), shifts)
+    index = scores["triggered_index"]
+    triggered = evaluate.certify_scores(certificate, scores["triggered_logits"], labels[index], index, shifts)
+    triggered["target"] = int(scores["target"])
+    write_tsv(clean, clean_output)
+    write_tsv(triggered, triggered_output)
+
+
+def summarize_certificates(scores_path: str, poison_path: str, clean_path: str, triggered_path: str, output: str,
+                           keys: Mapping[str, str], params: Mapping[str, Any], budgets: Sequence[int]) -> None:
+    """Write the results rows of one certificate (the numbers of docs/metrics.md)."""
+    from robustcert import evaluate, poison
+    from robustcert.artifacts import read_tsv
+
+    scores = evaluate.load_scores(scores_path)
+    attack = poison.load_poison(poison_path)
+    clean, triggered = read_tsv(clean_path), read_tsv(triggered_path)
+    summary = evaluate.summarize(
+        clean, triggered, scores["base_accuracy"],
+        evaluate.base_attack_success(scores["triggered_logits"], int(scores["target"])),
+        attack.symmetric_difference,
+    )
+    metrics = [Metric(name, value) for name, value in summary.items()]
+    metrics += on_axis("cert_acc", "poison_samples", budgets, evaluate.certified_accuracy(clean, budgets))
+    write_rows(output, tidy_rows(keys, params, metrics))
+
+
+def plot_poison_budget(tsv_paths: Sequence[str], labels: Sequence[str], title: str, outputs: Sequence[str]) -> None:
+    """Plot certified accuracy against the poisoning budget, one line per certificate TSV."""
+    from robustcert.artifacts import read_tsv
+    from robustcert.plot import plot_poison_budget as plot
+
+    plot({label: read_tsv(p) for label, p in zip(labels, tsv_paths)}, title, outputs)

@@ -1,0 +1,58 @@
+"""The plan shared by every stage (rules/common.smk): the experiment grid, which experiments a method
+or attack type takes part in, the keys that open a results row, and how names appear in paths and
+wildcard constraints. It names no method and no attack type.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from robustcert.config import Config, Experiment, experiments
+
+# a wildcard constraint that matches nothing (for a method or attack type the config does not use)
+NOTHING = "(?!)"
+
+
+def one_of(names: Iterable[str]) -> str:
+    """A wildcard constraint matching exactly these names."""
+    names = sorted(set(names))
+    return "|".join(re.escape(n) for n in names) if names else NOTHING
+
+
+def sigma_label(sigma: float) -> str:
+    """How a σ of the config appears in paths: 0.25 → "0.25", 1.0 → "1"."""
+    return f"{sigma:g}"
+
+
+def experiments_of(config: Config, methods: Iterable[str] = (), attack_types: Iterable[str] = ()) -> list[Experiment]:
+    """The experiments whose defense has one of ``methods`` (any, if none given) and whose attack
+    has one of ``attack_types`` (any, if none given), in grid order."""
+    methods, attack_types = set(methods), set(attack_types)
+    return [e for e in experiments(config)
+            if (not methods or config["defenses"][e.defense]["method"] in methods)
+            and (not attack_types or config["attacks"][e.attack]["type"] in attack_types)]
+
+
+def attacks_of(config: Config, attack_types: Iterable[str]) -> list[str]:
+    """The names of the attacks of these types."""
+    attack_types = set(attack_types)
+    return [name for name, attack in config["attacks"].items() if attack["type"] in attack_types]
+
+
+def row_keys(config: Config, wildcards: Any, certificate: str) -> dict[str, str]:
+    """The names that open the results rows of one experiment's result (robustcert.results.KEYS)."""
+    return {
+        "dataset": wildcards.dataset,
+        "attack": wildcards.attack,
+        "attack_type": config["attacks"][wildcards.attack]["type"],
+        "defense": wildcards.defense,
+        "method": config["defenses"][wildcards.defense]["method"],
+        "certificate": certificate,
+    }
+
+
+def common_params(config: Config, wildcards: Any) -> dict[str, Any]:
+    """The parameters that change every number of a row: the dataset's source and the seed."""
+    return {"source": config["datasets"][wildcards.dataset]["source"], "seed": config["seed"]}

@@ -1,0 +1,25 @@
+"""The split stage (rules/split.smk): each dataset's fixed train/validation/test split."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from robustcert.config import Config, canonical
+from robustcert.workflow import log
+
+
+def dataset_params(config: Config, wildcards: Any) -> dict[str, Any]:
+    """The dataset entry the split reads."""
+    return canonical(config["datasets"][wildcards.dataset])
+
+
+def split_dataset(output: str, spec: Mapping[str, Any], data_root: str, seed: int) -> None:
+    """Load a dataset and write its fixed train/validation/test split."""
+    from robustcert import data
+
+    source = data.load_source(spec["source"], data_root, spec["download"], spec["verify_checksums"])
+    split = data.split_source(source, spec["n_val"], spec["n_test"], seed)
+    log.info("%s: %d train, %d validation, %d test images of shape %s", spec["source"], len(split.y_train),
+             len(split.y_val), len(split.y_test), split.image_shape)
+    data.save_split(output, split)
