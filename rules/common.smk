@@ -7,19 +7,10 @@
 
 from pathlib import Path
 
-from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
-
-from robustcert.config import check_references, entry_schemas, experiments
+from robustcert.config import experiments, validate_config
 
 
-validate(config, schema="../config/schemas/config.schema.yaml")
-for section, name, schema in entry_schemas(config, Path(workflow.basedir) / "config/schemas"):
-    try:
-        validate(config[section][name], schema=str(schema))
-    except WorkflowError as error:
-        raise WorkflowError(f"invalid config: {section}.{name} (schema {schema.name}): {error}") from None
-check_references(config)
+validate_config(config, Path(workflow.basedir) / "config/schemas")
 
 EXPERIMENTS = experiments(config)
 FINAL_OUTPUT = ["results/tables/all.tsv"]

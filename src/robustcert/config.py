@@ -59,6 +59,22 @@ def entry_schemas(config: Config, schema_dir: str | Path) -> Iterator[tuple[str,
             yield section, name, path
 
 
+def validate_config(config: dict[str, Any], schema_dir: str | Path) -> None:
+    """Validate a config in place with Snakemake's validator, filling defaults: the top level, each
+    attack by its type, each defense by its method, then the names that refer to each other."""
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    schema_dir = Path(schema_dir)
+    validate(config, schema=str(schema_dir / "config.schema.yaml"))
+    for section, name, schema in entry_schemas(config, schema_dir):
+        try:
+            validate(config[section][name], schema=str(schema))
+        except WorkflowError as error:
+            raise ValueError(f"invalid config: {section}.{name} ({schema.name}): {error}") from None
+    check_references(config)
+
+
 def check_references(config: Config) -> None:
     """Refuse experiment grids that name undefined datasets, attacks or defenses."""
     problems = []

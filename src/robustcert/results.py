@@ -107,11 +107,14 @@ def wide(rows: pd.DataFrame) -> pd.DataFrame:
     for column in table.columns:
         if column not in KEYS:
             table[column] = _numeric_if_possible(table[column])
-    return table.convert_dtypes(convert_string=False, convert_boolean=False)
+    return table
 
 
 def _numeric_if_possible(column: pd.Series) -> pd.Series:
+    """Numbers where every cell is one (whole numbers as nullable integers), else the text."""
     try:
-        return pd.to_numeric(column)
+        numbers = pd.to_numeric(column)
     except (ValueError, TypeError):
         return column
+    known = numbers.dropna()
+    return numbers.astype("Int64") if len(known) and (known % 1 == 0).all() else numbers
