@@ -66,7 +66,7 @@ def test_html_report_holds_the_plots_and_the_table_with_captions(html_report, wo
     assert smoothing["mime_type"] == "image/png"
 
     table = results[TABLE]
-    assert "One row per experiment" in table["caption"]
+    assert "Every number of the run in long form" in table["caption"]
     payload = table["data_uri"].split("base64,", 1)[1]
     assert base64.b64decode(payload) == (workflow_run / TABLE).read_bytes()
 

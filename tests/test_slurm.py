@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import snakemake
 
 REPO = Path(__file__).resolve().parents[1]
 START = REPO / "tests" / "slurm" / "start_cluster.sh"
@@ -31,36 +32,27 @@ GPU_RULES = ("train_shard", "score_ensemble")
 WORKFLOW_TIMEOUT_S = 420
 
 
-def _rules_of_workflow() -> dict[str, str]:
-    """rule name -> the text of its definition, from Snakefile and rules/*.smk."""
-    rules = {}
-    for smk in [REPO / "Snakefile", *sorted((REPO / "rules").glob("*.smk"))]:
-        if smk.exists():
-            parts = re.split(r"^(?:local)?rule\s+(\w+)\s*:", smk.read_text(), flags=re.M)
-            rules.update(zip(parts[1::2], parts[2::2]))
-    return rules
+def _job_resources(dry_run: str) -> dict[str, str]:
+    """rule name -> the resources line of its jobs, from a dry run's job blocks."""
+    blocks = re.findall(r"^(?:local)?rule (\w+):\n(.*?)(?:\n\n|\Z)", dry_run, flags=re.M | re.S)
+    return {rule: (re.search(r"resources: (.*)", body) or [None, ""])[1] for rule, body in blocks}
 
 
 # ----------------------------------------------------------------------------- the profile (no cluster needed)
 
 
-def test_profile_covers_the_gpu_rules_and_leaves_site_settings_to_the_user():
+def test_profile_names_no_rule_and_every_gpu_rule_declares_its_resources(workflow_copy):
     profile = yaml.safe_load(PROFILE.read_text())
     assert profile["executor"] == "slurm"
     assert profile["rerun-incomplete"] is True
-    rules = _rules_of_workflow()
-    for section in ("set-resources", "set-threads"):
-        unknown = set(profile.get(section, {})) - set(rules)
-        assert not unknown, f"profiles/slurm {section} names rules the workflow does not have: {unknown}"
-    gpu_rules = {name for name, text in rules.items() if re.search(r"^\s+gpu\s*=\s*1", text, flags=re.M)}
-    assert set(GPU_RULES) <= gpu_rules
+    assert not {"set-resources", "set-threads"} & set(profile), "profiles/slurm names rules"
+    dry = snakemake(workflow_copy, "-n", "--cores", "2", "--resources", "gpu=2", "--", "all").stdout
+    resources = _job_resources(dry)
+    gpu_rules = {rule for rule, line in resources.items() if "gpu=1" in line}
+    assert set(GPU_RULES) <= gpu_rules and {"train_smoothed", "poison_bilevel_radius"} <= gpu_rules, resources
     for rule in gpu_rules:
-        res = profile["set-resources"].get(rule)
-        assert res, f"GPU rule {rule} has no set-resources in profiles/slurm"
-        assert res["gpu"] == 1 and {"cpus_per_gpu", "mem_mb", "runtime"} <= set(res), rule
-        assert profile["set-threads"].get(rule) == res["cpus_per_gpu"], rule
-    every = [profile.get("default-resources", {}), *profile.get("set-resources", {}).values()]
-    assert not any({"slurm_partition", "slurm_account"} & set(r) for r in every)
+        assert re.search(r"\bmem_mb=\d+", resources[rule]) and re.search(r"\bruntime=\d+", resources[rule]), rule
+    assert not any({"slurm_partition", "slurm_account"} & set(r) for r in [profile.get("default-resources", {})])
 
 
 # ----------------------------------------------------------------------------- the cluster
@@ -164,8 +156,7 @@ def _snakemake_on_slurm(work: Path, tmp_path: Path, *extra: str) -> tuple[int, s
         "--slurm-init-seconds-before-status-checks", "20",
         "--seconds-between-status-checks", "20",
         "--slurm-keep-successful-logs",
-        # the test node's CPUs are declared, not real (2 cores here): one thread per job
-        "--set-threads", *(f"{rule}=1" for rule in GPU_RULES),
+        # the test node's CPUs are declared, not real (2 cores here): tests/configs/slurm.yaml has threads: 1
         "--latency-wait", "10",
         *extra,
         "--", "results/tables/all.tsv",

@@ -15,8 +15,16 @@ import pytest
 import yaml
 from conftest import REPO, snakemake
 
+from robustcert import results
+
 pytestmark = pytest.mark.workflow
-CONFIGS = sorted(p for p in (REPO / "config").glob("*.yaml") if not p.name.endswith(".schema.yaml"))
+CONFIGS = sorted((REPO / "config").glob("*.yaml"))
+
+
+def wide_tables(workdir: Path) -> pd.DataFrame:
+    """The per-method wide tables of a run, one after the other (columns: their union)."""
+    tables = [pd.read_csv(p, sep="\t") for p in sorted((workdir / "results/tables").glob("*.tsv")) if p.name != "all.tsv"]
+    return pd.concat(tables, ignore_index=True)
 
 
 def test_lint_is_clean(workflow_copy):
@@ -43,7 +51,8 @@ def _bad_config(workflow_copy: Path, edit) -> subprocess.CompletedProcess:
     (lambda c: c["defenses"]["dpa"].update(k="twenty"), "twenty"),
     (lambda c: c["attacks"]["backdoor"].update(fraction=1.5), "1.5"),
     (lambda c: c["experiments"][0]["attacks"].append("missing_attack"), "missing_attack"),
-    (lambda c: c["defenses"]["dpa"].update(certificates=["fa"]), "do not apply"),
+    (lambda c: c["defenses"]["dpa"].update(certificates=["fa"]), "defenses.dpa (dpa.schema.yaml)"),
+    (lambda c: c["defenses"]["fa"].update(method="patchwork"), "defenses.fa.method is 'patchwork', which has no schema"),
     (lambda c: c["defenses"]["smoothing"].update(batch_size="automatic"), "automatic"),
 ])
 def test_bad_config_is_one_error_naming_it_before_any_job(workflow_copy, edit, named):
@@ -61,7 +70,7 @@ def _mnist_run(workdir: Path, data_root: Path, *extra: str) -> subprocess.Comple
 
 def test_tiny_mnist_through_the_whole_chain_and_deterministic_after_a_kill(workflow_copy, tiny_mnist):
     _mnist_run(workflow_copy, tiny_mnist)
-    table = pd.read_csv(workflow_copy / "results/tables/all.tsv", sep="\t")
+    table = results.wide(results.read_rows(workflow_copy / "results/tables/all.tsv"))
     assert list(table["attack"]) == ["none", "backdoor"] and set(table["source"]) == {"mnist"}
     assert (table["n_test"] == 100).all() and (table["k"] == 4).all()
     assert table.loc[table.attack == "backdoor", "poison_size"].item() == 2 * round(0.05 * 350)
@@ -92,14 +101,25 @@ def test_tiny_mnist_through_the_whole_chain_and_deterministic_after_a_kill(workf
 def test_default_config_end_to_end(workflow_copy):
     """The README's main job (`make run`): every defense of the default config, on 2 cores."""
     snakemake(workflow_copy, "--cores", "2", "--resources", "gpu=1", "--", "all")
-    table = pd.read_csv(workflow_copy / "results/tables/all.tsv", sep="\t")
+    tidy = results.read_rows(workflow_copy / "results/tables/all.tsv")  # the fixed header, no empty cell
+    assert tuple(tidy.columns) == results.COLUMNS
+    assert not tidy.duplicated(["dataset", "attack", "defense", "certificate", "params", "metric", "axis", "at"]).any()
+    for wide in sorted((workflow_copy / "results/tables").glob("*.tsv")):  # the numbers of all.tsv, reshaped
+        if wide.name != "all.tsv":
+            cells = pd.read_csv(wide, sep="\t")[["method", "certificate"]].drop_duplicates()
+            mine = tidy.merge(cells, on=["method", "certificate"])
+            results.wide(mine).to_csv(workflow_copy / "again.tsv", sep="\t", index=False)
+            assert (workflow_copy / "again.tsv").read_text() == wide.read_text(), wide.name
+    assert sorted(p.name for p in (workflow_copy / "results/tables").glob("*.tsv")) == [
+        "all.tsv", "bilevel.tsv", "dpa.tsv", "fa.tsv", "smoothing.tsv"]
+    table = wide_tables(workflow_copy)
     dpa = table[table["certificate"] == "dpa"].set_index("attack")
     assert set(dpa.index) == {"none", "backdoor", "label_flip", "bilevel"}
     assert (dpa["n_test"] == 360).all() and (dpa["k"] == 20).all()
     assert dpa.loc["none", "accuracy"] > 0.9  # the aggregate of 20 small CNNs on digits
     assert (dpa["accuracy"] >= dpa["base_accuracy_mean"]).all()  # voting helps
     assert dpa.loc["none", "median_cert_ref"] == dpa.loc["none", "median_cert"] + 1 >= 2
-    assert dpa.loc["none", "cert_acc@0"] == dpa.loc["none", "accuracy"]
+    assert dpa.loc["none", "cert_acc@poison_samples=0"] == dpa.loc["none", "accuracy"]
     assert 0 <= dpa.loc["backdoor", "asr"] <= 1 and pd.isna(dpa.loc["none", "asr"])
     assert dpa.loc["backdoor", "poison_size"] == 2 * round(0.02 * 1257)
 
@@ -115,6 +135,7 @@ def test_default_config_end_to_end(workflow_copy):
     clean = smoothing[smoothing["attack"] == "none"].set_index("sigma_train")
     assert clean.loc[0.25, "accuracy"] > 0.8 and clean.loc[0.25, "acr"] > 0.2
     # σ·Φ⁻¹(α^(1/n)) = 0.85 bounds every radius at σ = 0.25, n = 10 000, α = 0.001; σ = 0.5 reaches 1.7
+    assert pd.isna(clean.loc[0.25, "k"])  # smoothing has no partitions
     assert clean.loc[0.25, "cert_acc@l2=1"] == 0
     assert (smoothing["cert_acc@l2=1"] <= smoothing["cert_acc@l2=0"]).all()
 
@@ -135,6 +156,11 @@ def test_default_config_end_to_end(workflow_copy):
             assert (workflow_copy / f"results/plots/digits/{name}.{ext}").stat().st_size > 1000
     certify = pd.read_csv(workflow_copy / "results/certify/digits/none/dpa/dpa.tsv", sep="\t")
     assert list(certify.columns) == ["idx", "label", "predict", "radius", "correct"] and len(certify) == 360
+    # the table's numbers are those of the certificates (the reshaping changed none of them)
+    assert dpa.loc["none", "accuracy"] == certify["correct"].mean()
+    for budget in (1, 2, 5):
+        expected = ((certify["radius"] >= budget) & (certify["correct"] == 1)).mean()
+        assert dpa.loc["none", f"cert_acc@poison_samples={budget}"] == expected
     smoothed = pd.read_csv(workflow_copy / "results/smoothing/digits/none/smoothing/sigma_0.25/certify.tsv", sep="\t")
     assert list(smoothed.columns) == ["idx", "label", "predict", "radius", "correct", "time"]
     assert smoothed["idx"].tolist() == list(range(0, 360, 9))
