@@ -18,6 +18,8 @@ rule certify_ensemble:
     output:
         clean=aggregation.CERTIFY,
         triggered=aggregation.CERTIFY.replace(".tsv", ".triggered.tsv"),
+    wildcard_constraints:
+        certificate=AGGREGATION.certificate_constraint(),
     threads: 1
     resources:
         mem_mb=8000,
@@ -40,6 +42,8 @@ rule summarize_certificates:
         triggered=rules.certify_ensemble.output.triggered,
     output:
         rows=aggregation.ROW,
+    wildcard_constraints:
+        certificate=AGGREGATION.certificate_constraint(),
     params:
         names=AGGREGATION.row_keys,
         params=AGGREGATION.row_params,

@@ -7,12 +7,11 @@
 
 from pathlib import Path
 
-from robustcert.config import experiments, validate_config
+from robustcert.config import validate_config
 
 
 validate_config(config, Path(workflow.basedir) / "config/schemas")
 
-EXPERIMENTS = experiments(config)
 FINAL_OUTPUT = ["results/tables/all.tsv"]
 RESULT_ROWS = {}
 

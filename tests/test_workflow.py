@@ -110,8 +110,8 @@ def test_default_config_end_to_end(workflow_copy):
             mine = tidy.merge(cells, on=["method", "certificate"])
             results.wide(mine).to_csv(workflow_copy / "again.tsv", sep="\t", index=False)
             assert (workflow_copy / "again.tsv").read_text() == wide.read_text(), wide.name
-    assert sorted(p.name for p in (workflow_copy / "results/tables").glob("*.tsv")) == [
-        "all.tsv", "bilevel.tsv", "dpa.tsv", "fa.tsv", "smoothing.tsv"]
+    assert {"all.tsv", "bilevel.tsv", "dpa.tsv", "fa.tsv", "smoothing.tsv"} <= {
+        p.name for p in (workflow_copy / "results/tables").glob("*.tsv")}
     table = wide_tables(workflow_copy)
     dpa = table[table["certificate"] == "dpa"].set_index("attack")
     assert set(dpa.index) == {"none", "backdoor", "label_flip", "bilevel"}

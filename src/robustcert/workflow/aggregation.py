@@ -11,7 +11,7 @@ from typing import Any
 
 from robustcert.config import Config
 from robustcert.results import Metric, on_axis, tidy_rows, write_rows
-from robustcert.workflow.common import common_params, experiments_of, row_keys
+from robustcert.workflow.common import common_params, experiments_of, one_of, row_keys
 from robustcert.workflow.ensemble import Layout
 
 METHODS = ("dpa", "fa")
@@ -42,6 +42,10 @@ class Plan:
     def rows(self, method: str | None = None) -> list[str]:
         """The row file of every certificate (of one method)."""
         return [ROW.format(**vars(e), certificate=c) for e, c in self.cells(method=method)]
+
+    def certificate_constraint(self) -> str:
+        """The {certificate} names these rules make: the certificates the defenses list."""
+        return one_of(c for _, c in self.cells())
 
     def plots(self) -> list[str]:
         """The poisoning-budget plot of every dataset with an aggregation defense."""
