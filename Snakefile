@@ -19,6 +19,7 @@ include: "rules/ensemble.smk"
 include: "rules/aggregation.smk"
 include: "rules/smoothing.smk"
 include: "rules/bilevel.smk"  # after smoothing: its victims are smoothing's models
+include: "rules/undefended.smk"
 include: "rules/table.smk"
 
 

@@ -1,0 +1,57 @@
+"""No defense (rules/undefended.smk): one model trained on the whole (poisoned) training set by the
+ensemble stage, the baseline that backdoor papers compare every defense with. Its results rows are
+the model's clean accuracy and, for attacks with a trigger, its attack success rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from robustcert.config import Config
+from robustcert.results import Metric, tidy_rows, write_rows
+from robustcert.workflow.common import common_params, experiments_of, row_keys
+from robustcert.workflow.ensemble import Layout
+
+METHOD = "undefended"
+CERTIFICATE = "uncertified"
+ROW = "results/tables/rows/{dataset}/{attack}/{defense}/undefended.tsv"
+
+
+def layout(defense: Mapping[str, Any]) -> Layout:
+    """One model on the whole training set."""
+    return Layout("whole", k=1)
+
+
+class Plan:
+    """The undefended models of a config."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.experiments = experiments_of(config, [METHOD])
+
+    def rows(self) -> list[str]:
+        """The row file of every experiment."""
+        return [ROW.format(**vars(e)) for e in self.experiments]
+
+    def row_keys(self, wildcards: Any) -> dict[str, str]:
+        """The names that open the model's rows."""
+        return row_keys(self.config, wildcards, CERTIFICATE)
+
+    def row_params(self, wildcards: Any) -> dict[str, Any]:
+        """The parameters that change the model's numbers."""
+        defense = self.config["defenses"][wildcards.defense]
+        return {**common_params(self.config, wildcards), "arch": defense["arch"], "epochs": defense["train"]["epochs"]}
+
+
+def summarize_undefended(scores_path: str, output: str, keys: Mapping[str, str], params: Mapping[str, Any]) -> None:
+    """The results rows of the one model: test accuracy, and attack success rate where the attack has a trigger."""
+    from robustcert import evaluate
+
+    scores = evaluate.load_scores(scores_path)
+    if scores["logits"].shape[1] != 1:
+        raise ValueError(f"{scores_path}: {scores['logits'].shape[1]} models, an undefended model is one")
+    success = evaluate.base_attack_success(scores["triggered_logits"], int(scores["target"]))
+    metrics = [Metric("n_test", len(scores["labels"])), Metric("accuracy", float(scores["base_accuracy"][0])),
+               Metric("asr", float(success[0]) if len(success) else float("nan"))]
+    write_rows(output, tidy_rows(keys, params, metrics))

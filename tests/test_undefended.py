@@ -1,0 +1,77 @@
+"""The undefended baseline: one model on the whole poisoned training set, its accuracy and attack success rate."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO, WORKFLOW_FILES, snakemake
+
+from robustcert import config as cfg, results
+from robustcert.evaluate import save_scores
+from robustcert.workflow import undefended
+
+KEYS = {"dataset": "digits", "attack": "backdoor", "attack_type": "backdoor", "defense": "plain",
+        "method": "undefended", "certificate": "uncertified"}
+
+
+def test_the_stage_module_loads_no_torch():
+    code = "import sys, robustcert.workflow.undefended\nassert 'torch' not in sys.modules and 'matplotlib' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_the_layout_is_one_model_on_the_whole_set():
+    layout = undefended.layout({"method": "undefended", "arch": "small_cnn"})
+    assert (layout.assignment, layout.num_models, [list(s) for s in layout.shards()]) == ("whole", 1, [[0]])
+
+
+def test_the_plan_has_a_row_per_experiment_of_the_method():
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg.validate_config(config, REPO / "config" / "schemas")
+    plan = undefended.Plan(config)
+    assert plan.rows() == [f"results/tables/rows/digits/{a}/undefended/undefended.tsv"
+                           for a in ("none", "backdoor", "label_flip", "bilevel")]
+    wc = SimpleNamespace(dataset="digits", attack="backdoor", defense="undefended")
+    assert plan.row_keys(wc)["method"] == "undefended" and plan.row_params(wc)["epochs"] == 30
+
+
+def test_accuracy_and_attack_success_of_the_one_model(tmp_path):
+    logits = np.zeros((4, 1, 3))
+    logits[[0, 1, 2, 3], 0, [0, 1, 2, 0]] = 1.0  # predicts 0, 1, 2, 0
+    triggered = np.zeros((3, 1, 3))
+    triggered[[0, 1, 2], 0, [2, 2, 1]] = 1.0  # target 2: two of three
+    labels = np.array([0, 1, 2, 1])
+    save_scores(tmp_path / "scores.npz", {
+        "logits": logits, "labels": labels, "base_accuracy": np.array([0.75]), "triggered_logits": triggered,
+        "triggered_index": np.array([0, 1, 3]), "target": np.int64(2)})
+    undefended.summarize_undefended(str(tmp_path / "scores.npz"), str(tmp_path / "rows.tsv"), KEYS, {"arch": "x"})
+    row = results.wide(results.read_rows(tmp_path / "rows.tsv")).iloc[0]
+    assert row["accuracy"] == 0.75 and row["asr"] == pytest.approx(2 / 3) and row["n_test"] == 4
+
+
+@pytest.mark.workflow
+def test_undefended_through_the_workflow(tmp_path):
+    work = tmp_path / "wf"
+    work.mkdir()
+    for name in WORKFLOW_FILES:
+        source = REPO / name
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, work / name)
+    config = yaml.safe_load((REPO / "tests/configs/dvc_small.yaml").read_text())
+    config["attacks"]["backdoor"] = {"type": "backdoor", "preset": "localised", "target": 7, "fraction": 0.05}
+    config["defenses"] = {"plain": {"method": "undefended", "arch": "small_cnn", "train": config["defenses"]["dpa"]["train"]}}
+    config["experiments"] = [{"datasets": ["digits"], "attacks": ["none", "backdoor"], "defenses": ["plain"]}]
+    (work / "small.yaml").write_text(yaml.safe_dump(config))
+    snakemake(work, "--cores", "2", "--configfile", "small.yaml", "--", "all")
+    table = results.wide(results.read_rows(work / "results/tables/all.tsv")).set_index("attack")
+    assert set(table["method"]) == {"undefended"} and (table["n_test"] == 360).all()
+    assert table.loc["none", "accuracy"] > 0.3
+    assert pd.isna(table.loc["none", "asr"])  # no trigger, no attack success rate
+    assert 0 <= table.loc["backdoor", "asr"] <= 1
+    assert (work / "results/tables/undefended.tsv").exists()
+    assert len(list((work / "results/models/digits/backdoor/plain").glob("*.pt"))) == 1
