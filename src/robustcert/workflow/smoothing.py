@@ -127,34 +127,34 @@ def train_smoothed(split_path: str, poison_path: str, output: str, recipe: Mappi
     train.save_shard(output, spec, [0], states)
 
 
-def _smoothed_classifier(model_path: str, num_classes: int, sigma: float, settings: Mapping[str, Any], seed: int,
-                         target: Any) -> Any:
-    from robustcert import train
-    from robustcert.smoothing import Smooth
+def _shard_of_points(model_path: str, split_path: str, settings: Mapping[str, Any], sigma: float, seed: int,
+                     shard: int, target: Any) -> tuple[Any, np.ndarray, Any, int]:
+    """The split, the test points of one shard, the smoothed classifier (noise seeded with the config's
+    seed and the shard) and its batch size."""
+    from robustcert import data, train
+    from robustcert.smoothing import Smooth, resolve_batch_size
 
+    split = data.load_split(split_path)
+    points = point_shards(len(split.y_test), settings)[shard]
     _, _, models = train.load_shard(model_path)
-    return Smooth(models[0].to(target), num_classes, sigma, generator=seed, bf16=settings["bf16"],
-                  channels_last=True,  # about 2× on CPU for the small CNNs, and the fast path on CUDA
-                  compiled=settings["compile"])
+    smooth = Smooth(models[0].to(target), split.num_classes, sigma, generator=derive_seed(seed, shard),
+                    bf16=settings["bf16"], compiled=settings["compile"],
+                    channels_last=True)  # about 2× on CPU for the small CNNs, and the fast path on CUDA
+    return split, points, smooth, resolve_batch_size(settings["batch_size"], smooth.device, split.x_test.shape[1:])
 
 
 def certify_smoothed(model_path: str, split_path: str, output: str, settings: Mapping[str, Any], sigma: float,
                      seed: int, shard: int, device: str, threads: int) -> None:
-    """CERTIFY the test points of one shard (Monte Carlo noise seeded with the config's seed and the shard)."""
+    """CERTIFY the test points of one shard."""
     target = compute_prologue(threads, device)
     import pandas as pd
     import torch
 
-    from robustcert import data
     from robustcert.artifacts import write_tsv
-    from robustcert.smoothing import resolve_batch_size
 
-    split = data.load_split(split_path)
-    points = point_shards(len(split.y_test), settings)[shard]
-    smooth = _smoothed_classifier(model_path, split.num_classes, sigma, settings, derive_seed(seed, shard), target)
+    split, points, smooth, batch_size = _shard_of_points(model_path, split_path, settings, sigma, seed, shard, target)
     x = torch.from_numpy(split.x_test[points]).float() / 255.0
     start = time.perf_counter()
-    batch_size = resolve_batch_size(settings["batch_size"], smooth.device, x.shape[1:])
     prediction, radius = smooth.certify_batch(x, settings["n0"], settings["n"], settings["alpha"], batch_size)
     per_point = (time.perf_counter() - start) / max(len(points), 1)
     labels = split.y_test[points]
@@ -171,14 +171,9 @@ def predict_smoothed(model_path: str, split_path: str, output: str, settings: Ma
     import pandas as pd
     import torch
 
-    from robustcert import data
     from robustcert.artifacts import write_tsv
-    from robustcert.smoothing import resolve_batch_size
 
-    split = data.load_split(split_path)
-    points = point_shards(len(split.y_test), settings)[shard]
-    smooth = _smoothed_classifier(model_path, split.num_classes, sigma, settings, derive_seed(seed, shard), target)
-    batch_size = resolve_batch_size(settings["batch_size"], smooth.device, split.x_test.shape[1:])
+    split, points, smooth, batch_size = _shard_of_points(model_path, split_path, settings, sigma, seed, shard, target)
     rows = []
     for i in points:
         start = time.perf_counter()
