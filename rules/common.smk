@@ -1,5 +1,5 @@
 # What every stage shares: config validation (the top level, then each attack by its type and each
-# defense by its method, defaults filled), the experiment grid, wildcard constraints, the generic
+# defense by its method, defaults filled), wildcard constraints, the generic
 # getters, and the two collections that every method file extends after its include:
 #   FINAL_OUTPUT  the plots and tables of the default target
 #   RESULT_ROWS   {table name: the row files of results/tables/<name>.tsv and all.tsv}
