@@ -13,29 +13,15 @@ of correct points over the number of points.
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
+
+from robustcert.metrics import ABSTAIN, average_certified_radius, certified_accuracy
 
 COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
 DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
-ABSTAIN = -1
-
-
-def certified_accuracy(radius: np.ndarray, correct: np.ndarray, radii: Sequence[float]) -> np.ndarray:
-    """Share of points with ``correct`` and ``radius ≥ r``, for each r in ``radii``."""
-    radius, correct = np.asarray(radius, dtype=float), np.asarray(correct, dtype=bool)
-    return ((radius[None, :] >= np.asarray(radii, dtype=float)[:, None]) & correct).mean(axis=1)
-
-
-def average_certified_radius(radius: np.ndarray, correct: np.ndarray) -> float:
-    """Σ radius over correct points / number of points (ACR)."""
-    radius, correct = np.asarray(radius, dtype=float), np.asarray(correct, dtype=bool)
-    return float(np.where(correct, radius, 0.0).sum() / len(radius))
 
 
 def read_certify_tsv(path: str | Path) -> pd.DataFrame:
@@ -67,31 +53,6 @@ def certified_accuracy_table(frames: Mapping[str, pd.DataFrame], radii: Sequence
     return table
 
 
-def plot_certified_accuracy(
-    frames: Mapping[str, pd.DataFrame],
-    prefix: str | Path,
-    max_radius: float | None = None,
-    title: str | None = None,
-    step: float = 0.01,
-) -> list[Path]:
-    """Certified accuracy (y) against radius (x), one line per label, saved as ``prefix``.png/.pdf."""
-    if max_radius is None:
-        max_radius = max(math.ceil(frame["radius"].max() * 4) / 4 for frame in frames.values()) or 1.0
-    radii = np.arange(0.0, max_radius + step, step)
-    figure = Figure(figsize=(6, 4.5))
-    axes = figure.subplots()
-    for label, frame in frames.items():
-        axes.plot(radii, certified_accuracy(frame["radius"], frame["correct"], radii), label=label)
-    axes.set(xlim=(0, max_radius), ylim=(0, 1), xlabel="radius", ylabel="certified accuracy", title=title)
-    axes.legend(loc="upper right")
-    figure.tight_layout()
-    paths = [Path(f"{prefix}.png"), Path(f"{prefix}.pdf")]
-    for path in paths:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=200)
-    return paths
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """The table (TSV, also printed) and the plot for certify TSVs given on the command line."""
     args = _parser().parse_args(argv)
@@ -105,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.table.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.table, sep="\t")
     if args.plot:
+        from robustcert.plot import plot_certified_accuracy  # matplotlib: only when a plot is asked for
+
         plot_certified_accuracy(frames, args.plot, args.max_radius, args.title)
 
 

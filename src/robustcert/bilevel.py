@@ -45,7 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustcert.analysis import DEFAULT_RADII, average_certified_radius, certified_accuracy
+from robustcert.analysis import DEFAULT_RADII
+from robustcert.metrics import average_certified_radius, certified_accuracy
 from robustcert.poison import Poison
 from robustcert.smoothing import Smooth
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from robustcert import analysis, certify
+from robustcert import certify, metrics
 from robustcert.artifacts import ArtifactError, load_npz, save_npz
 
 COLUMNS = ["idx", "label", "predict", "radius", "correct"]
@@ -32,27 +32,10 @@ def certify_scores(variant: str, logits: np.ndarray, labels: np.ndarray, index: 
                          "correct": (prediction == labels).astype(np.int64)}, columns=COLUMNS)
 
 
-def certified_accuracy(frame: pd.DataFrame, budgets: Sequence[int]) -> np.ndarray:
-    """Share of test points predicted correctly with a certificate of at least each budget."""
-    if len(frame) == 0:
-        return np.full(len(budgets), np.nan)
-    return analysis.certified_accuracy(frame["radius"], frame["correct"], budgets)
-
-
-def median_certified(frame: pd.DataFrame) -> tuple[int, int]:
-    """(largest ρ with certified accuracy ≥ 0.5, or −1; #{ρ ≥ 0 : acc(ρ) ≥ 0.5} as the DPA code prints)."""
-    correct_radii = np.sort(frame.loc[frame["correct"] == 1, "radius"].to_numpy())[::-1]
-    needed = int(np.ceil(0.5 * len(frame)))
-    if len(frame) == 0 or len(correct_radii) < needed or needed == 0:
-        return -1, 0
-    largest = int(correct_radii[needed - 1])
-    return largest, largest + 1
-
-
 def summarize(frame: pd.DataFrame, triggered: pd.DataFrame, base_accuracy: np.ndarray,
               base_asr: np.ndarray, poison_size: int) -> dict[str, float | int]:
     """The scalar numbers of an aggregation certificate (docs/metrics.md defines each)."""
-    median, median_ref = median_certified(frame)
+    median, median_ref = metrics.median_certified(frame["radius"], frame["correct"])
     row: dict[str, float | int] = {
         "n_test": len(frame),
         "accuracy": float(frame["correct"].mean()) if len(frame) else np.nan,
@@ -60,18 +43,12 @@ def summarize(frame: pd.DataFrame, triggered: pd.DataFrame, base_accuracy: np.nd
         "median_cert": median,
         "median_cert_ref": median_ref,
         "poison_size": poison_size,
-        "certified_vs_attack": float(certified_accuracy(frame, [poison_size])[0]) if poison_size else np.nan,
+        "certified_vs_attack": (float(metrics.certified_accuracy(frame["radius"], frame["correct"], [poison_size])[0])
+                                if poison_size else np.nan),
     }
-    row["asr"] = float((triggered["predict"] == triggered["target"]).mean()) if len(triggered) else np.nan
+    row["asr"] = metrics.attack_success_rate(triggered["predict"], int(triggered["target"].iloc[0])) if len(triggered) else np.nan
     row["asr_base_mean"] = float(np.mean(base_asr)) if len(base_asr) else np.nan
     return row
-
-
-def base_attack_success(triggered_logits: np.ndarray, target: int) -> np.ndarray:
-    """Per base model, the share of triggered test images it classifies as the target."""
-    if len(triggered_logits) == 0:
-        return np.zeros(0)
-    return (triggered_logits.argmax(axis=2) == target).mean(axis=0)
 
 
 def save_scores(path: str | Path, scores: dict[str, np.ndarray]) -> None:

@@ -20,6 +20,8 @@ import torch
 from scipy.stats import beta, binomtest, norm
 from torch import nn
 
+from robustcert.metrics import ABSTAIN
+
 # Noisy input values per batch that ``auto_batch_size`` aims at. On a CPU about 1.2 MB of float32 input
 # keeps a batch's activations in cache (best for LeNet near 400 MNIST images, ResNet-20 near 100
 # CIFAR images); on a GPU 4096 CIFAR images fill the device without running out of memory for ResNet-110.
@@ -40,8 +42,8 @@ def resolve_batch_size(setting: int | str, device: torch.device, sample_shape: t
 class Smooth:
     """A smoothed classifier g around a base classifier f, certified with Monte Carlo sampling."""
 
-    # to abstain, Smooth returns this class
-    ABSTAIN = -1
+    # to abstain, Smooth returns this class (-1, robustcert.metrics.ABSTAIN)
+    ABSTAIN = ABSTAIN
 
     def __init__(
         self,

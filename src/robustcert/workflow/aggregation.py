@@ -93,7 +93,7 @@ def certify_ensemble(scores_path: str, partition_path: str, certificate: str, cl
 def summarize_certificates(scores_path: str, poison_path: str, clean_path: str, triggered_path: str, output: str,
                            keys: Mapping[str, str], params: Mapping[str, Any], budgets: Sequence[int]) -> None:
     """Write the results rows of one certificate (the numbers of docs/metrics.md)."""
-    from robustcert import evaluate, poison
+    from robustcert import evaluate, metrics, poison
     from robustcert.artifacts import read_tsv
 
     scores = evaluate.load_scores(scores_path)
@@ -101,12 +101,13 @@ def summarize_certificates(scores_path: str, poison_path: str, clean_path: str, 
     clean, triggered = read_tsv(clean_path), read_tsv(triggered_path)
     summary = evaluate.summarize(
         clean, triggered, scores["base_accuracy"],
-        evaluate.base_attack_success(scores["triggered_logits"], int(scores["target"])),
+        metrics.attack_success_per_model(scores["triggered_logits"], int(scores["target"])),
         attack.symmetric_difference,
     )
-    metrics = [Metric(name, value) for name, value in summary.items()]
-    metrics += on_axis("cert_acc", "poison_samples", budgets, evaluate.certified_accuracy(clean, budgets))
-    write_rows(output, tidy_rows(keys, params, metrics))
+    numbers = [Metric(name, value) for name, value in summary.items()]
+    numbers += on_axis("cert_acc", "poison_samples", budgets,
+                       metrics.certified_accuracy(clean["radius"], clean["correct"], budgets))
+    write_rows(output, tidy_rows(keys, params, numbers))
 
 
 def plot_poison_budget(tsv_paths: Sequence[str], labels: Sequence[str], title: str, outputs: Sequence[str]) -> None:

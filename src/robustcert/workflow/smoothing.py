@@ -199,20 +199,20 @@ def summarize_smoothing(certify_path: str, predict_path: str, output: str, keys:
     """The results rows of a smoothed classifier at one σ."""
     from robustcert import analysis
     from robustcert.artifacts import read_tsv
+    from robustcert.metrics import ABSTAIN, average_certified_radius, certified_accuracy
 
     certified = analysis.read_certify_tsv(certify_path)
     predicted = read_tsv(predict_path)
-    metrics = [
+    numbers = [
         Metric("n_test", len(certified)),
         Metric("accuracy", float(predicted["correct"].mean())),
-        Metric("abstain", float((predicted["predict"] == analysis.ABSTAIN).mean())),
-        Metric("certify_abstain", float((certified["predict"] == analysis.ABSTAIN).mean())),
-        Metric("acr", analysis.average_certified_radius(certified["radius"], certified["correct"])),
-        *on_axis("cert_acc", "l2", radii,
-                 analysis.certified_accuracy(certified["radius"], certified["correct"], radii)),
+        Metric("abstain", float((predicted["predict"] == ABSTAIN).mean())),
+        Metric("certify_abstain", float((certified["predict"] == ABSTAIN).mean())),
+        Metric("acr", average_certified_radius(certified["radius"], certified["correct"])),
+        *on_axis("cert_acc", "l2", radii, certified_accuracy(certified["radius"], certified["correct"], radii)),
         Metric("seconds_per_point", float(certified["time"].mean())),
     ]
-    write_rows(output, tidy_rows(keys, params, metrics))
+    write_rows(output, tidy_rows(keys, params, numbers))
 
 
 def analyze_smoothing(certify_paths: Sequence[str], sigmas: Sequence[float], radii: Sequence[float], title: str,
@@ -220,7 +220,8 @@ def analyze_smoothing(certify_paths: Sequence[str], sigmas: Sequence[float], rad
     """The certified-accuracy table (best σ per radius marked) and plot over the σ of one defense."""
     from robustcert import analysis
     from robustcert.artifacts import write_tsv
+    from robustcert.plot import plot_certified_accuracy
 
     frames = {f"σ={s:g}": analysis.read_certify_tsv(p) for s, p in zip(sigmas, certify_paths)}
     write_tsv(analysis.certified_accuracy_table(frames, radii).reset_index(), table_output)
-    analysis.plot_certified_accuracy(frames, plot_prefix, title=title)
+    plot_certified_accuracy(frames, plot_prefix, title=title)

@@ -46,12 +46,12 @@ class Plan:
 
 def summarize_undefended(scores_path: str, output: str, keys: Mapping[str, str], params: Mapping[str, Any]) -> None:
     """The results rows of the one model: test accuracy, and attack success rate where the attack has a trigger."""
-    from robustcert import evaluate
+    from robustcert import evaluate, metrics
 
     scores = evaluate.load_scores(scores_path)
     if scores["logits"].shape[1] != 1:
         raise ValueError(f"{scores_path}: {scores['logits'].shape[1]} models, an undefended model is one")
-    success = evaluate.base_attack_success(scores["triggered_logits"], int(scores["target"]))
+    success = metrics.attack_success_per_model(scores["triggered_logits"], int(scores["target"]))
     metrics = [Metric("n_test", len(scores["labels"])), Metric("accuracy", float(scores["base_accuracy"][0])),
                Metric("asr", float(success[0]) if len(success) else float("nan"))]
     write_rows(output, tidy_rows(keys, params, metrics))

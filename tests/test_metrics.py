@@ -1,0 +1,39 @@
+"""The metrics of the results tables, on cases whose answer is known (docs/metrics.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from robustcert import metrics
+
+
+def test_certified_accuracy_counts_a_radius_at_r_when_it_is_at_least_r():
+    radius = np.array([0, 1, 2, 3])
+    correct = np.array([1, 1, 0, 1])
+    assert metrics.certified_accuracy(radius, correct, [0, 1, 2, 3, 4]).tolist() == [0.75, 0.5, 0.25, 0.25, 0.0]
+    assert np.isnan(metrics.certified_accuracy([], [], [0, 1])).all()
+
+
+def test_an_abstention_is_never_correct_and_counts_in_the_acr_denominator():
+    predict = np.array([1, metrics.ABSTAIN, 2, 0])
+    label = np.array([1, 3, 2, 1])
+    radius = np.array([0.5, 0.0, 0.25, 0.75])
+    correct = predict == label
+    assert metrics.average_certified_radius(radius, correct) == (0.5 + 0.25) / 4
+
+
+def test_median_certified_both_conventions():
+    # 4 points: radii of the correct ones 5, 3, 1; half (2) are correct with radius ≥ 3, not ≥ 4
+    assert metrics.median_certified(np.array([5, 3, 1, 9]), np.array([1, 1, 1, 0])) == (3, 4)
+    assert metrics.median_certified(np.array([5, 3]), np.array([0, 0])) == (-1, 0)
+    assert metrics.median_certified(np.zeros(0), np.zeros(0, bool)) == (-1, 0)
+
+
+def test_attack_success_of_the_aggregate_and_of_each_model():
+    assert metrics.attack_success_rate(np.array([7, 7, 1, 7]), 7) == 0.75
+    assert np.isnan(metrics.attack_success_rate(np.zeros(0), 7))
+    logits = np.zeros((2, 3, 4))
+    logits[0, :, 2] = 1  # image 0: every model says 2
+    logits[1, 0, 2] = logits[1, 1, 0] = logits[1, 2, 2] = 1
+    assert metrics.attack_success_per_model(logits, 2).tolist() == [1.0, 0.5, 1.0]
+    assert len(metrics.attack_success_per_model(np.zeros((0, 3, 4)), 2)) == 0
