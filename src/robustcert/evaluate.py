@@ -9,7 +9,6 @@ insertions/deletions the prediction survives and ``correct`` is 1 when ``predict
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
