@@ -1,10 +1,12 @@
 # The results tables (robustcert.workflow.table): all.tsv in long form from every row file the
-# methods registered in RESULT_ROWS, and the wide table of each method. Included last.
+# methods registered in RESULT_ROWS (with each defense against the undefended model), the wide table
+# of each method, and backdoorbench.csv. Included last.
 
 from robustcert.workflow import table
 from robustcert.workflow.common import one_of
 
 FINAL_OUTPUT += table.wide_tables(RESULT_ROWS)
+FINAL_OUTPUT += [table.BACKDOORBENCH]
 
 
 rule tabulate_results:
@@ -46,3 +48,18 @@ rule tabulate_method:
         "results/benchmarks/tabulate_method/{method}.tsv"
     script:
         "../scripts/tabulate_method.py"
+
+
+rule export_backdoorbench:
+    input:
+        table=rules.tabulate_results.output.table,
+    output:
+        summary=table.BACKDOORBENCH,
+    conda:
+        "../envs/robustcert.yaml"
+    log:
+        "results/logs/export_backdoorbench.log",
+    benchmark:
+        "results/benchmarks/export_backdoorbench.tsv"
+    script:
+        "../scripts/export_backdoorbench.py"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from robustcert import metrics
 
@@ -37,3 +38,19 @@ def test_attack_success_of_the_aggregate_and_of_each_model():
     logits[1, 0, 2] = logits[1, 1, 0] = logits[1, 2, 2] = 1
     assert metrics.attack_success_per_model(logits, 2).tolist() == [1.0, 0.5, 1.0]
     assert len(metrics.attack_success_per_model(np.zeros((0, 3, 4)), 2)) == 0
+
+
+def test_robust_accuracy_and_its_certified_version():
+    predict, label, radius = np.array([0, 1, 7, 2]), np.array([0, 1, 2, 2]), np.array([3, 1, 5, 2])
+    assert metrics.robust_accuracy(predict, label) == 0.75
+    assert metrics.certified_robust_accuracy(predict, label, radius, budget=2) == 0.5  # idx 0 and 3
+    assert np.isnan(metrics.robust_accuracy([], [])) and np.isnan(metrics.certified_robust_accuracy([], [], [], 1))
+
+
+def test_der_and_rir_as_backdoorbench_defines_them():
+    # the defense removes 0.8 of ASR at a cost of 0.1 clean accuracy: DER = (0.8 − 0.1 + 1) / 2
+    assert metrics.defense_effectiveness_rate(0.9, 0.95, 0.1, 0.85) == pytest.approx(0.85)
+    # a defense that raises ASR and accuracy gets the neutral 0.5
+    assert metrics.defense_effectiveness_rate(0.2, 0.8, 0.5, 0.9) == pytest.approx(0.5)
+    assert metrics.robust_improvement_rate(0.05, 0.95, 0.7, 0.85) == pytest.approx((0.65 - 0.1 + 1) / 2)
+    assert metrics.robust_improvement_rate(0.5, 0.9, 0.2, 0.95) == pytest.approx(0.5)

@@ -53,6 +53,7 @@ def test_accuracy_and_attack_success_of_the_one_model(tmp_path):
     undefended.summarize_undefended(str(tmp_path / "scores.npz"), str(tmp_path / "rows.tsv"), KEYS, {"arch": "x"})
     row = results.wide(results.read_rows(tmp_path / "rows.tsv")).iloc[0]
     assert row["accuracy"] == 0.75 and row["asr"] == pytest.approx(2 / 3) and row["n_test"] == 4
+    assert row["ra"] == pytest.approx(1 / 3)  # triggered images of labels 0, 1, 1 predicted 2, 2, 1
 
 
 @pytest.mark.workflow

@@ -107,7 +107,7 @@ def test_default_config_end_to_end(workflow_copy):
     for wide in sorted((workflow_copy / "results/tables").glob("*.tsv")):  # the numbers of all.tsv, reshaped
         if wide.name != "all.tsv":
             cells = pd.read_csv(wide, sep="\t")[["method", "certificate"]].drop_duplicates()
-            mine = tidy.merge(cells, on=["method", "certificate"])
+            mine = tidy[~tidy["metric"].isin(["der", "rir"])].merge(cells, on=["method", "certificate"])
             results.wide(mine).to_csv(workflow_copy / "again.tsv", sep="\t", index=False)
             assert (workflow_copy / "again.tsv").read_text() == wide.read_text(), wide.name
     assert {"all.tsv", "bilevel.tsv", "dpa.tsv", "fa.tsv", "smoothing.tsv"} <= {
@@ -122,6 +122,14 @@ def test_default_config_end_to_end(workflow_copy):
     assert dpa.loc["none", "cert_acc@poison_samples=0"] == dpa.loc["none", "accuracy"]
     assert 0 <= dpa.loc["backdoor", "asr"] <= 1 and pd.isna(dpa.loc["none", "asr"])
     assert dpa.loc["backdoor", "poison_size"] == 2 * round(0.02 * 1257)
+    assert dpa.loc["backdoor", "certified_ra"] <= dpa.loc["backdoor", "ra"] <= 1 - dpa.loc["backdoor", "asr"]
+
+    compared = tidy[tidy["metric"].isin(["der", "rir"])]
+    assert set(compared["attack"]) == {"backdoor"}  # the one attack with a trigger and an undefended model
+    assert compared["params"].str.contains("baseline=undefended").all() and compared["value"].between(0, 1).all()
+    bench = pd.read_csv(workflow_copy / "results/tables/backdoorbench.csv").set_index(["defense", "certificate"])
+    assert bench.loc[("dpa", "dpa"), "asr_attack"] > bench.loc[("dpa", "dpa"), "asr_defense"]  # DPA resists
+    assert bench.loc[("dpa", "dpa"), "der"] > 0.5
 
     variants = table.groupby(["attack", "defense"])["certificate"].apply(set)
     assert variants[("none", "dpa")] == {"dpa", "dpa_roe"} and variants[("backdoor", "fa")] == {"fa", "fa_roe"}

@@ -47,6 +47,9 @@ def summarize(frame: pd.DataFrame, triggered: pd.DataFrame, base_accuracy: np.nd
     }
     row["asr"] = metrics.attack_success_rate(triggered["predict"], int(triggered["target"].iloc[0])) if len(triggered) else np.nan
     row["asr_base_mean"] = float(np.mean(base_asr)) if len(base_asr) else np.nan
+    row["ra"] = metrics.robust_accuracy(triggered["predict"], triggered["label"])
+    row["certified_ra"] = metrics.certified_robust_accuracy(triggered["predict"], triggered["label"],
+                                                            triggered["radius"], poison_size)
     return row
 
 

@@ -51,3 +51,28 @@ def attack_success_per_model(triggered_logits: np.ndarray, target: int) -> np.nd
     if len(triggered_logits) == 0:
         return np.zeros(0)
     return (triggered_logits.argmax(axis=2) == target).mean(axis=0)
+
+
+def robust_accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """RA: share of triggered non-target images predicted as their true label (NaN for no images)."""
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    return float((predictions == labels).mean()) if len(predictions) else float("nan")
+
+
+def certified_robust_accuracy(predictions: np.ndarray, labels: np.ndarray, radius: np.ndarray,
+                              budget: float) -> float:
+    """Share of triggered non-target images predicted as their true label and certified for ≥ ``budget``."""
+    predictions, labels, radius = np.asarray(predictions), np.asarray(labels), np.asarray(radius, dtype=float)
+    if not len(predictions):
+        return float("nan")
+    return float(((predictions == labels) & (radius >= budget)).mean())
+
+
+def defense_effectiveness_rate(asr_undefended: float, acc_undefended: float, asr: float, acc: float) -> float:
+    """BackdoorBench's DER = [max(0, ASR_u − ASR_d) − max(0, ACC_u − ACC_d) + 1] / 2, in [0, 1]."""
+    return (max(0.0, asr_undefended - asr) - max(0.0, acc_undefended - acc) + 1) / 2
+
+
+def robust_improvement_rate(ra_undefended: float, acc_undefended: float, ra: float, acc: float) -> float:
+    """BackdoorBench's RIR = [max(0, RA_d − RA_u) − max(0, ACC_u − ACC_d) + 1] / 2, in [0, 1]."""
+    return (max(0.0, ra - ra_undefended) - max(0.0, acc_undefended - acc) + 1) / 2

@@ -1,5 +1,7 @@
-"""The results tables (rules/table.smk): ``all.tsv`` in long form from every method's row files, and
-the wide table of each method (:mod:`robustcert.results` describes both)."""
+"""The results tables (rules/table.smk): ``all.tsv`` in long form from every method's row files and
+each defense's comparison with the undefended model (:mod:`robustcert.comparison`), the wide table
+of each method (:mod:`robustcert.results` describes both), and the comparison in BackdoorBench's
+columns."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from robustcert.workflow import log
 
 ALL = "results/tables/all.tsv"
 WIDE = "results/tables/{method}.tsv"
+BACKDOORBENCH = "results/tables/backdoorbench.csv"
 
 
 def wide_tables(result_rows: Mapping[str, Sequence[str]]) -> list[str]:
@@ -17,12 +20,24 @@ def wide_tables(result_rows: Mapping[str, Sequence[str]]) -> list[str]:
 
 
 def tabulate_results(row_paths: Sequence[str], output: str) -> None:
-    """Concatenate the tidy rows of every result into all.tsv."""
-    from robustcert import results
+    """Concatenate the tidy rows of every result into all.tsv, with each defense's ``der`` and ``rir``
+    against the undefended model on the same poisons."""
+    from robustcert import comparison, results
 
     table = results.concatenate(results.read_rows(p) for p in row_paths)
-    log.info("%d rows from %d results", len(table), len(row_paths))
-    results.write_rows(output, table)
+    compared = comparison.against_baseline(table)
+    log.info("%d rows from %d results, %d comparison rows", len(table), len(row_paths), len(compared))
+    results.write_rows(output, results.concatenate([table, compared]))
+
+
+def export_backdoorbench(table_path: str, output: str) -> None:
+    """Each defense × attack of all.tsv in the columns of BackdoorBench's ``metric_summary.csv``."""
+    from robustcert import comparison, results
+    from robustcert.artifacts import atomic_path
+
+    summary = comparison.backdoorbench_summary(results.read_rows(table_path))
+    with atomic_path(output) as tmp:
+        summary.to_csv(tmp, index=False)
 
 
 def tabulate_method(row_paths: Sequence[str], output: str) -> None:

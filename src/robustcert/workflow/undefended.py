@@ -45,13 +45,16 @@ class Plan:
 
 
 def summarize_undefended(scores_path: str, output: str, keys: Mapping[str, str], params: Mapping[str, Any]) -> None:
-    """The results rows of the one model: test accuracy, and attack success rate where the attack has a trigger."""
+    """The results rows of the one model: test accuracy and, where the attack has a trigger, attack success
+    rate and robust accuracy on the triggered non-target test images."""
     from robustcert import evaluate, metrics
 
     scores = evaluate.load_scores(scores_path)
     if scores["logits"].shape[1] != 1:
         raise ValueError(f"{scores_path}: {scores['logits'].shape[1]} models, an undefended model is one")
-    success = metrics.attack_success_per_model(scores["triggered_logits"], int(scores["target"]))
-    metrics = [Metric("n_test", len(scores["labels"])), Metric("accuracy", float(scores["base_accuracy"][0])),
-               Metric("asr", float(success[0]) if len(success) else float("nan"))]
-    write_rows(output, tidy_rows(keys, params, metrics))
+    triggered = scores["triggered_logits"][:, 0].argmax(axis=1)
+    target, true_labels = int(scores["target"]), scores["labels"][scores["triggered_index"]]
+    numbers = [Metric("n_test", len(scores["labels"])), Metric("accuracy", float(scores["base_accuracy"][0])),
+               Metric("asr", metrics.attack_success_rate(triggered, target)),
+               Metric("ra", metrics.robust_accuracy(triggered, true_labels))]
+    write_rows(output, tidy_rows(keys, params, numbers))
