@@ -1,10 +1,11 @@
 # Poisons that a generator makes from the split alone (robustcert.poison.GENERATORS). Attack types
 # that need a model write the same output path from their own rules file; the {attack} constraint
-# tells them apart.
+# tells them apart. Every poison's budget (counts, fractions, norms) goes to results/tables/attacks.tsv.
 
 from robustcert.workflow import poison
 
 POISON_ATTACKS = poison.attack_constraint(config)
+RESULT_ROWS[poison.BUDGET_TABLE] = poison.budget_rows(config)
 
 
 rule poison_training_set:
@@ -25,3 +26,22 @@ rule poison_training_set:
         "results/benchmarks/poison_training_set/{dataset}/{attack}.tsv"
     script:
         "../scripts/poison_training_set.py"
+
+
+rule summarize_attack:
+    input:
+        split=rules.split_dataset.output.split,
+        poison=rules.poison_training_set.output.poison,
+    output:
+        rows=poison.BUDGET_ROW,
+    params:
+        names=lambda wildcards: poison.budget_keys(config, wildcards),
+        budget=lambda wildcards: poison.budget_params(config, wildcards),
+    conda:
+        "../envs/robustcert.yaml"
+    log:
+        "results/logs/summarize_attack/{dataset}/{attack}.log",
+    benchmark:
+        "results/benchmarks/summarize_attack/{dataset}/{attack}.tsv"
+    script:
+        "../scripts/summarize_attack.py"

@@ -100,3 +100,25 @@ def test_poison_file_round_trip_and_checks(tmp_path):
         poison.load_poison(tmp_path / "p.npz", n_train=5)
     with pytest.raises(ArtifactError, match="does not fit images"):
         poison.load_poison(tmp_path / "p.npz", len(y), (3, 32, 32))
+
+
+def test_budget_in_every_unit():
+    from robustcert.data import Split
+
+    x = np.zeros((10, 1, 4, 4), np.uint8)
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 2])
+    x_test, y_test = np.zeros((3, 1, 4, 4), np.uint8), np.array([0, 1, 2])
+    split = Split(x, y, x[:0], y[:0], x_test, y_test, np.arange(10), np.zeros(0, np.int64), num_classes=3)
+    attack = poison.generate_poison({"type": "backdoor", "position": [0, 0], "size": [1, 2], "value": 0.6,
+                                     "target": 2, "fraction": 0.2}, x, y, seed=0)
+    numbers = poison.budget(attack, split, target=2)
+    assert numbers["poisoned"] == 2 and numbers["poison_fraction"] == 0.2 and numbers["symmetric_difference"] == 4
+    assert numbers["target_class_fraction"] == pytest.approx(2 / 3) and numbers["labels_changed"] == 2
+    change = 153 / 255  # two pixels of each of two images, from 0 to 0.6
+    assert numbers["poison_l2"] == pytest.approx(np.sqrt(4 * change ** 2)) and numbers["poison_linf"] == pytest.approx(change)
+    assert numbers["trigger_area"] == 2 and numbers["trigger_l2"] == pytest.approx(np.sqrt(2) * change)
+    assert numbers["trigger_linf"] == pytest.approx(change)
+
+    nothing = poison.budget(poison.generate_poison({"type": "none"}, x, y, seed=0), split, target=None)
+    assert nothing["poisoned"] == 0 and nothing["poison_l2"] == 0
+    assert all(np.isnan(nothing[k]) for k in ("target_class_fraction", "trigger_area", "trigger_l2"))

@@ -207,3 +207,37 @@ def load_poisoned_training_set(split_path: str | Path, poison_path: str | Path
     split = load_split(split_path)
     attack = load_poison(poison_path, len(split.y_train), split.image_shape)
     return (split, attack, *attack.apply(split.x_train, split.y_train))
+
+
+def budget(poison: Poison, split: Split, target: int | None) -> dict[str, float]:
+    """The size of an attack in every unit the field reports (docs/metrics.md, attack budgets).
+
+    Counts: samples changed, their share of the training set and of the ``target`` class's clean
+    training samples (NaN without a target), the symmetric difference, labels changed. Norms, in
+    [0, 1] pixel units: of the whole training-set change (L2 over every changed sample together, as
+    RAB certifies; the largest L∞), and of the trigger (pixels it covers; the mean L2 and L∞ change
+    of a triggered non-target test image; NaN without a trigger).
+    """
+    clean = split.x_train[poison.index].astype(np.float64) / 255
+    change = (poison.x.astype(np.float64) / 255 - clean).reshape(len(poison.index), int(np.prod(split.image_shape)))
+    target_count = int((split.y_train == target).sum()) if target is not None else 0
+    numbers = {
+        "poisoned": len(poison.index),
+        "poison_fraction": len(poison.index) / len(split.y_train),
+        "target_class_fraction": len(poison.index) / target_count if target_count else float("nan"),
+        "symmetric_difference": poison.symmetric_difference,
+        "labels_changed": int((poison.y != split.y_train[poison.index]).sum()),
+        "poison_l2": float(np.sqrt((change ** 2).sum())),
+        "poison_linf": float(np.abs(change).max()) if change.size else 0.0,
+    }
+    return numbers | _trigger_size(poison, split)
+
+
+def _trigger_size(poison: Poison, split: Split) -> dict[str, float]:
+    index, triggered = triggered_test_set(poison, split.x_test, split.y_test)
+    if poison.trigger is None or not len(index):
+        return {"trigger_area": float("nan"), "trigger_l2": float("nan"), "trigger_linf": float("nan")}
+    change = (triggered.astype(np.float64) - split.x_test[index]).reshape(len(index), -1) / 255
+    return {"trigger_area": int(poison.trigger.mask.any(axis=0).sum()),
+            "trigger_l2": float(np.linalg.norm(change, axis=1).mean()),
+            "trigger_linf": float(np.abs(change).max(axis=1).mean())}
