@@ -54,3 +54,19 @@ def test_der_and_rir_as_backdoorbench_defines_them():
     assert metrics.defense_effectiveness_rate(0.2, 0.8, 0.5, 0.9) == pytest.approx(0.5)
     assert metrics.robust_improvement_rate(0.05, 0.95, 0.7, 0.85) == pytest.approx((0.65 - 0.1 + 1) / 2)
     assert metrics.robust_improvement_rate(0.5, 0.9, 0.2, 0.95) == pytest.approx(0.5)
+
+
+def test_wide_tables_carry_clopper_pearson_intervals_of_certified_accuracy():
+    from scipy.stats import beta
+
+    from robustcert import results
+    from robustcert.results import Metric, on_axis, tidy_rows
+
+    keys = dict(dataset="d", attack="a", attack_type="a", defense="x", method="x", certificate="c")
+    rows = tidy_rows(keys, {}, [Metric("n_test", 40), *on_axis("cert_acc", "l2", [0, 1], [0.75, 0.0])])
+    table = results.wide(rows).iloc[0]
+    # the exact interval of 30 of 40: Beta(α/2; 30, 11) to Beta(1 − α/2; 31, 10)
+    assert table["cert_acc@l2=0:ci_low"] == pytest.approx(beta.ppf(0.025, 30, 11))
+    assert table["cert_acc@l2=0:ci_high"] == pytest.approx(beta.ppf(0.975, 31, 10))
+    assert table["cert_acc@l2=1:ci_low"] == 0 and table["cert_acc@l2=1:ci_high"] == pytest.approx(1 - 0.025 ** (1 / 40))
+    assert list(results.wide(rows).columns[-3:]) == ["cert_acc@l2=1", "cert_acc@l2=1:ci_low", "cert_acc@l2=1:ci_high"]

@@ -8,7 +8,9 @@ number that is not defined (the attack success rate of an attack without a trigg
 no cell is empty. ``docs/metrics.md`` defines every metric. A new method adds rows, never columns.
 
 ``results/tables/<method>.tsv`` is the wide view of one method's rows: one row per experiment, its
-parameters as columns, then one column per metric (``metric`` or ``metric@axis=at``).
+parameters as columns, then one column per metric (``metric`` or ``metric@axis=at``). Each certified
+accuracy column (:data:`CERTIFIED_SHARES`) is followed by its 95% Clopper–Pearson interval over the
+experiment's ``n_test`` points (``<column>:ci_low``, ``<column>:ci_high``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from robustcert.artifacts import ArtifactError, read_tsv, write_tsv
 KEYS = ("dataset", "attack", "attack_type", "defense", "method", "certificate")
 COLUMNS = (*KEYS, "params", "metric", "axis", "at", "value")
 NO_AXIS = "-"
+CERTIFIED_SHARES = ("cert_acc", "cert_acc_clean")
+CONFIDENCE = 0.95
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,34 @@ def wide(rows: pd.DataFrame) -> pd.DataFrame:
     for column in table.columns:
         if column not in KEYS:
             table[column] = _numeric_if_possible(table[column])
-    return table
+    return with_intervals(table)
+
+
+def with_intervals(table: pd.DataFrame) -> pd.DataFrame:
+    """Each certified-accuracy column followed by its Clopper–Pearson interval over ``n_test`` points."""
+    if "n_test" not in table:
+        return table
+    columns: dict[str, pd.Series] = {}
+    for column in table.columns:
+        columns[column] = table[column]
+        if column.split("@")[0] in CERTIFIED_SHARES:
+            low, high = clopper_pearson(table[column], table["n_test"])
+            columns[f"{column}:ci_low"], columns[f"{column}:ci_high"] = low, high
+    return pd.DataFrame(columns)
+
+
+def clopper_pearson(share: pd.Series, n: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """The exact two-sided :data:`CONFIDENCE` interval of a binomial share of ``n`` points (NaN where
+    either is missing or n is 0)."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    share, n = pd.to_numeric(share).astype(float), pd.to_numeric(n).astype(float)
+    known = share.notna() & n.notna() & (n > 0)
+    low, high = pd.Series(float("nan"), index=share.index), pd.Series(float("nan"), index=share.index)
+    count = (share[known] * n[known]).round()
+    bounds = proportion_confint(count.to_numpy(), n[known].to_numpy(), alpha=1 - CONFIDENCE, method="beta")
+    low[known], high[known] = bounds
+    return low, high
 
 
 def _numeric_if_possible(column: pd.Series) -> pd.Series:
