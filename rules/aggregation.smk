@@ -61,6 +61,7 @@ rule summarize_certificates:
 rule plot_poison_budget:
     input:
         certificates=AGGREGATION.dataset_certificates,
+        undefended=AGGREGATION.dataset_undefended,
     output:
         png=report(
             aggregation.PLOT.replace("{ext}", "png"),
@@ -71,7 +72,8 @@ rule plot_poison_budget:
         ),
         pdf=aggregation.PLOT.replace("{ext}", "pdf"),
     params:
-        labels=AGGREGATION.dataset_labels,
+        curves=AGGREGATION.dataset_curves,
+        colors=AGGREGATION.dataset_colors,
     conda:
         "../envs/robustcert.yaml"
     log:

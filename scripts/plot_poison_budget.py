@@ -4,7 +4,9 @@ from robustcert.workflow.aggregation import plot_poison_budget
 start_log(snakemake.log[0])
 plot_poison_budget(
     tsv_paths=snakemake.input.certificates,
-    labels=snakemake.params.labels,
+    curves=snakemake.params.curves,
+    undefended_rows=snakemake.input.undefended,
+    colors=snakemake.params.colors,
     title=f"{snakemake.wildcards.dataset}: certified accuracy under poisoning",
     outputs=[snakemake.output.png, snakemake.output.pdf],
 )

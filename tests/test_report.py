@@ -20,6 +20,7 @@ CONFIG = "tests/configs/report_small.yaml"
 PLOT = "results/plots/digits/poison_budget.png"
 SMOOTHING_PLOT = "results/plots/digits/smoothing/none/smoothing.png"
 TABLE = "results/tables/all.tsv"
+HEADLINE = "results/plots/headline.png"
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +80,8 @@ def test_report_groups_the_plots_by_dataset(html_report):
     assert grouped[PLOT] != grouped[SMOOTHING_PLOT]  # the aggregation defenses apart from smoothing
     everywhere = [item for subs in categories.values() for items in subs.values() for item in items]
     assert TABLE in everywhere and sorted(everywhere) == sorted(set(everywhere))
+    assert list(categories)[0] == "overview"  # the heat map of the headline numbers comes first
+    assert HEADLINE in [item for items in categories["overview"].values() for item in items]
 
 
 def test_zip_report(workflow_run):

@@ -16,7 +16,7 @@ from conftest import REPO, WORKFLOW_FILES, snakemake
 
 pytestmark = pytest.mark.workflow
 CONFIG = REPO / "tests" / "configs" / "rerun_small.yaml"
-TABLES = {"tabulate_results", "tabulate_method", "export_backdoorbench", "all"}
+TABLES = {"tabulate_results", "tabulate_method", "export_backdoorbench", "plot_headline", "all"}
 SMOOTHING_AFTER_TRAINING = {"certify_smoothed", "predict_smoothed", "gather_smoothed", "summarize_smoothing",
                             "analyze_smoothing"}
 

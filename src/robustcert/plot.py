@@ -4,32 +4,68 @@ grid, saved as PNG (150 dpi) and PDF side by side."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from robustcert.metrics import certified_accuracy  # noqa: E402
 
 SIZE = (6, 4.5)
+PANEL = (4, 3.2)
 DPI = 150
+CLEAN = "none"  # the attack whose curves are the clean reference in every other panel
+VARIANT_STYLES = ("-", "--", ":", "-.")
 
 
-def plot_poison_budget(frames: Mapping[str, pd.DataFrame], title: str, outputs: Sequence[str | Path]) -> None:
-    """Certified accuracy (y) against the number of poisoned training samples (x), one line per label."""
-    largest = max((int(f["radius"].max()) for f in frames.values() if len(f)), default=0)
-    budgets = np.arange(0, max(largest, 0) + 2)
-    fig, ax = _figure()
-    for label, frame in frames.items():
-        ax.step(budgets, certified_accuracy(frame["radius"], frame["correct"], budgets), where="post", label=label)
-    ax.set(xlabel="poisoned training samples (insertions or deletions)", ylabel="certified accuracy",
-           ylim=(0, 1.02), xlim=(0, budgets[-1]), title=title)
-    ax.legend(fontsize="small")
+@dataclass(frozen=True)
+class Curve:
+    """One certificate TSV of one experiment, drawn in the colour of its defense."""
+
+    attack: str
+    defense: str
+    certificate: str
+    frame: pd.DataFrame
+
+
+
+def plot_poison_budget(curves: Sequence[Curve], undefended: Mapping[str, float], colors: Mapping[str, str],
+                       title: str, outputs: Sequence[str | Path]) -> None:
+    """Certified accuracy (y) against the number of poisoned training samples (x): one panel per attack
+    (small multiples, shared axes), a line per defense (its colour, the same in every figure of a run)
+    and certificate (line style: the base certificate solid, its variants dashed and dotted). Each
+    panel of an attack also draws, thin and grey, the same defenses on clean data, and the undefended
+    model's accuracy under that attack as a dotted horizontal line."""
+    attacks = list(dict.fromkeys(c.attack for c in curves))
+    largest = max((int(c.frame["radius"].max()) for c in curves if len(c.frame)), default=0)
+    budgets = np.arange(0, largest + 2)
+    styles = _variant_styles(c.certificate for c in curves)
+    fig, axes = _panels(len(attacks))
+    for ax, attack in zip(axes, attacks):
+        references = [c for c in curves if c.attack == CLEAN and attack != CLEAN]
+        for curve in references:
+            ax.step(budgets, certified_accuracy(curve.frame["radius"], curve.frame["correct"], budgets), where="post",
+                    color="0.65", linewidth=0.8, linestyle=styles[curve.certificate],
+                    label="the same without attack" if curve is references[0] else None)
+        for curve in (c for c in curves if c.attack == attack):
+            ax.step(budgets, certified_accuracy(curve.frame["radius"], curve.frame["correct"], budgets), where="post",
+                    color=colors[curve.defense], linestyle=styles[curve.certificate],
+                    label=f"{curve.defense} · {curve.certificate}")
+        if attack in undefended:
+            ax.axhline(undefended[attack], color="black", linestyle=":", linewidth=1, label="undefended accuracy")
+        ax.set(title=attack, ylim=(0, 1.02), xlim=(0, budgets[-1]))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize="x-small")
+    fig.supxlabel("poisoned training samples (insertions or deletions)")
+    fig.supylabel("certified accuracy")
+    fig.suptitle(title)
     _save(fig, outputs)
 
 
@@ -59,6 +95,27 @@ def plot_objective(trace: pd.DataFrame, prefix: str | Path, title: str) -> None:
     _save(fig, [f"{prefix}.png", f"{prefix}.pdf"])
 
 
+def _variant_styles(certificates: Iterable[str]) -> dict[str, str]:
+    """Line style per certificate: the shortest name of each family (dpa) solid, its variants (dpa_roe) next."""
+    names = sorted(set(certificates), key=lambda c: (len(c), c))
+    return {name: VARIANT_STYLES[sum(1 for other in names[:i] if name.startswith(other)) % len(VARIANT_STYLES)]
+            for i, name in enumerate(names)}
+
+
+def _panels(count: int) -> tuple[plt.Figure, list[plt.Axes]]:
+    """Small multiples: up to 3 panels a row, shared axes, a light grid."""
+    columns = min(max(count, 1), 3)
+    rows = math.ceil(max(count, 1) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(PANEL[0] * columns, PANEL[1] * rows), layout="constrained",
+                             sharex=True, sharey=True, squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat:
+        ax.grid(alpha=0.3)
+    for ax in flat[count:]:
+        ax.set_visible(False)
+    return fig, flat[:max(count, 1)]
+
+
 def _figure() -> tuple[plt.Figure, plt.Axes]:
     fig, ax = plt.subplots(figsize=SIZE, layout="constrained")
     ax.grid(alpha=0.3)
@@ -70,3 +127,28 @@ def _save(fig: plt.Figure, paths: Sequence[str | Path]) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=DPI)
     plt.close(fig)
+
+
+def plot_headline(cells: pd.DataFrame, metrics: Mapping[str, str], outputs: Sequence[str | Path]) -> None:
+    """Heat maps of the headline numbers, one panel per metric: rows are dataset · attack, columns are
+    defense · certificate, each cell annotated (blank where the number is not defined). ``cells`` has
+    the columns ``row``, ``column``, ``metric`` and ``value``; ``metrics`` maps a metric to its title."""
+    rows = list(dict.fromkeys(cells["row"])) or ["-"]
+    columns = list(dict.fromkeys(cells["column"])) or ["-"]
+    width = max(4.0, 0.9 * len(columns) + 2.5)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(width * len(metrics), 0.45 * len(rows) + 2.2),
+                             layout="constrained", squeeze=False)
+    for ax, (metric, title) in zip(axes[0], metrics.items()):
+        chosen = cells[cells["metric"] == metric]
+        grid = chosen.pivot_table(index="row", columns="column", values="value", aggfunc="first")
+        grid = grid.reindex(index=rows, columns=columns)
+        image = ax.imshow(grid.to_numpy(dtype=float), vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        for (i, j), value in np.ndenumerate(grid.to_numpy(dtype=float)):
+            if not np.isnan(value):
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize="small",
+                        color="black" if value > 0.6 else "white")
+        ax.set_xticks(range(len(columns)), columns, rotation=35, ha="right", fontsize="small")
+        ax.set_yticks(range(len(rows)), rows, fontsize="small")
+        ax.set_title(title, fontsize="medium")
+        fig.colorbar(image, ax=ax, shrink=0.8)
+    _save(fig, outputs)

@@ -11,7 +11,8 @@ from typing import Any
 
 from robustcert.config import Config
 from robustcert.results import Metric, on_axis, tidy_rows, write_rows
-from robustcert.workflow.common import common_params, experiments_of, one_of, row_keys
+from robustcert.workflow import undefended
+from robustcert.workflow.common import common_params, defense_colors, experiments_of, one_of, row_keys
 from robustcert.workflow.ensemble import Layout
 
 METHODS = ("dpa", "fa")
@@ -56,9 +57,19 @@ class Plan:
         """The clean certificate TSVs of one dataset, for its plot."""
         return [CERTIFY.format(**vars(e), certificate=c) for e, c in self.cells(wildcards.dataset)]
 
-    def dataset_labels(self, wildcards: Any) -> list[str]:
-        """The legend labels of those TSVs."""
-        return [f"{e.attack} · {e.defense} · {c}" for e, c in self.cells(wildcards.dataset)]
+    def dataset_curves(self, wildcards: Any) -> list[dict[str, str]]:
+        """What each of those TSVs is (attack, defense, certificate), for the panels and the legend."""
+        return [{"attack": e.attack, "defense": e.defense, "certificate": c} for e, c in self.cells(wildcards.dataset)]
+
+    def dataset_colors(self, wildcards: Any) -> dict[str, str]:
+        """The colours of the defenses in the dataset's plot (the same in every figure of the run)."""
+        return defense_colors(self.config, (e.defense for e, _ in self.cells(wildcards.dataset)))
+
+    def dataset_undefended(self, wildcards: Any) -> list[str]:
+        """The undefended model's rows on the dataset's attacks: its accuracy is each panel's reference."""
+        attacks = {e.attack for e, _ in self.cells(wildcards.dataset)}
+        return [undefended.ROW.format(**vars(e)) for e in experiments_of(self.config, [undefended.METHOD])
+                if e.dataset == wildcards.dataset and e.attack in attacks]
 
     def row_keys(self, wildcards: Any) -> dict[str, str]:
         """The names that open the certificate's rows."""
@@ -110,9 +121,14 @@ def summarize_certificates(scores_path: str, poison_path: str, clean_path: str, 
     write_rows(output, tidy_rows(keys, params, numbers))
 
 
-def plot_poison_budget(tsv_paths: Sequence[str], labels: Sequence[str], title: str, outputs: Sequence[str]) -> None:
-    """Plot certified accuracy against the poisoning budget, one line per certificate TSV."""
+def plot_poison_budget(tsv_paths: Sequence[str], curves: Sequence[Mapping[str, str]], undefended_rows: Sequence[str],
+                       colors: Mapping[str, str], title: str, outputs: Sequence[str]) -> None:
+    """Plot certified accuracy against the poisoning budget: a panel per attack, a line per certificate TSV,
+    the undefended model's accuracy under each attack as the panel's reference."""
+    from robustcert import plot, results
     from robustcert.artifacts import read_tsv
-    from robustcert.plot import plot_poison_budget as plot
 
-    plot({label: read_tsv(p) for label, p in zip(labels, tsv_paths)}, title, outputs)
+    drawn = [plot.Curve(**curve, frame=read_tsv(path)) for curve, path in zip(curves, tsv_paths)]
+    rows = results.concatenate(results.read_rows(p) for p in undefended_rows)
+    accuracy = rows[rows["metric"] == "accuracy"]
+    plot.plot_poison_budget(drawn, dict(zip(accuracy["attack"], accuracy["value"])), colors, title, outputs)

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from robustcert.config import Config, Experiment, experiments
+from robustcert.style import palette
 
 # a wildcard constraint that matches nothing (for a method or attack type the config does not use)
 NOTHING = "(?!)"
@@ -56,3 +57,9 @@ def row_keys(config: Config, wildcards: Any, certificate: str) -> dict[str, str]
 def common_params(config: Config, wildcards: Any) -> dict[str, Any]:
     """The parameters that change every number of a row: the dataset's source and the seed."""
     return {"source": config["datasets"][wildcards.dataset]["source"], "seed": config["seed"]}
+
+
+def defense_colors(config: Config, defenses: Iterable[str]) -> dict[str, str]:
+    """The colours of these defenses in every figure of the run (robustcert.style.palette, config order)."""
+    colors = palette(list(config["defenses"]))
+    return {name: colors[name] for name in dict.fromkeys(defenses)}

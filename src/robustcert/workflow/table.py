@@ -12,6 +12,11 @@ from robustcert.workflow import log
 ALL = "results/tables/all.tsv"
 WIDE = "results/tables/{method}.tsv"
 BACKDOORBENCH = "results/tables/backdoorbench.csv"
+HEADLINE = "results/plots/headline.{ext}"
+# the numbers of the overview figure: what each defense certifies at the attack's own budget, and
+# what the attack achieves against it
+HEADLINE_METRICS = {"certified_vs_attack": "certified accuracy at the attack's budget",
+                    "asr": "attack success rate"}
 
 
 def wide_tables(result_rows: Mapping[str, Sequence[str]]) -> list[str]:
@@ -46,3 +51,13 @@ def tabulate_method(row_paths: Sequence[str], output: str) -> None:
     from robustcert.artifacts import write_tsv
 
     write_tsv(results.wide(results.concatenate(results.read_rows(p) for p in row_paths)), output)
+
+
+def plot_headline(table_path: str, outputs: Sequence[str]) -> None:
+    """The overview figure: :data:`HEADLINE_METRICS` over dataset · attack × defense · certificate."""
+    from robustcert import plot, results
+
+    rows = results.read_rows(table_path)
+    rows = rows[(rows["axis"] == results.NO_AXIS) & rows["metric"].isin(list(HEADLINE_METRICS))]
+    cells = rows.assign(row=rows["dataset"] + " · " + rows["attack"], column=rows["defense"] + " · " + rows["certificate"])
+    plot.plot_headline(cells[["row", "column", "metric", "value"]], HEADLINE_METRICS, outputs)
