@@ -6,11 +6,13 @@ a number, as ``key=value`` pairs joined by ``;``), then ``metric``, ``axis`` and
 axis: a poisoning budget, an L2 radius; both ``-`` for a metric without an axis) and ``value``. A
 number that is not defined (the attack success rate of an attack without a trigger) has no row, so
 no cell is empty. ``docs/metrics.md`` defines every metric. A new method adds rows, never columns.
+The rows of an attack alone (its budget) have the defense, method and certificate :data:`NO_DEFENSE`.
 
 ``results/tables/<method>.tsv`` is the wide view of one method's rows: one row per experiment, its
 parameters as columns, then one column per metric (``metric`` or ``metric@axis=at``). Each certified
 accuracy column (:data:`CERTIFIED_SHARES`) is followed by its 95% Clopper–Pearson interval over the
-experiment's ``n_test`` points (``<column>:ci_low``, ``<column>:ci_high``).
+experiment's ``n_test`` points (``<column>:ci_low``, ``<column>:ci_high``). The attack's budget
+joins every experiment row of its dataset and attack as columns, so each row says how large the attack was.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from robustcert.artifacts import ArtifactError, read_tsv, write_tsv
 KEYS = ("dataset", "attack", "attack_type", "defense", "method", "certificate")
 COLUMNS = (*KEYS, "params", "metric", "axis", "at", "value")
 NO_AXIS = "-"
+NO_DEFENSE = "-"
 CERTIFIED_SHARES = ("cert_acc", "cert_acc_clean")
 CONFIDENCE = 0.95
 
@@ -100,7 +103,18 @@ def concatenate(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
 
 
 def wide(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per experiment (keys and params), its parameters as columns, one column per metric."""
+    """One row per experiment (keys and params), its parameters as columns, one column per metric;
+    the attack's budget rows as columns of each experiment on that attack (alone where there is none)."""
+    alone = rows["defense"] == NO_DEFENSE
+    if alone.all() or not alone.any():
+        return with_intervals(_pivot(rows))
+    budgets = _pivot(rows[alone])
+    budgets = budgets[["dataset", "attack", *(c for c in budgets.columns if c in set(rows.loc[alone, "metric"]))]]
+    return with_intervals(_pivot(rows[~alone]).merge(budgets, on=["dataset", "attack"], how="left"))
+
+
+def _pivot(rows: pd.DataFrame) -> pd.DataFrame:
+    """One record per keys and params, a column per metric (and point on its axis)."""
     records: dict[tuple, dict[str, Any]] = {}
     for row in rows.itertuples(index=False):
         key = (*(getattr(row, k) for k in KEYS), row.params)
@@ -111,7 +125,7 @@ def wide(rows: pd.DataFrame) -> pd.DataFrame:
     for column in table.columns:
         if column not in KEYS:
             table[column] = _numeric_if_possible(table[column])
-    return with_intervals(table)
+    return table
 
 
 def with_intervals(table: pd.DataFrame) -> pd.DataFrame:

@@ -60,6 +60,7 @@ def common_params(config: Config, wildcards: Any) -> dict[str, Any]:
 
 
 def defense_colors(config: Config, defenses: Iterable[str]) -> dict[str, str]:
-    """The colours of these defenses in every figure of the run (robustcert.style.palette, config order)."""
-    colors = palette(list(config["defenses"]))
-    return {name: colors[name] for name in dict.fromkeys(defenses)}
+    """The colours of these defenses in every figure of the run (robustcert.style.palette over the
+    sorted names, so that the order of the config's keys changes nothing)."""
+    colors = palette(sorted(config["defenses"]))
+    return {name: colors[name] for name in sorted(set(defenses))}

@@ -45,10 +45,12 @@ def budget_rows(config: Config) -> list[str]:
 
 
 def budget_keys(config: Config, wildcards: Any) -> dict[str, str]:
-    """The names that open an attack's budget rows (no defense: ``-``)."""
+    """The names that open an attack's budget rows (no defense)."""
+    from robustcert.results import NO_DEFENSE
+
     return {"dataset": wildcards.dataset, "attack": wildcards.attack,
-            "attack_type": config["attacks"][wildcards.attack]["type"], "defense": "-", "method": "-",
-            "certificate": "-"}
+            "attack_type": config["attacks"][wildcards.attack]["type"], "defense": NO_DEFENSE,
+            "method": NO_DEFENSE, "certificate": NO_DEFENSE}
 
 
 def budget_params(config: Config, wildcards: Any) -> dict[str, Any]:
