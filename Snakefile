@@ -20,6 +20,7 @@ include: "rules/aggregation.smk"
 include: "rules/smoothing.smk"
 include: "rules/bilevel.smk"  # after smoothing: its victims are smoothing's models
 include: "rules/undefended.smk"
+include: "rules/detection.smk"
 include: "rules/table.smk"
 
 

@@ -143,7 +143,7 @@ def test_bilevel_plan_keeps_its_evaluation_out_of_the_attack(default_config):
 
 
 def test_poison_stage_takes_exactly_the_attacks_a_generator_makes(default_config):
-    assert poison_stage.attack_constraint(default_config) == "backdoor|label_flip|none"
+    assert poison_stage.attack_constraint(default_config) == "backdoor|backdoor_distributed|label_flip|none"
     assert set(poison.GENERATORS) == {"none", "backdoor", "label_flip"}
 
 
@@ -206,7 +206,7 @@ def test_params_text_round_trips():
 
 
 def test_objectives_by_name():
-    assert set(train.OBJECTIVES) == {"cross_entropy", "gaussian_augmentation"}
+    assert set(train.OBJECTIVES) == {"cross_entropy", "gaussian_augmentation", "adversarial"}
     x = torch.zeros(4, 1, 3, 3)
     noisy = train.objective_of(train.TrainConfig(objective="gaussian_augmentation", noise_sigma=0.5))
     drawn = noisy.perturb(x, torch.Generator().manual_seed(3))

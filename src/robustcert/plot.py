@@ -1,5 +1,6 @@
 """Every figure of the workflow, headless (Agg), in one style: 6 × 4.5 in, constrained layout, a light
-grid, saved as PNG (150 dpi) and PDF side by side."""
+grid, saved as PNG (150 dpi) and PDF side by side. Grids of panels (clusters per label, image galleries)
+size the figure to their panels."""
 
 from __future__ import annotations
 
@@ -114,6 +115,62 @@ def _panels(count: int) -> tuple[plt.Figure, list[plt.Axes]]:
     for ax in flat[count:]:
         ax.set_visible(False)
     return fig, flat[:max(count, 1)]
+
+
+def plot_cluster_grid(labels: np.ndarray, embedding: np.ndarray, cluster: np.ndarray, translated: np.ndarray,
+                      title: str, outputs: Sequence[str | Path]) -> None:
+    """One panel per label: its 2-D points, translated images as dots and clean ones as crosses,
+    coloured by cluster."""
+    names = np.unique(labels)
+    columns = min(5, len(names))
+    rows = math.ceil(len(names) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.4 * rows + 0.4), layout="constrained",
+                             squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.set_axis_off()
+    for ax, label in zip(axes.flat, names):
+        mine = labels == label
+        colours = plt.get_cmap("tab10")(cluster[mine] % 10)
+        for marker, kind in (("o", True), ("x", False)):
+            chosen = translated[mine] == kind
+            ax.scatter(*embedding[mine][chosen].T, c=colours[chosen], marker=marker, s=8, linewidths=0.8)
+        ax.set_title(f"label {label}: {len(np.unique(cluster[mine]))} clusters", fontsize="small")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"{title}\n(dots: translated, crosses: clean)", fontsize="small")
+    _save(fig, outputs)
+
+
+def plot_translation_gallery(sources: np.ndarray, examples: np.ndarray, mean: np.ndarray, title: str,
+                             outputs: Sequence[str | Path]) -> None:
+    """A grid of images: the first row the source images, then per label the mean translated image
+    and the sources translated into it (uint8 [k, C, H, W], [labels, k, C, H, W]; mean in [0, 1])."""
+    labels, k = examples.shape[:2]
+    fig, axes = plt.subplots(labels + 1, k + 1, figsize=(0.8 * (k + 1), 0.8 * (labels + 1) + 0.4),
+                             layout="constrained", squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for j in range(k):
+        _image(axes[0, j + 1], sources[j] / 255.0)
+    axes[0, 0].text(0.5, 0.5, "source", ha="center", va="center", fontsize="x-small")
+    for t in range(labels):
+        _image(axes[t + 1, 0], mean[t])
+        axes[t + 1, 0].set_title(f"{t}: mean", fontsize="xx-small")
+        for j in range(k):
+            _image(axes[t + 1, j + 1], examples[t, j] / 255.0)
+    fig.suptitle(title, fontsize="small")
+    _save(fig, outputs)
+
+
+def _image(ax: plt.Axes, image: np.ndarray) -> None:
+    """A [C, H, W] image in [0, 1] (grey for one channel)."""
+    ax.set_axis_on()
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if image.shape[0] == 1:
+        ax.imshow(image[0], cmap="gray", vmin=0, vmax=1)
+    else:
+        ax.imshow(np.clip(image.transpose(1, 2, 0), 0, 1))
 
 
 def _figure() -> tuple[plt.Figure, plt.Axes]:

@@ -15,7 +15,10 @@ fixed order (per epoch: permutation; per batch: crop offsets, then flips, then t
 The steps pass ``seed`` = :func:`robustcert.config.derive_seed` of the config's seed.
 
 What a step minimises is a training objective (:data:`OBJECTIVES`, by name): it perturbs the
-augmented batch (drawing from the model's generator) and turns logits into a loss.
+augmented batch (drawing from the model's generator) and turns logits into a loss. An objective whose
+perturbation attacks the model being trained (``needs_model``: PGD adversarial training) gets the
+model and the labels too; it trains with the ``sequential`` strategy only (``auto`` picks it on every
+device, ``batched`` is refused), since the batched step has no module to attack.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import copy
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -36,6 +39,7 @@ from robustcert.artifacts import ArtifactError, load_checkpoint, save_checkpoint
 from robustcert.data import Split
 from robustcert.models import build_model
 from robustcert.partition import Partition
+from robustcert.pgd import NORMS, PGD, cross_entropy_loss
 
 log = logging.getLogger(__name__)
 STRATEGIES = ("auto", "sequential", "batched")
@@ -58,6 +62,12 @@ class TrainConfig:
     flip: bool = False
     objective: str = "cross_entropy"
     noise_sigma: float = 0.0
+    # the attack of objective "adversarial" (reference: Soremekun et al.'s L2, ε 0.5, 20 steps of 1.5)
+    pgd_norm: str = "l2"
+    pgd_epsilon: float = 0.5
+    pgd_step_size: float = 1.5
+    pgd_steps: int = 20
+    pgd_random_start: bool = False
     seed: int = 0
     strategy: str = "auto"
 
@@ -71,7 +81,11 @@ class TrainConfig:
 
 
 class Objective(Protocol):
-    """What a training step minimises: a perturbation of the batch, then a loss of the logits."""
+    """What a training step minimises: a perturbation of the batch, then a loss of the logits.
+
+    ``needs_model`` (optional, False when absent): ``perturb`` also receives ``model`` and ``y``, the
+    model being trained and the batch's labels, as keywords.
+    """
 
     def perturb(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The inputs the model sees for the augmented batch ``x`` (random draws from ``generator``)."""
@@ -101,9 +115,37 @@ class GaussianAugmentation(CrossEntropy):
         return x + self.sigma * torch.randn(x.shape, generator=generator).to(x.device)
 
 
+@dataclass(frozen=True)
+class AdversarialTraining(CrossEntropy):
+    """Cross-entropy on PGD adversarial examples of the model being trained (Madry et al.): each batch
+    is replaced by the attack's maximiser of the model's loss of the true labels. The attack runs with
+    the model in eval mode (as Madry's ``robustness`` library does) and draws its random start, if
+    any, from the model's generator."""
+
+    attack: PGD
+    needs_model: ClassVar[bool] = True
+
+    def perturb(self, x: torch.Tensor, generator: torch.Generator, *, model: nn.Module,
+                y: torch.Tensor) -> torch.Tensor:
+        was_training = model.training
+        model.eval()
+        try:
+            return self.attack.perturb(cross_entropy_loss(model, y), x, generator=generator)
+        finally:
+            model.train(was_training)
+
+
+def training_attack(cfg: TrainConfig) -> PGD:
+    """The PGD of a recipe's ``pgd_*`` fields (adversarial training, and the adversarial accuracy it is judged by)."""
+    if cfg.pgd_norm not in NORMS:
+        raise ValueError(f"train.pgd_norm {cfg.pgd_norm!r} is not one of {NORMS}")
+    return PGD(cfg.pgd_norm, cfg.pgd_epsilon, cfg.pgd_step_size, cfg.pgd_steps, cfg.pgd_random_start)
+
+
 OBJECTIVES: dict[str, Callable[[TrainConfig], Objective]] = {
     "cross_entropy": lambda cfg: CrossEntropy(),
     "gaussian_augmentation": lambda cfg: GaussianAugmentation(cfg.noise_sigma),
+    "adversarial": lambda cfg: AdversarialTraining(training_attack(cfg)),
 }
 
 
@@ -145,7 +187,7 @@ class _Run:
 def train_shard(images: np.ndarray, labels: np.ndarray, partition: Partition, subsets: Sequence[int],
                 spec: ModelSpec, cfg: TrainConfig, device: torch.device) -> list[dict[str, torch.Tensor]]:
     """Train the models of ``subsets`` and return their state dicts (on the CPU), in that order."""
-    strategy = resolve_strategy(cfg.strategy, device)
+    strategy = resolve_strategy(cfg.strategy, device, objective_of(cfg))
     x_all = torch.from_numpy(images)
     y_all = torch.from_numpy(labels)
     runs, models = [], []
@@ -162,10 +204,15 @@ def train_shard(images: np.ndarray, labels: np.ndarray, partition: Partition, su
     return [{name: t.detach().cpu() for name, t in m.state_dict().items()} for m in models]
 
 
-def resolve_strategy(strategy: str, device: torch.device) -> str:
-    """``auto`` → batched on CUDA, sequential elsewhere."""
+def resolve_strategy(strategy: str, device: torch.device, objective: Objective | None = None) -> str:
+    """``auto`` → batched on CUDA, sequential elsewhere (and for an objective that needs the model)."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown training strategy {strategy!r}; known: {STRATEGIES}")
+    if getattr(objective, "needs_model", False):
+        if strategy == "batched":
+            raise ValueError(f"training objective {type(objective).__name__} attacks the model being trained, "
+                             "which the batched strategy cannot: set train.strategy to auto or sequential")
+        return "sequential"
     if strategy == "auto":
         return "batched" if device.type == "cuda" else "sequential"
     return strategy
@@ -195,12 +242,15 @@ def augment(x: torch.Tensor, padding: int, flip: bool, generator: torch.Generato
     return x
 
 
-def _batches(run: _Run, cfg: TrainConfig) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _batches(run: _Run, cfg: TrainConfig, model: nn.Module | None = None
+             ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch's perturbed batches (lazily: an objective that attacks ``model`` sees its current weights)."""
     objective = objective_of(cfg)
     for batch in epoch_batches(len(run.y), cfg.batch_size, run.generator):
         batch = batch.to(run.x.device)
-        x = augment(run.x[batch], cfg.crop_padding, cfg.flip, run.generator)
-        yield objective.perturb(x, run.generator), run.y[batch]
+        x, y = augment(run.x[batch], cfg.crop_padding, cfg.flip, run.generator), run.y[batch]
+        context = {"model": model, "y": y} if getattr(objective, "needs_model", False) else {}
+        yield objective.perturb(x, run.generator, **context), y
 
 
 def _train_sequential(models: list[nn.Module], runs: list[_Run], cfg: TrainConfig,
@@ -213,7 +263,7 @@ def _train_sequential(models: list[nn.Module], runs: list[_Run], cfg: TrainConfi
         for epoch in range(cfg.epochs):
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr_at(epoch)
-            for x, y in _batches(run, cfg):
+            for x, y in _batches(run, cfg, model):
                 loss = objective.loss(model(x.contiguous(memory_format=torch.channels_last)), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -28,6 +28,15 @@ def _resnet(depth: int) -> BodyFactory:
     return make
 
 
+def _madry_resnet(depth: int) -> BodyFactory:
+    def make(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
+        from robustcert.models.resnet import ResNet
+
+        return ResNet(depth, in_channels, num_classes)
+
+    return make
+
+
 def _lenet(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     from robustcert.models.lenet import LeNet
 
@@ -40,6 +49,8 @@ ARCHITECTURES: dict[str, BodyFactory] = {
     "lenet": _lenet,
     "resnet20": _resnet(20),
     "resnet110": _resnet(110),
+    "resnet18": _madry_resnet(18),
+    "resnet50": _madry_resnet(50),
 }
 
 
@@ -66,8 +77,31 @@ def penultimate_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not linear:
         raise ValueError(f"{type(model).__name__} has no linear layer to read features from")
+    return _captured(model, linear[-1], x, inputs=True)
+
+
+def layer_features(model: nn.Module, x: torch.Tensor, layer: str | None = None) -> torch.Tensor:
+    """The flattened output [n, features] of the submodule named ``layer`` for ``x`` (its full dotted
+    name, or the unique name it ends with: ``layer4`` of the ResNets); the penultimate-layer features
+    (:func:`penultimate_features`) when ``layer`` is None."""
+    if layer is None:
+        return penultimate_features(model, x)
+    named = dict(model.named_modules())
+    matches = [name for name in named if name == layer or name.endswith(f".{layer}")]
+    if len(matches) != 1:
+        found = "no module" if not matches else f"several modules ({matches})"
+        raise ValueError(f"layer {layer!r}: {found} of {type(model).__name__} has that name")
+    return _captured(model, named[matches[0]], x, inputs=False)
+
+
+def _captured(model: nn.Module, module: nn.Module, x: torch.Tensor, inputs: bool) -> torch.Tensor:
+    """The input (or output) of ``module`` during ``model(x)``, flattened per example."""
     captured: list[torch.Tensor] = []
-    handle = linear[-1].register_forward_hook(lambda module, inputs, output: captured.append(inputs[0]))
+
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        captured.append(args[0] if inputs else output)
+
+    handle = module.register_forward_hook(hook)
     try:
         model(x)
     finally:

@@ -1,7 +1,8 @@
 """The ensemble stage (rules/ensemble.smk): partition the (poisoned) training set, train the base
 models one shard of ``partitions_per_job`` at a time (``gpu=1`` jobs), and score every model on the
 clean and triggered test sets. Any method that trains an ensemble uses these rules: it registers
-how one of its defense entries lays the ensemble out (:class:`Layout`), and reads the score matrix.
+how one of its defense entries lays the ensemble out (:class:`Layout`), optionally its training
+recipe (the entry's ``train`` by default), and reads the score matrix.
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ class Layout:
 
 
 LayoutOf = Callable[[Mapping[str, Any]], Layout]
+RecipeOf = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+
+
+def entry_recipe(defense: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The training recipe of a defense entry as written: its ``train``."""
+    return defense["train"]
 
 
 class Plan:
@@ -46,10 +53,13 @@ class Plan:
     def __init__(self, config: Config) -> None:
         self.config = config
         self._layouts: dict[str, LayoutOf] = {}
+        self._recipes: dict[str, RecipeOf] = {}
 
-    def register(self, method: str, layout_of: LayoutOf) -> None:
-        """Defenses of ``method`` train an ensemble laid out by ``layout_of(defense entry)``."""
+    def register(self, method: str, layout_of: LayoutOf, recipe_of: RecipeOf = entry_recipe) -> None:
+        """Defenses of ``method`` train an ensemble laid out by ``layout_of(defense entry)``, each model
+        with the recipe ``recipe_of(defense entry)`` (a :class:`robustcert.train.TrainConfig`'s fields)."""
         self._layouts[method] = layout_of
+        self._recipes[method] = recipe_of
 
     def layout(self, wildcards: Any) -> Layout:
         """The layout of the ensemble of ``wildcards.defense``."""
@@ -77,7 +87,8 @@ class Plan:
     def recipe(self, wildcards: Any) -> dict[str, Any]:
         """What training reads of the defense: the architecture and the training recipe."""
         defense = self.config["defenses"][wildcards.defense]
-        return canonical({"arch": defense["arch"], "train": defense["train"]})
+        recipe_of = self._recipes.get(defense["method"], entry_recipe)
+        return canonical({"arch": defense["arch"], "train": recipe_of(defense)})
 
 
 def partition_training_set(split_path: str, poison_path: str, output: str, assignment: str, k: int, d: int,

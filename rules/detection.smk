@@ -1,0 +1,135 @@
+# Backdoor detection in robust models (robustcert.workflow.detection; Soremekun et al.): the one
+# model of a detection defense is trained by the ensemble rules with PGD adversarial training; here
+# its adversarial accuracy, the translation of validation images into every label with the
+# clustering of their features, the figures, its results rows, and the verdicts over all models.
+
+from robustcert.workflow import detection
+
+DETECTION = detection.Plan(config)
+ENSEMBLE.register(detection.METHOD, detection.layout, detection.recipe)
+RESULT_ROWS[detection.METHOD] = DETECTION.rows()
+FINAL_OUTPUT += DETECTION.plots()
+
+
+rule evaluate_robust_model:
+    input:
+        split=rules.split_dataset.output.split,
+        model=DETECTION.model,
+    output:
+        adversarial=detection.ADVERSARIAL,
+    params:
+        adversary=DETECTION.adversary_params,
+        seed=config["seed"],
+        device=config["device"],
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=60,
+    conda:
+        "../envs/robustcert.yaml"
+    log:
+        "results/logs/evaluate_robust_model/{dataset}/{attack}/{defense}.log",
+    benchmark:
+        "results/benchmarks/evaluate_robust_model/{dataset}/{attack}/{defense}.tsv"
+    script:
+        "../scripts/evaluate_robust_model.py"
+
+
+rule detect_backdoor:
+    input:
+        split=rules.split_dataset.output.split,
+        model=DETECTION.model,
+    output:
+        clusters=detection.CLUSTERS,
+        embedding=detection.EMBEDDING,
+        gallery=detection.GALLERY,
+    params:
+        probe=DETECTION.probe_params,
+        seed=config["seed"],
+        device=config["device"],
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        mem_mb=32000,
+        runtime=240,
+    conda:
+        "../envs/robustcert.yaml"
+    log:
+        "results/logs/detect_backdoor/{dataset}/{attack}/{defense}.log",
+    benchmark:
+        "results/benchmarks/detect_backdoor/{dataset}/{attack}/{defense}.tsv"
+    script:
+        "../scripts/detect_backdoor.py"
+
+
+rule plot_detection:
+    input:
+        embedding=rules.detect_backdoor.output.embedding,
+        gallery=rules.detect_backdoor.output.gallery,
+    output:
+        clusters_png=report(
+            detection.CLUSTER_PLOT.replace("{ext}", "png"),
+            caption="../report/detection_clusters.rst",
+            category="{dataset}",
+            subcategory="backdoor detection",
+            labels={"attack": "{attack}", "defense": "{defense}", "item": "clusters per label"},
+        ),
+        clusters_pdf=detection.CLUSTER_PLOT.replace("{ext}", "pdf"),
+        gallery_png=report(
+            detection.GALLERY_PLOT.replace("{ext}", "png"),
+            caption="../report/detection_gallery.rst",
+            category="{dataset}",
+            subcategory="backdoor detection",
+            labels={"attack": "{attack}", "defense": "{defense}", "item": "translated images"},
+        ),
+        gallery_pdf=detection.GALLERY_PLOT.replace("{ext}", "pdf"),
+    params:
+        title=DETECTION.title,
+    conda:
+        "../envs/robustcert.yaml"
+    log:
+        "results/logs/plot_detection/{dataset}/{attack}/{defense}.log",
+    benchmark:
+        "results/benchmarks/plot_detection/{dataset}/{attack}/{defense}.tsv"
+    script:
+        "../scripts/plot_detection.py"
+
+
+rule summarize_detection:
+    input:
+        scores=rules.score_ensemble.output.scores,
+        adversarial=rules.evaluate_robust_model.output.adversarial,
+        clusters=rules.detect_backdoor.output.clusters,
+    output:
+        rows=detection.ROW,
+    params:
+        names=DETECTION.row_keys,
+        params=DETECTION.row_params,
+    conda:
+        "../envs/robustcert.yaml"
+    log:
+        "results/logs/summarize_detection/{dataset}/{attack}/{defense}.log",
+    benchmark:
+        "results/benchmarks/summarize_detection/{dataset}/{attack}/{defense}.tsv"
+    script:
+        "../scripts/summarize_detection.py"
+
+
+rule tabulate_detection:
+    input:
+        rows=DETECTION.rows(),
+    output:
+        table=report(
+            detection.VERDICTS,
+            caption="../report/detection_verdicts.rst",
+            category="tables",
+        ),
+    conda:
+        "../envs/robustcert.yaml"
+    log:
+        "results/logs/tabulate_detection.log",
+    benchmark:
+        "results/benchmarks/tabulate_detection.tsv"
+    script:
+        "../scripts/tabulate_detection.py"

@@ -1,0 +1,262 @@
+"""Backdoor detection in robust models (rules/detection.smk; Soremekun et al., robustcert.detection).
+
+A defense of method ``detection`` trains one model on the whole (poisoned) training set with the
+ensemble rules, its recipe's objective PGD adversarial training (:func:`recipe`). Per model this stage
+then computes the adversarial accuracy under the training attack, translates validation images into
+every label and clusters their features (a TSV of labels × clusters, the 2-D points, a gallery of
+translated images), plots the clusters and the gallery, and writes the results rows: clean accuracy,
+adversarial accuracy, attack success rate, clusters and verdict per label, the flagged labels, the
+true target and whether the model was detected. Over all models, a table of the verdicts against
+the truth (true and false positives and negatives, precision, recall) per label and per model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from robustcert.config import Config, canonical, derive_seed
+from robustcert.results import Metric, on_axis, tidy_rows, write_rows
+from robustcert.workflow import compute_prologue, log
+from robustcert.workflow.common import common_params, experiments_of, row_keys
+from robustcert.workflow.ensemble import SHARD, Layout
+
+METHOD = "detection"
+CERTIFICATE = "translation_clusters"
+FOLDER = "results/detection/{dataset}/{attack}/{defense}"
+ADVERSARIAL = FOLDER + "/adversarial.tsv"
+CLUSTERS = FOLDER + "/clusters.tsv"
+EMBEDDING = FOLDER + "/embedding.npz"
+GALLERY = FOLDER + "/gallery.npz"
+CLUSTER_PLOT = "results/plots/{dataset}/detection/{attack}/{defense}_clusters.{ext}"
+GALLERY_PLOT = "results/plots/{dataset}/detection/{attack}/{defense}_gallery.{ext}"
+ROW = "results/tables/rows/{dataset}/{attack}/{defense}/detection.tsv"
+VERDICTS = "results/tables/detection/verdicts.tsv"
+CLUSTER_COLUMNS = ["label", "clusters", "flagged", "sizes", "n_translated", "n_clean"]
+
+
+def layout(defense: Mapping[str, Any]) -> Layout:
+    """One model on the whole training set."""
+    return Layout("whole", k=1)
+
+
+def recipe(defense: Mapping[str, Any]) -> dict[str, Any]:
+    """The entry's ``train`` recipe with PGD adversarial training by its ``adversary``."""
+    adversary = defense["adversary"]
+    return {**defense["train"], "objective": "adversarial", "pgd_norm": adversary["norm"],
+            "pgd_epsilon": adversary["epsilon"], "pgd_step_size": adversary["step_size"],
+            "pgd_steps": adversary["steps"], "pgd_random_start": adversary["random_start"]}
+
+
+class Plan:
+    """The robust models of a config that are probed for backdoors."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.experiments = experiments_of(config, [METHOD])
+
+    def rows(self) -> list[str]:
+        """The row file of every model."""
+        return [ROW.format(**vars(e)) for e in self.experiments]
+
+    def plots(self) -> list[str]:
+        """The cluster grid and the gallery of every model, and the verdict table over all models."""
+        figures = [path.format(**vars(e), ext=ext) for e in self.experiments for path in (CLUSTER_PLOT, GALLERY_PLOT)
+                   for ext in ("png", "pdf")]
+        return [*figures, VERDICTS] if self.experiments else []
+
+    def model(self, wildcards: Any) -> str:
+        """The checkpoint of the one robust model (the ensemble's only shard)."""
+        return SHARD.format(dataset=wildcards.dataset, attack=wildcards.attack, defense=wildcards.defense, shard=0)
+
+    def adversary_params(self, wildcards: Any) -> dict[str, Any]:
+        """The attack of the adversarial accuracy: the training attack."""
+        return canonical(self.config["defenses"][wildcards.defense]["adversary"])
+
+    def probe_params(self, wildcards: Any) -> dict[str, Any]:
+        """What translation, features and clustering read."""
+        defense = self.config["defenses"][wildcards.defense]
+        return canonical({key: defense[key] for key in ("translation", "features", "clustering")})
+
+    def row_keys(self, wildcards: Any) -> dict[str, str]:
+        """The names that open the model's rows."""
+        return row_keys(self.config, wildcards, CERTIFICATE)
+
+    def row_params(self, wildcards: Any) -> dict[str, Any]:
+        """The parameters that change the model's numbers."""
+        defense = self.config["defenses"][wildcards.defense]
+        adversary, translation = defense["adversary"], defense["translation"]
+        return {**common_params(self.config, wildcards), "arch": defense["arch"], "epochs": defense["train"]["epochs"],
+                "adv_norm": adversary["norm"], "adv_epsilon": adversary["epsilon"], "adv_steps": adversary["steps"],
+                "translation_n": translation["n"], "translation_epsilon": translation["epsilon"],
+                "translation_steps": translation["steps"], "layer": defense["features"]["layer"] or "penultimate",
+                "threshold": defense["clustering"]["threshold"]}
+
+    def title(self, wildcards: Any) -> str:
+        """The figures' title."""
+        return f"{wildcards.dataset} · {wildcards.attack} · {wildcards.defense}"
+
+
+def _load_model(model_path: str, target: Any) -> Any:
+    from robustcert import train
+
+    _, _, models = train.load_shard(model_path)
+    if len(models) != 1:
+        raise ValueError(f"{model_path}: {len(models)} models, detection probes one")
+    return models[0].to(target).eval()
+
+
+def evaluate_robust_model(split_path: str, model_path: str, output: str, adversary: Mapping[str, Any], seed: int,
+                          device: str, threads: int) -> None:
+    """Write the model's predictions on the adversarial examples of the test set (``idx label predict
+    correct``) under the training attack, its random start (if any) seeded with the config's seed."""
+    target = compute_prologue(threads, device)
+    import pandas as pd
+    import torch
+
+    from robustcert import data, detection
+    from robustcert.artifacts import write_tsv
+    from robustcert.pgd import PGD
+
+    split = data.load_split(split_path)
+    model = _load_model(model_path, target)
+    attack = PGD(adversary["norm"], adversary["epsilon"], adversary["step_size"], adversary["steps"],
+                 adversary["random_start"])
+    y = torch.from_numpy(split.y_test).to(target)
+    predict = detection.adversarial_predictions(model, _images(split.x_test, target), y, attack,
+                                                torch.Generator().manual_seed(derive_seed(seed)))
+    predict = predict.cpu().numpy()
+    frame = pd.DataFrame({"idx": range(len(y)), "label": split.y_test, "predict": predict,
+                          "correct": (predict == split.y_test).astype(int)})
+    log.info("adversarial accuracy %.4f under %s", frame["correct"].mean(), attack)
+    write_tsv(frame, output)
+
+
+def detect_backdoor(split_path: str, model_path: str, clusters_output: str, embedding_output: str,
+                    gallery_output: str, probe: Mapping[str, Any], seed: int, device: str, threads: int) -> None:
+    """Translate validation images into every label, cluster the features per label, write the verdicts.
+
+    One generator seeded with the config's seed draws, in order: the translated images, then per
+    label the order of its clean images and the seed of its PCA and t-SNE.
+    """
+    target = compute_prologue(threads, device)
+    import numpy as np
+    import pandas as pd
+
+    from robustcert import data, detection
+    from robustcert.artifacts import save_npz, write_tsv
+
+    split = data.load_split(split_path)
+    model = _load_model(model_path, target)
+    translation = probe["translation"]
+    rng = np.random.default_rng(derive_seed(seed))
+    source = np.sort(rng.choice(len(split.y_val), min(translation["n"], len(split.y_val)), replace=False))
+    translator = detection.Translation(translation["epsilon"], translation["step_size"], translation["steps"],
+                                       translation["batch_size"])
+    translated = translator.translate(model, _images(split.x_val[source], target), range(split.num_classes))
+    clustering = detection.Clustering(**probe["clustering"])
+    found = [_cluster_label(model, split, t, translated[t], probe, clustering, rng, target)
+             for t in range(split.num_classes)]
+    rows = [{"label": r.label, "clusters": r.count, "flagged": int(r.flagged(clustering.threshold)),
+             "sizes": ",".join(map(str, r.sizes)), "n_translated": int(r.translated.sum()),
+             "n_clean": int((~r.translated).sum())} for r in found]
+    write_tsv(pd.DataFrame(rows, columns=CLUSTER_COLUMNS), clusters_output)
+    save_npz(embedding_output, label=np.concatenate([np.full(len(r.cluster), r.label) for r in found]),
+             embedding=np.concatenate([r.embedding for r in found]), cluster=np.concatenate([r.cluster for r in found]),
+             translated=np.concatenate([r.translated for r in found]))
+    shown = translated[:, :translation["gallery"]].cpu()
+    save_npz(gallery_output, source_index=split.val_index[source], sources=split.x_val[source[:translation["gallery"]]],
+             examples=(shown * 255).round().byte().numpy(), mean=translated.mean(dim=1).cpu().numpy(),
+             success=detection.share_reaching_labels(model, translated, translation["batch_size"]).cpu().numpy())
+
+
+def _images(x: Any, target: Any) -> Any:
+    """uint8 images as a float tensor in [0, 1] on the device."""
+    import torch
+
+    return (torch.from_numpy(x).float() / 255.0).to(target)
+
+
+def _cluster_label(model: Any, split: Any, t: int, translated: Any, probe: Mapping[str, Any], clustering: Any,
+                   rng: Any, target: Any) -> Any:
+    """The clusters of label t: its translated images and (at most n of) its clean validation images."""
+    import numpy as np
+
+    from robustcert import detection
+
+    layer, batch = probe["features"]["layer"], probe["translation"]["batch_size"]
+    clean = rng.permutation(np.flatnonzero(split.y_val == t))[:probe["translation"]["n"]]
+    result = clustering.label_clusters(t, detection.features(model, translated, layer, batch),
+                                       detection.features(model, _images(split.x_val[clean], target), layer, batch),
+                                       int(rng.integers(2**31)))
+    log.info("label %d: %d clusters %s", t, result.count, result.sizes)
+    return result
+
+
+def plot_detection(embedding_path: str, gallery_path: str, title: str, cluster_outputs: Sequence[str],
+                   gallery_outputs: Sequence[str]) -> None:
+    """The scatter grid of the clusters per label and the gallery of translated images."""
+    from robustcert import plot
+    from robustcert.artifacts import load_npz
+
+    points = load_npz(embedding_path, ["label", "embedding", "cluster", "translated"])
+    plot.plot_cluster_grid(points["label"], points["embedding"], points["cluster"], points["translated"],
+                           f"{title}: t-SNE of translated and clean features, by MeanShift cluster", cluster_outputs)
+    gallery = load_npz(gallery_path, ["sources", "examples", "mean"])
+    plot.plot_translation_gallery(gallery["sources"], gallery["examples"], gallery["mean"],
+                                  f"{title}: images translated into each label", gallery_outputs)
+
+
+def summarize_detection(scores_path: str, adversarial_path: str, clusters_path: str, output: str,
+                        keys: Mapping[str, str], params: Mapping[str, Any]) -> None:
+    """The model's rows: accuracy, adversarial accuracy, attack success rate, clusters and verdict per
+    label, flagged labels, the true target and whether the model was detected (docs/metrics.md)."""
+    from robustcert import evaluate, metrics
+    from robustcert.artifacts import read_tsv
+
+    scores = evaluate.load_scores(scores_path)
+    adversarial, clusters = read_tsv(adversarial_path), read_tsv(clusters_path)
+    target = int(scores["target"])
+    success = metrics.attack_success_per_model(scores["triggered_logits"], target)
+    flagged = clusters.loc[clusters["flagged"] == 1, "label"].tolist()
+    numbers = [Metric("n_test", len(scores["labels"])), Metric("accuracy", float(scores["base_accuracy"][0])),
+               Metric("adversarial_accuracy", float(adversarial["correct"].mean())),
+               Metric("asr", float(success[0]) if len(success) else float("nan")),
+               *on_axis("clusters", "label", clusters["label"], clusters["clusters"]),
+               *on_axis("flagged", "label", clusters["label"], clusters["flagged"]),
+               Metric("n_flagged", len(flagged)), Metric("detected", float(bool(flagged))),
+               Metric("true_target", target if target >= 0 else float("nan")),
+               Metric("target_flagged", float(target in flagged) if target >= 0 else float("nan"))]
+    write_rows(output, tidy_rows(keys, params, numbers))
+
+
+def tabulate_detection(row_paths: Sequence[str], output: str) -> None:
+    """The verdicts against the truth over all models: per label (positive: the backdoor's target) and
+    per model (positive: a backdoored model; detected: any label flagged)."""
+    import pandas as pd
+
+    from robustcert import results
+    from robustcert.artifacts import write_tsv
+
+    rows = results.concatenate(results.read_rows(p) for p in row_paths)
+    labels, models = [], []
+    for _, model in rows.groupby(["dataset", "attack", "defense"], sort=False):
+        target = model.loc[model["metric"] == "true_target", "value"]
+        truth = int(target.iloc[0]) if len(target) else -1
+        for row in model[model["metric"] == "flagged"].itertuples():
+            labels.append((int(float(row.at)) == truth, bool(row.value)))
+        models.append((truth >= 0, bool(model.loc[model["metric"] == "detected", "value"].iloc[0])))
+    levels = (("label", labels), ("model", models))
+    table = pd.DataFrame([{"level": level, **confusion(pairs)} for level, pairs in levels])
+    write_tsv(table, output)
+
+
+def confusion(pairs: Sequence[tuple[bool, bool]]) -> dict[str, float]:
+    """Counts of (truth, verdict) pairs, precision TP/(TP+FP) and recall TP/(TP+FN) (NaN when undefined)."""
+    tp = sum(t and v for t, v in pairs)
+    fp = sum(v and not t for t, v in pairs)
+    fn = sum(t and not v for t, v in pairs)
+    tn = len(pairs) - tp - fp - fn
+    return {"n": len(pairs), "tp": tp, "fp": fp, "tn": tn, "fn": fn,
+            "precision": tp / (tp + fp) if tp + fp else float("nan"),
+            "recall": tp / (tp + fn) if tp + fn else float("nan")}
