@@ -206,14 +206,14 @@ def test_params_text_round_trips():
 
 
 def test_objectives_by_name():
-    assert set(train.OBJECTIVES) == {"cross_entropy", "gaussian_augmentation", "adversarial"}
+    assert set(train.OBJECTIVES) == {"cross_entropy", "gaussian_augmentation", "adversarial", "macer", "smoothadv"}
     x = torch.zeros(4, 1, 3, 3)
     noisy = train.objective_of(train.TrainConfig(objective="gaussian_augmentation", noise_sigma=0.5))
     drawn = noisy.perturb(x, torch.Generator().manual_seed(3))
     assert torch.equal(drawn, 0.5 * torch.randn(x.shape, generator=torch.Generator().manual_seed(3)))
     assert torch.equal(train.objective_of(train.TrainConfig()).perturb(x, torch.Generator()), x)
-    with pytest.raises(ValueError, match="unknown training objective 'macer'"):
-        train.TrainConfig(objective="macer")
+    with pytest.raises(ValueError, match="unknown training objective 'trades'"):
+        train.TrainConfig(objective="trades")
 
 
 def test_whole_set_assignment_gives_every_model_every_sample():

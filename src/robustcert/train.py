@@ -18,7 +18,8 @@ What a step minimises is a training objective (:data:`OBJECTIVES`, by name): it 
 augmented batch (drawing from the model's generator) and turns logits into a loss. An objective whose
 perturbation attacks the model being trained (``needs_model``: PGD adversarial training) gets the
 model and the labels too; it trains with the ``sequential`` strategy only (``auto`` picks it on every
-device, ``batched`` is refused), since the batched step has no module to attack.
+device, ``batched`` is refused), since the batched step has no module to attack. An objective with a
+schedule over epochs has ``at_epoch(epoch)``, the objective of that epoch.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from robustcert.data import Split
 from robustcert.models import build_model
 from robustcert.partition import Partition
 from robustcert.pgd import NORMS, PGD, cross_entropy_loss
+from robustcert.smoothing_objectives import Macer, SmoothAdv
 
 log = logging.getLogger(__name__)
 STRATEGIES = ("auto", "sequential", "batched")
@@ -68,6 +70,17 @@ class TrainConfig:
     pgd_step_size: float = 1.5
     pgd_steps: int = 20
     pgd_random_start: bool = False
+    # objective "macer" (robustcert.smoothing_objectives.Macer; noise σ = noise_sigma)
+    macer_k: int = 16
+    macer_lambda: float = 16.0
+    macer_beta: float = 16.0
+    macer_gamma: float = 8.0
+    macer_lambda_schedule: Sequence[tuple[int, float]] = ()
+    # objective "smoothadv" (robustcert.smoothing_objectives.SmoothAdv; noise σ = noise_sigma)
+    smoothadv_m: int = 1
+    smoothadv_epsilon: float = 0.25
+    smoothadv_steps: int = 2
+    smoothadv_warmup: int = 10
     seed: int = 0
     strategy: str = "auto"
 
@@ -92,6 +105,7 @@ class Objective(Protocol):
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The batch's loss."""
+
 
 
 @dataclass(frozen=True)
@@ -146,12 +160,22 @@ OBJECTIVES: dict[str, Callable[[TrainConfig], Objective]] = {
     "cross_entropy": lambda cfg: CrossEntropy(),
     "gaussian_augmentation": lambda cfg: GaussianAugmentation(cfg.noise_sigma),
     "adversarial": lambda cfg: AdversarialTraining(training_attack(cfg)),
+    "macer": lambda cfg: Macer(cfg.noise_sigma, cfg.macer_k, cfg.macer_lambda, cfg.macer_beta, cfg.macer_gamma,
+                               tuple(map(tuple, cfg.macer_lambda_schedule))),
+    "smoothadv": lambda cfg: SmoothAdv(cfg.noise_sigma, cfg.smoothadv_m, cfg.smoothadv_epsilon, cfg.smoothadv_steps,
+                                       cfg.smoothadv_warmup),
 }
 
 
 def objective_of(cfg: TrainConfig) -> Objective:
     """The objective a recipe names."""
     return OBJECTIVES[cfg.objective](cfg)
+
+
+def objective_at(cfg: TrainConfig, epoch: int) -> Objective:
+    """The objective a recipe names, as it is in ``epoch`` (for those with a schedule)."""
+    objective = objective_of(cfg)
+    return objective.at_epoch(epoch) if hasattr(objective, "at_epoch") else objective
 
 
 @dataclass
@@ -242,10 +266,9 @@ def augment(x: torch.Tensor, padding: int, flip: bool, generator: torch.Generato
     return x
 
 
-def _batches(run: _Run, cfg: TrainConfig, model: nn.Module | None = None
+def _batches(run: _Run, cfg: TrainConfig, objective: Objective, model: nn.Module | None = None
              ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch's perturbed batches (lazily: an objective that attacks ``model`` sees its current weights)."""
-    objective = objective_of(cfg)
     for batch in epoch_batches(len(run.y), cfg.batch_size, run.generator):
         batch = batch.to(run.x.device)
         x, y = augment(run.x[batch], cfg.crop_padding, cfg.flip, run.generator), run.y[batch]
@@ -255,7 +278,6 @@ def _batches(run: _Run, cfg: TrainConfig, model: nn.Module | None = None
 
 def _train_sequential(models: list[nn.Module], runs: list[_Run], cfg: TrainConfig,
                       device: torch.device) -> list[nn.Module]:
-    objective = objective_of(cfg)
     for model, run in zip(models, runs):
         model.to(memory_format=torch.channels_last).train()
         optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
@@ -263,7 +285,8 @@ def _train_sequential(models: list[nn.Module], runs: list[_Run], cfg: TrainConfi
         for epoch in range(cfg.epochs):
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr_at(epoch)
-            for x, y in _batches(run, cfg, model):
+            objective = objective_at(cfg, epoch)
+            for x, y in _batches(run, cfg, objective, model):
                 loss = objective.loss(model(x.contiguous(memory_format=torch.channels_last)), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -284,15 +307,11 @@ def _train_batched(models: list[nn.Module], runs: list[_Run], cfg: TrainConfig,
         {name: v.detach() for name, v in d.items()} for d in stack_module_state(models))
     momentum = {name: torch.zeros_like(p) for name, p in params.items()}
     base = copy.deepcopy(models[0]).to("meta")
-    objective = objective_of(cfg)
-
-    def loss(p: dict, b: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return objective.loss(functional_call(base, (p, b), (x,)), y)
-
-    step = vmap(grad(loss), in_dims=(0, 0, 0, 0), randomness="error")
     for epoch in range(cfg.epochs):
         lr = cfg.lr_at(epoch)
-        batches = [list(_batches(run, cfg)) for run in runs]
+        objective = objective_at(cfg, epoch)
+        step = _batched_step(base, objective)
+        batches = [list(_batches(run, cfg, objective)) for run in runs]
         for t in range(max(map(len, batches), default=0)):
             for members in _groups_by_batch_size(batches, t):
                 idx = torch.tensor(members, device=device)
@@ -307,6 +326,15 @@ def _train_batched(models: list[nn.Module], runs: list[_Run], cfg: TrainConfig,
     for i, model in enumerate(models):
         model.load_state_dict({**{n: v[i] for n, v in params.items()}, **{n: v[i] for n, v in buffers.items()}})
     return models
+
+
+def _batched_step(base: nn.Module, objective: Objective) -> Callable:
+    """The vmapped gradient of the objective's loss over stacked parameters, buffers and batches."""
+
+    def loss(p: dict, b: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return objective.loss(functional_call(base, (p, b), (x,)), y)
+
+    return vmap(grad(loss), in_dims=(0, 0, 0, 0), randomness="error")
 
 
 def _groups_by_batch_size(batches: list[list], t: int) -> list[list[int]]:

@@ -15,7 +15,7 @@ from robustcert.config import Config, canonical, derive_seed, refuse
 from robustcert.results import Metric, on_axis, tidy_rows, write_rows
 from robustcert.workflow import compute_prologue, log
 from robustcert.workflow.common import attacks_of, common_params, experiments_of, one_of, row_keys, sigma_label
-from robustcert.workflow.smoothing import METHOD as SMOOTHING, MODEL as SMOOTHED_MODEL
+from robustcert.workflow.smoothing import METHOD as SMOOTHING, MODEL as SMOOTHED_MODEL, objective_params
 
 ATTACK_TYPE = "bilevel_radius"
 CERTIFICATE = "target_class_certify"
@@ -75,7 +75,7 @@ class Plan:
         """The parameters that change an evaluation's numbers."""
         spec, defense = self.config["attacks"][wildcards.attack], self.config["defenses"][wildcards.defense]
         return {**common_params(self.config, wildcards), "arch": defense["arch"], "epochs": defense["train"]["epochs"],
-                "sigma_train": float(wildcards.sigma), "sigma_certify": float(wildcards.sigma),
+                **objective_params(defense), "sigma_train": float(wildcards.sigma), "sigma_certify": float(wildcards.sigma),
                 "target": spec["target"], "epsilon": float(spec["epsilon"]), "n0": defense["n0"], "n": defense["n"],
                 "alpha": defense["alpha"]}
 

@@ -1,7 +1,7 @@
 """Randomized smoothing (rules/smoothing.smk; Cohen, Rosenfeld & Kolter 2019): one base classifier per
-σ trained with Gaussian augmentation on the (poisoned) training set; CERTIFY and PREDICT on every
-``skip``-th test point, sharded into jobs of ``points_per_job`` and gathered; results rows per σ; a
-table and a plot per defense.
+σ trained on the (poisoned) training set under that noise (Gaussian augmentation, or MACER or SmoothAdv as
+``train.objective`` names); CERTIFY and PREDICT on every ``skip``-th test point, sharded into jobs of
+``points_per_job`` and gathered; results rows per σ; a table and a plot per defense.
 
 Certify TSVs have the reference's columns ``idx label predict radius correct time`` (radius at full
 precision; ``time`` = seconds per point, the shard's time over its points, since a shard certifies
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from robustcert.config import Config, canonical, derive_seed
+from robustcert.config import Config, canonical, derive_seed, refuse
 from robustcert.data import expected_test_size
 from robustcert.results import Metric, on_axis, tidy_rows, write_rows
 from robustcert.workflow import compute_prologue, log
@@ -30,6 +30,14 @@ SHARD = SIGMA + "/{algorithm}/shard_{shard}.tsv"
 GATHERED = SIGMA + "/{algorithm}.tsv"
 ROW = "results/tables/rows/{dataset}/{attack}/{defense}/smoothing_sigma_{sigma}.tsv"
 PLOT = "results/plots/{dataset}/smoothing/{attack}/{defense}.{ext}"
+# the keys of train.objective of each objective, and the TrainConfig field each sets
+OBJECTIVE_FIELDS = {
+    "gaussian_augmentation": {},
+    "macer": {"k": "macer_k", "lambda": "macer_lambda", "lambda_schedule": "macer_lambda_schedule",
+              "beta": "macer_beta", "gamma": "macer_gamma"},
+    "smoothadv": {"m": "smoothadv_m", "epsilon": "smoothadv_epsilon", "steps": "smoothadv_steps",
+                  "warmup": "smoothadv_warmup"},
+}
 # what CERTIFY reads of the defense (PREDICT: all but n0)
 MONTE_CARLO_KEYS = ("n0", "n", "alpha", "batch_size", "bf16", "compile", "skip", "max", "points_per_job")
 
@@ -52,6 +60,8 @@ class Plan:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.experiments = experiments_of(config, [METHOD])
+        refuse([problem for name, defense in config["defenses"].items() if defense["method"] == METHOD
+                for problem in objective_problems(name, defense["train"]["objective"])])
 
     def sigmas(self, defense: str) -> list[float]:
         """The σ of a defense."""
@@ -100,10 +110,39 @@ class Plan:
         test_size = expected_test_size(self.config["datasets"][wildcards.dataset])
         skip, limit = defense["skip"], defense["max"]
         return {**common_params(self.config, wildcards), "arch": defense["arch"],
-                "epochs": defense["train"]["epochs"], "sigma_train": float(wildcards.sigma),
+                "epochs": defense["train"]["epochs"], **objective_params(defense),
+                "sigma_train": float(wildcards.sigma),
                 "sigma_certify": float(wildcards.sigma), "n0": defense["n0"], "n": defense["n"],
                 "alpha": defense["alpha"],
                 "test_points": f"range(0, {test_size}, {skip})" + (f"[:{limit}]" if limit else "")}
+
+
+def objective_problems(defense: str, objective: Mapping[str, Any]) -> list[str]:
+    """What is wrong with a smoothing defense's train.objective: keys of another objective."""
+    foreign = sorted(set(objective) - {"name"} - set(OBJECTIVE_FIELDS[objective["name"]]))
+    return [f"defenses.{defense}.train.objective.{key}: not a setting of {objective['name']!r} "
+            f"(its settings: {sorted(OBJECTIVE_FIELDS[objective['name']]) or 'none'})" for key in foreign]
+
+
+def objective_params(defense: Mapping[str, Any]) -> dict[str, Any]:
+    """The objective of a smoothing defense as row parameters (``objective``, ``macer_k``, …)."""
+    objective = defense["train"]["objective"]
+    return {"objective": objective["name"],
+            **{f"{objective['name']}_{key}": value for key, value in objective.items() if key != "name"}}
+
+
+def training_config(recipe: Mapping[str, Any], seed: int) -> Any:
+    """The TrainConfig of a recipe: its objective's name and settings as the trainer's fields, noise σ."""
+    from robustcert import train
+
+    objective = recipe["train"]["objective"]
+    fields = {OBJECTIVE_FIELDS[objective["name"]][key]: value for key, value in objective.items() if key != "name"}
+    schedule = fields.get("macer_lambda_schedule")
+    if schedule is not None:
+        fields["macer_lambda_schedule"] = tuple(tuple(pair) for pair in schedule)
+    recipe_fields = {key: value for key, value in recipe["train"].items() if key != "objective"}
+    return train.TrainConfig(**recipe_fields, **fields, objective=objective["name"], noise_sigma=recipe["sigma"],
+                             seed=derive_seed(seed))
 
 
 def _names(wildcards: Any, sigma: str | None = None) -> dict[str, str]:
@@ -113,15 +152,15 @@ def _names(wildcards: Any, sigma: str | None = None) -> dict[str, str]:
 
 def train_smoothed(split_path: str, poison_path: str, output: str, recipe: Mapping[str, Any], seed: int,
                    device: str, threads: int) -> None:
-    """Train the base classifier f on the (poisoned) training set with Gaussian noise of σ."""
+    """Train the base classifier f on the (poisoned) training set under noise of σ (its objective:
+    Gaussian augmentation, MACER or SmoothAdv)."""
     target = compute_prologue(threads, device)
     from robustcert import partition, train
     from robustcert.poison import load_poisoned_training_set
 
     split, _, x, y = load_poisoned_training_set(split_path, poison_path)
     whole = partition.assign("whole", x, y, k=1)
-    cfg = train.TrainConfig(**recipe["train"], objective="gaussian_augmentation", noise_sigma=recipe["sigma"],
-                            seed=derive_seed(seed))
+    cfg = training_config(recipe, seed)
     spec = train.ModelSpec.for_split(recipe["arch"], split)
     states = train.train_shard(x, y, whole, [0], spec, cfg, target)
     train.save_shard(output, spec, [0], states)
