@@ -1,9 +1,10 @@
 # Randomized smoothing (Cohen, Rosenfeld, Kolter 2019; robustcert.workflow.smoothing): one base
-# classifier per σ trained with Gaussian augmentation on the (poisoned) training set; CERTIFY and
-# PREDICT on a subset of the test set, sharded across jobs and gathered; results rows per σ; a
-# table and a plot per defense.
+# classifier per σ trained under that noise on the (poisoned) training set (Gaussian augmentation,
+# MACER or SmoothAdv), or imported from a released checkpoint; CERTIFY and PREDICT on a subset of
+# the test set, sharded across jobs and gathered; results rows per σ; a table and a plot per defense.
 
 from robustcert.workflow import smoothing
+from robustcert.workflow.common import one_of
 
 SMOOTHING = smoothing.Plan(config)
 RESULT_ROWS["smoothing"] = SMOOTHING.rows()
@@ -16,6 +17,8 @@ rule train_smoothed:
         poison=rules.poison_training_set.output.poison,
     output:
         model=smoothing.MODEL,
+    wildcard_constraints:
+        defense=one_of(SMOOTHING.trained()),
     params:
         recipe=SMOOTHING.recipe,
         seed=config["seed"],
@@ -33,6 +36,22 @@ rule train_smoothed:
         "results/benchmarks/train_smoothed/{dataset}/{attack}/{defense}/sigma_{sigma}.tsv"
     script:
         "../scripts/train_smoothed.py"
+
+
+rule import_released_model:
+    input:
+        checkpoint=SMOOTHING.released_checkpoint,
+        split=rules.split_dataset.output.split,
+    output:
+        model=smoothing.MODEL,
+    wildcard_constraints:
+        defense=one_of(SMOOTHING.released()),
+    conda:
+        "../envs/robustcert.yaml"
+    log:
+        "results/logs/import_released_model/{dataset}/{attack}/{defense}/sigma_{sigma}.log",
+    script:
+        "../scripts/import_released_model.py"
 
 
 rule certify_smoothed:

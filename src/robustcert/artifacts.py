@@ -73,22 +73,28 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         torch.save(payload, tmp)
 
 
+def load_weights_only(path: str | Path) -> Any:
+    """What a torch file holds, read with ``weights_only=True`` on the CPU (ours, or one trained
+    elsewhere); a missing, truncated or code-carrying file is an :class:`ArtifactError` naming it."""
+    import torch
+
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: file not found") from None
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ArtifactError(f"{path}: not a readable checkpoint ({first_line})") from None
+
+
 def load_checkpoint(path: str | Path, kind: str) -> dict[str, Any]:
     """A checkpoint written by :func:`save_checkpoint` whose ``format`` is ``kind``.
 
     Loaded with ``weights_only=True``: a checkpoint cannot run code. A truncated file, a file of
     another kind or a foreign checkpoint is an :class:`ArtifactError`.
     """
-    import torch
-
-    path = Path(path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ArtifactError(f"{path}: file not found") from None
-    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ArtifactError(f"{path}: not a readable checkpoint ({first_line})") from None
+    payload = load_weights_only(path)
     if not isinstance(payload, dict) or payload.get("format") != kind:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ArtifactError(f"{path}: expected a {kind!r} checkpoint, found {found!r}")

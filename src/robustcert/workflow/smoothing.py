@@ -61,7 +61,21 @@ class Plan:
         self.config = config
         self.experiments = experiments_of(config, [METHOD])
         refuse([problem for name, defense in config["defenses"].items() if defense["method"] == METHOD
-                for problem in objective_problems(name, defense["train"]["objective"])])
+                for problem in objective_problems(name, defense["train"]["objective"])]
+               + released_problems(config))
+
+    def released(self) -> list[str]:
+        """The smoothing defenses whose base classifiers were trained elsewhere (``checkpoint``)."""
+        return [name for name, d in self.config["defenses"].items() if d["method"] == METHOD and d.get("checkpoint")]
+
+    def trained(self) -> list[str]:
+        """The smoothing defenses whose base classifiers this workflow trains."""
+        return [name for name, d in self.config["defenses"].items() if d["method"] == METHOD and not d.get("checkpoint")]
+
+    def released_checkpoint(self, wildcards: Any) -> str:
+        """The released checkpoint of a σ: the defense's ``checkpoint`` with {sigma} as the
+        reference's folders spell it (0.25, 1.00)."""
+        return self.config["defenses"][wildcards.defense]["checkpoint"].format(sigma=f"{float(wildcards.sigma):.2f}")
 
     def sigmas(self, defense: str) -> list[float]:
         """The σ of a defense."""
@@ -109,8 +123,9 @@ class Plan:
         defense = self.config["defenses"][wildcards.defense]
         test_size = expected_test_size(self.config["datasets"][wildcards.dataset])
         skip, limit = defense["skip"], defense["max"]
-        return {**common_params(self.config, wildcards), "arch": defense["arch"],
-                "epochs": defense["train"]["epochs"], **objective_params(defense),
+        made = {"checkpoint": defense["checkpoint"]} if defense.get("checkpoint") else {
+            "epochs": defense["train"]["epochs"], **objective_params(defense)}
+        return {**common_params(self.config, wildcards), "arch": defense["arch"], **made,
                 "sigma_train": float(wildcards.sigma),
                 "sigma_certify": float(wildcards.sigma), "n0": defense["n0"], "n": defense["n"],
                 "alpha": defense["alpha"],
@@ -122,6 +137,34 @@ def objective_problems(defense: str, objective: Mapping[str, Any]) -> list[str]:
     foreign = sorted(set(objective) - {"name"} - set(OBJECTIVE_FIELDS[objective["name"]]))
     return [f"defenses.{defense}.train.objective.{key}: not a setting of {objective['name']!r} "
             f"(its settings: {sorted(OBJECTIVE_FIELDS[objective['name']]) or 'none'})" for key in foreign]
+
+
+def released_problems(config: Config) -> list[str]:
+    """Experiments that would poison a released base classifier: it was trained elsewhere, on clean data."""
+    return [f"experiments: defense {e.defense!r} certifies a released checkpoint, trained on clean data elsewhere; "
+            f"attack {e.attack!r} of type {config['attacks'][e.attack]['type']!r} cannot poison it (use an attack of type none)"
+            for e in experiments_of(config, [METHOD])
+            if config["defenses"][e.defense].get("checkpoint") and config["attacks"][e.attack]["type"] != "none"]
+
+
+def import_released(checkpoint_path: str, split_path: str, output: str) -> None:
+    """Our model file of a base classifier trained elsewhere (robustcert.released), checked against
+    the split's images and classes."""
+    from robustcert import data, train
+    from robustcert.artifacts import ArtifactError
+    from robustcert.released import load_released
+
+    split = data.load_split(split_path)
+    arch, state = load_released(checkpoint_path)
+    spec = train.ModelSpec.for_split(arch, split)
+    model = spec.build([0.0] * spec.in_channels, [1.0] * spec.in_channels)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ArtifactError(f"{checkpoint_path}: does not fit {spec.in_channels}-channel images of "
+                            f"{spec.num_classes} classes ({str(err).splitlines()[0]})") from None
+    log.info("imported %s (%s) for %d classes", checkpoint_path, arch, spec.num_classes)
+    train.save_shard(output, spec, [0], [model.state_dict()])
 
 
 def objective_params(defense: Mapping[str, Any]) -> dict[str, Any]:
