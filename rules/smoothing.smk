@@ -9,6 +9,7 @@ from robustcert.workflow.common import one_of
 SMOOTHING = smoothing.Plan(config)
 RESULT_ROWS["smoothing"] = SMOOTHING.rows()
 FINAL_OUTPUT += SMOOTHING.plots()
+FINAL_OUTPUT += SMOOTHING.noisy_examples()
 
 
 rule train_smoothed:
@@ -169,3 +170,28 @@ rule analyze_smoothing:
         "results/benchmarks/analyze_smoothing/{dataset}/{attack}/{defense}.tsv"
     script:
         "../scripts/analyze_smoothing.py"
+
+
+rule plot_noisy_examples:
+    input:
+        split=rules.split_dataset.output.split,
+    output:
+        png=report(
+            smoothing.NOISY_EXAMPLES.replace("{ext}", "png"),
+            caption="../report/noisy_examples.rst",
+            category="{dataset}",
+            subcategory="randomized smoothing: noise",
+            labels={"item": "test images under Gaussian noise"},
+        ),
+        pdf=smoothing.NOISY_EXAMPLES.replace("{ext}", "pdf"),
+    params:
+        settings=SMOOTHING.noisy_example_settings,
+        seed=config["seed"],
+    conda:
+        "../envs/robustcert.yaml"
+    log:
+        "results/logs/plot_noisy_examples/{dataset}.log",
+    benchmark:
+        "results/benchmarks/plot_noisy_examples/{dataset}.tsv"
+    script:
+        "../scripts/plot_noisy_examples.py"

@@ -62,6 +62,9 @@ def test_html_report_holds_the_plots_and_the_table_with_captions(html_report, wo
     payload = plot["data_uri"].split("base64,", 1)[1]
     assert base64.b64decode(payload) == (workflow_run / PLOT).read_bytes()
 
+    noisy = results["results/plots/digits/smoothing/noisy_examples.png"]
+    assert "under the Gaussian noise" in noisy["caption"] and noisy["mime_type"] == "image/png"
+
     smoothing = results[SMOOTHING_PLOT]
     assert "Randomized smoothing on digits under the attack none" in smoothing["caption"]
     assert smoothing["mime_type"] == "image/png"

@@ -160,3 +160,15 @@ def test_a_smoothing_defense_names_its_objective_in_train_and_foreign_settings_a
     config["defenses"]["dpa"]["train"]["objective"] = {"name": "macer"}
     with pytest.raises(ValueError, match="objective"):
         validate_config(config, "config/schemas")
+
+
+def test_noisy_examples_scale_one_draw_per_image_and_clip():
+    from robustcert.smoothing import noisy_examples
+
+    images = np.full((3, 1, 4, 4), 128, dtype=np.uint8)
+    grid = noisy_examples(images, [0.0, 0.5, 1.0], seed=7)
+    assert grid.shape == (3, 3, 1, 4, 4) and grid.min() >= 0 and grid.max() <= 1
+    assert np.allclose(grid[0], 128 / 255)
+    unclipped = (grid[1] > 0) & (grid[1] < 1) & (grid[2] > 0) & (grid[2] < 1)
+    # the same noise at both σ: the change from the clean image doubles
+    assert np.allclose((grid[2] - grid[0])[unclipped], 2 * (grid[1] - grid[0])[unclipped], atol=1e-6)

@@ -159,7 +159,7 @@ def test_default_config_end_to_end(workflow_copy):
     assert np.array_equal(poison["y"], split["y_train"][poison["index"]]) and (poison["y"] == 8).all()
 
     for name in ("poison_budget", "smoothing/none/smoothing", "smoothing/backdoor/smoothing",
-                 "smoothing/bilevel/smoothing", "bilevel_bilevel_objective"):
+                 "smoothing/bilevel/smoothing", "bilevel_bilevel_objective", "smoothing/noisy_examples"):
         for ext in ("png", "pdf"):
             assert (workflow_copy / f"results/plots/digits/{name}.{ext}").stat().st_size > 1000
     certify = pd.read_csv(workflow_copy / "results/certify/digits/none/dpa/dpa.tsv", sep="\t")

@@ -162,6 +162,18 @@ def plot_translation_gallery(sources: np.ndarray, examples: np.ndarray, mean: np
     _save(fig, outputs)
 
 
+def plot_noisy_examples(grid: np.ndarray, sigmas: Sequence[float], title: str, outputs: Sequence[str | Path]) -> None:
+    """Test images (columns) under Gaussian noise of each σ (rows): ``grid`` [σ, k, C, H, W] in [0, 1]."""
+    rows, k = grid.shape[:2]
+    fig, axes = plt.subplots(rows, k, figsize=(1.1 * k + 0.6, 1.1 * rows + 0.4), layout="constrained", squeeze=False)
+    for r, sigma in enumerate(sigmas):
+        for j in range(k):
+            _image(axes[r, j], grid[r, j])
+        axes[r, 0].set_ylabel(f"σ = {sigma:g}", fontsize="small")
+    fig.suptitle(title, fontsize="small")
+    _save(fig, outputs)
+
+
 def _image(ax: plt.Axes, image: np.ndarray) -> None:
     """A [C, H, W] image in [0, 1] (grey for one channel)."""
     ax.set_axis_on()

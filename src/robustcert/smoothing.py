@@ -216,6 +216,14 @@ def gaussian_augment(x: torch.Tensor, sigma: float, generator: torch.Generator |
     return noise.mul_(sigma).add_(x)
 
 
+def noisy_examples(images: np.ndarray, sigmas: list[float], seed: int) -> np.ndarray:
+    """Each uint8 image [k, C, H, W] under each σ, in [0, 1] [len(sigmas), k, C, H, W]: one noise
+    draw per image, scaled by σ and clipped to [0, 1] for display (as the reference's visualize.py)."""
+    x = images.astype(np.float32) / 255.0
+    noise = np.random.default_rng(seed).standard_normal(x.shape, dtype=np.float32)
+    return np.stack([np.clip(x + sigma * noise, 0.0, 1.0) for sigma in sigmas])
+
+
 def _model_device(model: nn.Module) -> torch.device:
     tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
     return torch.device("cpu") if tensor is None else tensor.device

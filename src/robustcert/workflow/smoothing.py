@@ -30,6 +30,7 @@ SHARD = SIGMA + "/{algorithm}/shard_{shard}.tsv"
 GATHERED = SIGMA + "/{algorithm}.tsv"
 ROW = "results/tables/rows/{dataset}/{attack}/{defense}/smoothing_sigma_{sigma}.tsv"
 PLOT = "results/plots/{dataset}/smoothing/{attack}/{defense}.{ext}"
+NOISY_EXAMPLES = "results/plots/{dataset}/smoothing/noisy_examples.{ext}"
 # the keys of train.objective of each objective, and the TrainConfig field each sets
 OBJECTIVE_FIELDS = {
     "gaussian_augmentation": {},
@@ -88,6 +89,15 @@ class Plan:
     def plots(self) -> list[str]:
         """The certified-accuracy plot of every experiment."""
         return [PLOT.format(**vars(e), ext=ext) for e in self.experiments for ext in ("png", "pdf")]
+
+    def noisy_examples(self) -> list[str]:
+        """The picture of noisy test images of every dataset that smoothing certifies."""
+        datasets = dict.fromkeys(e.dataset for e in self.experiments)
+        return [NOISY_EXAMPLES.format(dataset=d, ext=ext) for d in datasets for ext in ("png", "pdf")]
+
+    def noisy_example_settings(self, wildcards: Any) -> dict[str, Any]:
+        """What the noisy-examples picture reads: report.noisy_examples."""
+        return canonical(self.config["report"]["noisy_examples"])
 
     def recipe(self, wildcards: Any) -> dict[str, Any]:
         """What training reads: the architecture, the recipe, and σ."""
@@ -165,6 +175,17 @@ def import_released(checkpoint_path: str, split_path: str, output: str) -> None:
                             f"{spec.num_classes} classes ({str(err).splitlines()[0]})") from None
     log.info("imported %s (%s) for %d classes", checkpoint_path, arch, spec.num_classes)
     train.save_shard(output, spec, [0], [model.state_dict()])
+
+
+def plot_noisy_examples(split_path: str, settings: Mapping[str, Any], seed: int, title: str,
+                        outputs: Sequence[str]) -> None:
+    """The first test images under each σ of ``settings`` (report.noisy_examples)."""
+    from robustcert import data
+    from robustcert.plot import plot_noisy_examples as plot
+    from robustcert.smoothing import noisy_examples
+
+    images = data.load_split(split_path).x_test[: settings["images"]]
+    plot(noisy_examples(images, settings["sigmas"], derive_seed(seed)), settings["sigmas"], title, outputs)
 
 
 def objective_params(defense: Mapping[str, Any]) -> dict[str, Any]:
