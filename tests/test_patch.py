@@ -1,0 +1,170 @@
+"""(De)randomized smoothing against patches (robustcert.patch): ablations, encoding, the vote
+certificate with its ties, Δ against an exhaustive count, soundness against worst-case patches, and the
+batched vote counts against a one-position-at-a-time loop."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from robustcert import patch
+from robustcert.models import build_model
+
+
+def kept(ablation: patch.Ablation, position: int) -> np.ndarray:
+    return ablation.masks(torch.tensor([position]))[0].numpy()
+
+
+def test_bands_keep_s_columns_wrapping_around():
+    band = patch.Ablation("band", 3, 5, 6)
+    assert band.num_positions == 6
+    assert kept(band, 1)[:, 1:4].all() and kept(band, 1).sum() == 15
+    assert np.array_equal(np.flatnonzero(kept(band, 5)[0]), [0, 1, 5])  # wraps to columns 0, 1
+
+
+def test_rows_blocks_and_multi_variants():
+    rows = patch.Ablation("row", 2, 4, 6)
+    assert rows.num_positions == 4 and np.array_equal(np.flatnonzero(kept(rows, 3)[:, 0]), [0, 3])
+    block = patch.Ablation("block", 2, 4, 4)
+    assert block.num_positions == 16
+    assert np.array_equal(np.argwhere(kept(block, 15)), [[0, 0], [0, 3], [3, 0], [3, 3]])  # both axes wrap
+    multi = patch.Ablation("band", 1, 4, 8, count=2)
+    assert multi.num_positions == 4 and np.array_equal(np.flatnonzero(kept(multi, 1)[0]), [1, 5])
+    grid = patch.Ablation("block", 1, 4, 4, count=2)
+    assert grid.num_positions == 4 and np.array_equal(np.argwhere(kept(grid, 3)), [[1, 1], [1, 3], [3, 1], [3, 3]])
+    assert grid.label == "block_s1_k2" and block.label == "block_s2"
+
+
+def test_encoding_tells_an_ablated_pixel_from_a_black_one():
+    x = torch.tensor([[[[0.0, 0.25, 1.0]]]])
+    keep = torch.tensor([[[True, True, False]]])
+    encoded = patch.encode(x, keep)
+    assert encoded.shape == (1, 2, 1, 3)
+    assert encoded[0, :, 0].tolist() == [[0.0, 0.25, 0.0], [1.0, 0.75, 0.0]]
+
+
+@pytest.mark.parametrize("kind,size,count,problem", [
+    ("band", 9, 1, "does not fit the image's W=8"),
+    ("block", 3, 3, "does not fit the image's H=8"),
+    ("band", 1, 3, "k=3 does not divide the image's W=8"),
+    ("diagonal", 1, 1, "is not one of"),
+])
+def test_ablations_that_do_not_fit_are_refused(kind, size, count, problem):
+    with pytest.raises(ValueError, match=problem):
+        patch.Ablation(kind, size, 8, 8, count)
+
+
+def test_a_patch_larger_than_the_image_is_refused():
+    with pytest.raises(ValueError, match="patch size 9"):
+        patch.Ablation("band", 2, 8, 8).delta(9)
+
+
+def test_certify_votes_margin_and_ties():
+    counts = np.array([
+        [10, 4, 0],   # gap 6 > 2·2
+        [8, 4, 0],    # gap 4 = 2·2, top 0 < runner-up 1: certified
+        [4, 8, 0],    # gap 4 = 2·2, top 1 > runner-up 0: not
+        [5, 5, 1],    # a tie: prediction 0, gap 0
+        [0, 7, 3],    # gap 4 = 2Δ, runner-up 2 > top 1: certified
+        [1, 1, 1],
+    ])
+    prediction, certified = patch.certify_votes(counts, 2)
+    assert prediction.tolist() == [0, 0, 1, 0, 1, 0]
+    assert certified.tolist() == [True, True, False, False, True, False]
+    assert patch.certify_votes(counts, 0)[1].tolist() == [True, True, True, True, True, True]
+
+
+@pytest.mark.parametrize("ablation", [
+    patch.Ablation("band", 2, 6, 7), patch.Ablation("row", 3, 6, 7), patch.Ablation("block", 2, 6, 6),
+    patch.Ablation("band", 1, 6, 8, count=2), patch.Ablation("block", 1, 6, 6, count=3),
+])
+def test_delta_is_the_most_positions_one_patch_overlaps(ablation):
+    for m in range(1, min(ablation.height, ablation.width) + 1):
+        most = max(int(ablation.overlapping(top, left, m).sum())
+                   for top in range(ablation.height - m + 1) for left in range(ablation.width - m + 1))
+        assert ablation.delta(m) == most, m
+
+
+@pytest.mark.parametrize("ablation", [patch.Ablation("band", 2, 5, 5), patch.Ablation("block", 1, 4, 4)])
+def test_no_patch_changes_a_certified_prediction(ablation):
+    """Soundness, exhaustively: every placement of every certified size, the overlapping positions
+    replaced by the worst case (each votes for the runner-up c only, none for the top class)."""
+    rng = np.random.default_rng(0)
+    positions, classes = ablation.num_positions, 3
+    checked = 0
+    for _ in range(200):
+        votes = rng.random((positions, classes)) < np.array([0.9, 0.3, 0.2])  # threshold votes: any subset
+        prediction, _ = patch.certify_votes(votes.sum(0)[None], 0)
+        largest = patch.largest_certified(votes.sum(0)[None], ablation, range(1, ablation.height + 1))[0]
+        for m in range(1, largest + 1):
+            for top, left in itertools.product(range(ablation.height - m + 1), range(ablation.width - m + 1)):
+                hit = ablation.overlapping(top, left, m).numpy()
+                for c in range(classes):
+                    worst = votes.copy()
+                    worst[hit] = False
+                    worst[hit, c] = True
+                    assert patch.certify_votes(worst.sum(0)[None], 0)[0][0] == prediction[0]
+                    checked += 1
+    assert checked > 1000
+
+
+def small_model(channels: int = 1, size: int = 6) -> nn.Module:
+    torch.manual_seed(0)
+    return build_model("small_cnn", 2 * channels, 4, size, [0.0] * 2 * channels, [1.0] * 2 * channels).eval()
+
+
+@pytest.mark.parametrize("kind", ["band", "block"])
+def test_batched_votes_equal_one_position_at_a_time(kind):
+    ablation = patch.Ablation(kind, 2, 6, 6)
+    model = small_model()
+    x = torch.rand(5, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    smooth = patch.PatchSmooth(model, 4, ablation, channels=1, batch_size=7)  # chunks cut through images
+    counts = smooth.vote_counts(x, [0.2])
+    expected = {"theta_0.2": np.zeros((5, 4), int), "top_one": np.zeros((5, 4), int)}
+    with torch.no_grad():
+        for p in range(ablation.num_positions):
+            probs = torch.softmax(model(patch.encode(x, ablation.masks(torch.tensor([p])).expand(5, -1, -1))), 1)
+            expected["theta_0.2"] += (probs >= 0.2).int().numpy()
+            expected["top_one"][np.arange(5), probs.argmax(1).numpy()] += 1
+    for rule in expected:
+        assert np.array_equal(counts[rule], expected[rule]), rule
+    assert np.array_equal(smooth.position_votes(x, 0.2).sum(1).numpy(), counts["theta_0.2"])
+
+
+def test_a_patch_changes_only_the_votes_of_the_positions_it_overlaps():
+    ablation = patch.Ablation("band", 2, 6, 6)
+    smooth = patch.PatchSmooth(small_model(), 4, ablation, channels=1, batch_size=64)
+    x = torch.rand(3, 1, 6, 6, generator=torch.Generator().manual_seed(2))
+    patched = x.clone()
+    patched[:, :, 1:3, 2:4] = torch.rand(3, 1, 2, 2)
+    changed = (smooth.position_votes(x, 0.2) != smooth.position_votes(patched, 0.2)).any(dim=2).any(dim=0)
+    assert not changed[~ablation.overlapping(1, 2, 2)].any()
+
+
+def test_a_model_without_2c_input_channels_is_refused():
+    model = build_model("small_cnn", 1, 4, 6, [0.0], [1.0])
+    with pytest.raises(ValueError, match="2×1 = 2 input channels"):
+        patch.PatchSmooth(model, 4, patch.Ablation("band", 2, 6, 6), channels=1, batch_size=8)
+
+
+def test_randomized_bands_certify_a_constant_classifier_and_predict_by_the_binomial_test():
+    class Constant(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(2, 1, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.tensor([[0.0, 5.0, 0.0]]).expand(len(x), -1) + 0 * self.conv(x).sum()
+
+    ablation = patch.Ablation("band", 2, 8, 8)
+    smooth = patch.PatchSmooth(Constant(), 3, ablation, channels=1, batch_size=256)
+    result = smooth.randomized(torch.rand(2, 1, 8, 8), n0=100, n=1000, alpha=0.05, patch_sizes=list(range(1, 9)),
+                               generator=torch.Generator().manual_seed(0))
+    assert result["predict"].tolist() == [1, 1] and result["certified_class"].tolist() == [1, 1]
+    # p̲ = 0.05^(1/1000) ≈ 0.997 > 0.5 + Δ/8 iff Δ ≤ 3: m + 1 ≤ 3
+    assert result["certified_patch"].tolist() == [2, 2]
+    assert np.allclose(result["lower_bound"], 0.05 ** (1 / 1000))
