@@ -16,7 +16,7 @@ from robustcert.models import build_model
 
 
 def kept(ablation: patch.Ablation, position: int) -> np.ndarray:
-    return ablation.masks(torch.tensor([position]))[0].numpy()
+    return patch.masks(ablation, torch.tensor([position]))[0].numpy()
 
 
 def test_bands_keep_s_columns_wrapping_around():
@@ -84,7 +84,7 @@ def test_certify_votes_margin_and_ties():
 ])
 def test_delta_is_the_most_positions_one_patch_overlaps(ablation):
     for m in range(1, min(ablation.height, ablation.width) + 1):
-        most = max(int(ablation.overlapping(top, left, m).sum())
+        most = max(int(patch.overlapping(ablation, top, left, m).sum())
                    for top in range(ablation.height - m + 1) for left in range(ablation.width - m + 1))
         assert ablation.delta(m) == most, m
 
@@ -102,7 +102,7 @@ def test_no_patch_changes_a_certified_prediction(ablation):
         largest = patch.largest_certified(votes.sum(0)[None], ablation, range(1, ablation.height + 1))[0]
         for m in range(1, largest + 1):
             for top, left in itertools.product(range(ablation.height - m + 1), range(ablation.width - m + 1)):
-                hit = ablation.overlapping(top, left, m).numpy()
+                hit = patch.overlapping(ablation, top, left, m).numpy()
                 for c in range(classes):
                     worst = votes.copy()
                     worst[hit] = False
@@ -127,7 +127,7 @@ def test_batched_votes_equal_one_position_at_a_time(kind):
     expected = {"theta_0.2": np.zeros((5, 4), int), "top_one": np.zeros((5, 4), int)}
     with torch.no_grad():
         for p in range(ablation.num_positions):
-            probs = torch.softmax(model(patch.encode(x, ablation.masks(torch.tensor([p])).expand(5, -1, -1))), 1)
+            probs = torch.softmax(model(patch.encode(x, patch.masks(ablation, torch.tensor([p])).expand(5, -1, -1))), 1)
             expected["theta_0.2"] += (probs >= 0.2).int().numpy()
             expected["top_one"][np.arange(5), probs.argmax(1).numpy()] += 1
     for rule in expected:
@@ -142,7 +142,7 @@ def test_a_patch_changes_only_the_votes_of_the_positions_it_overlaps():
     patched = x.clone()
     patched[:, :, 1:3, 2:4] = torch.rand(3, 1, 2, 2)
     changed = (smooth.position_votes(x, 0.2) != smooth.position_votes(patched, 0.2)).any(dim=2).any(dim=0)
-    assert not changed[~ablation.overlapping(1, 2, 2)].any()
+    assert not changed[~patch.overlapping(ablation, 1, 2, 2)].any()
 
 
 def test_a_model_without_2c_input_channels_is_refused():
@@ -168,3 +168,25 @@ def test_randomized_bands_certify_a_constant_classifier_and_predict_by_the_binom
     # p̲ = 0.05^(1/1000) ≈ 0.997 > 0.5 + Δ/8 iff Δ ≤ 3: m + 1 ≤ 3
     assert result["certified_patch"].tolist() == [2, 2]
     assert np.allclose(result["lower_bound"], 0.05 ** (1 / 1000))
+
+
+def test_ablation_training_keeps_one_random_position_per_batch_and_trains_a_2c_model():
+    from robustcert import partition, train
+
+    objective = train.objective_of(train.TrainConfig(objective="ablation", ablation_kind="band", ablation_size=2))
+    x = torch.rand(4, 1, 6, 6)
+    ablated = objective.perturb(x, torch.Generator().manual_seed(0))
+    assert ablated.shape == (4, 2, 6, 6)
+    kept_columns = (ablated.abs().sum(dim=(1, 2)) > 0)
+    assert (kept_columns == kept_columns[0]).all() and kept_columns[0].sum() == 2  # one position for the batch
+    assert torch.allclose(ablated[:, 0] + ablated[:, 1], kept_columns[:, None, :].float().expand(4, 6, 6))
+
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (40, 1, 6, 6), dtype=np.uint8), np.arange(40) % 4
+    whole = partition.assign("whole", images, labels, k=1)
+    unnormalised = type(whole)(**{**vars(whole), "mean": np.zeros((1, 2), np.float32), "std": np.ones((1, 2), np.float32)})
+    cfg = train.TrainConfig(epochs=1, batch_size=8, objective="ablation", ablation_kind="block", ablation_size=2)
+    for strategy in ("sequential", "batched"):
+        states = train.train_shard(images, labels, unnormalised, [0], train.ModelSpec("small_cnn", 2, 4, 6),
+                                   train.TrainConfig(**{**vars(cfg), "strategy": strategy}), torch.device("cpu"))
+        assert states[0]["1.0.weight"].shape[1] == 2

@@ -7,7 +7,7 @@ classifier classifies many *ablated* copies of the image, each keeping only a sm
 change the votes of only the Δ ablations whose kept region it overlaps, so a large enough vote margin
 certifies the prediction.
 
-Ablations (:class:`Ablation`): ``band`` (columns, W positions), ``row`` (rows, H positions), ``block``
+Ablations (:class:`robustcert.ablation.Ablation`, masks here): ``band`` (columns, W positions), ``row`` (rows, H positions), ``block``
 (H·W positions); with ``count`` k > 1 each ablation keeps k bands (blocks: a k×k grid of blocks) spaced
 W/k (H/k) apart, and there are W/k (H/k · W/k) distinct positions. An ablated image is encoded with
 2C channels (:func:`encode`): (x, 1 − x) in the kept region, (0, 0) outside, so that an ablated pixel
@@ -25,102 +25,45 @@ that one pass gives the whole curve; ties go to the smaller class index everywhe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.stats import beta, binomtest
 from torch import nn
 
+from robustcert.ablation import KINDS, Ablation, check_ablation
 from robustcert.metrics import ABSTAIN
 
-KINDS = ("band", "row", "block")
+__all__ = ["KINDS", "Ablation", "PatchSmooth", "certify_votes", "check_ablation", "encode", "largest_certified"]
 TOP_ONE = "top_one"
 # ablated input values per forward pass that ``auto`` batch sizes aim at (as robustcert.smoothing)
 BATCH_VALUES = {"cpu": 600_000, "cuda": 4096 * 6 * 32 * 32}
 
 
-@dataclass(frozen=True)
-class Ablation:
-    """Which region of an H × W image each position keeps: ``kind`` (band, row, block), side ``size``
-    (s), and ``count`` regions per ablation (k; multi-band / multi-block)."""
-
-    kind: str
-    size: int
-    height: int
-    width: int
-    count: int = 1
-
-    def __post_init__(self) -> None:
-        problems = check_ablation(self.kind, self.size, self.count, self.height, self.width)
-        if problems:
-            raise ValueError("; ".join(problems))
-
-    @property
-    def period(self) -> tuple[int, int]:
-        """The spacing of the kept regions in rows and columns (H/k, W/k; the image side for no repeat)."""
-        rows = self.height // self.count if self.kind in ("row", "block") else self.height
-        cols = self.width // self.count if self.kind in ("band", "block") else self.width
-        return rows, cols
-
-    @property
-    def num_positions(self) -> int:
-        """How many distinct ablations vote."""
-        rows, cols = self.period
-        return {"band": cols, "row": rows, "block": rows * cols}[self.kind]
-
-    @property
-    def label(self) -> str:
-        """How the ablation appears in paths and tables: ``band_s4``, ``block_s2_k2``."""
-        return f"{self.kind}_s{self.size}" + (f"_k{self.count}" if self.count > 1 else "")
-
-    def masks(self, positions: torch.Tensor) -> torch.Tensor:
-        """The kept region [P, H, W] (bool) of each position in ``positions`` [P], by index arithmetic."""
-        rows, cols = self.period
-        device = positions.device
-        r = torch.arange(self.height, device=device)
-        c = torch.arange(self.width, device=device)
-        start_r, start_c = {"band": (None, positions), "row": (positions, None),
-                            "block": (positions // cols, positions % cols)}[self.kind]
-        keep_r = ((r[None, :] - start_r[:, None]) % rows < self.size if start_r is not None
-                  else torch.ones(len(positions), self.height, dtype=torch.bool, device=device))
-        keep_c = ((c[None, :] - start_c[:, None]) % cols < self.size if start_c is not None
-                  else torch.ones(len(positions), self.width, dtype=torch.bool, device=device))
-        return keep_r[:, :, None] & keep_c[:, None, :]
-
-    def all_masks(self, device: torch.device | str = "cpu") -> torch.Tensor:
-        """The kept region of every position [P, H, W]."""
-        return self.masks(torch.arange(self.num_positions, device=device))
-
-    def delta(self, patch: int) -> int:
-        """Δ: the most positions a patch of side ``patch`` can overlap."""
-        if not 1 <= patch <= min(self.height, self.width):
-            raise ValueError(f"patch size {patch} must be between 1 and the image's side {min(self.height, self.width)}")
-        rows, cols = self.period
-        reach = patch + self.size - 1
-        return {"band": min(reach, cols), "row": min(reach, rows),
-                "block": min(reach, rows) * min(reach, cols)}[self.kind]
-
-    def overlapping(self, top: int, left: int, patch: int) -> torch.Tensor:
-        """The positions [P] (bool) whose kept region meets the patch with corner (top, left)."""
-        square = torch.zeros(self.height, self.width, dtype=torch.bool)
-        square[top:top + patch, left:left + patch] = True
-        return (self.all_masks() & square).flatten(1).any(dim=1)
+def masks(ablation: Ablation, positions: torch.Tensor) -> torch.Tensor:
+    """The kept region [P, H, W] (bool) of each position in ``positions`` [P], by index arithmetic."""
+    rows, cols = ablation.period
+    device, count = positions.device, len(positions)
+    starts = {"band": (None, positions), "row": (positions, None),
+              "block": (positions // cols, positions % cols)}[ablation.kind]
+    keep = []
+    for start, side, period in zip(starts, (ablation.height, ablation.width), (rows, cols)):
+        line = torch.arange(side, device=device)
+        keep.append(torch.ones(count, side, dtype=torch.bool, device=device) if start is None
+                    else (line[None, :] - start[:, None]) % period < ablation.size)
+    return keep[0][:, :, None] & keep[1][:, None, :]
 
 
-def check_ablation(kind: str, size: int, count: int, height: int, width: int) -> list[str]:
-    """What is wrong with an ablation for H × W images (empty if nothing)."""
-    if kind not in KINDS:
-        return [f"ablation kind {kind!r} is not one of {KINDS}"]
-    sides = {"band": [("W", width)], "row": [("H", height)], "block": [("H", height), ("W", width)]}[kind]
-    problems = []
-    for name, side in sides:
-        if size < 1 or count < 1 or size * count > side:
-            problems.append(f"{kind} ablation s={size} × k={count} does not fit the image's {name}={side}")
-        elif side % count:
-            problems.append(f"{kind} ablation k={count} does not divide the image's {name}={side}")
-    return problems
+def all_masks(ablation: Ablation, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The kept region of every position [P, H, W]."""
+    return masks(ablation, torch.arange(ablation.num_positions, device=device))
+
+
+def overlapping(ablation: Ablation, top: int, left: int, patch: int) -> torch.Tensor:
+    """The positions [P] (bool) whose kept region meets the patch with corner (top, left)."""
+    square = torch.zeros(ablation.height, ablation.width, dtype=torch.bool)
+    square[top:top + patch, left:left + patch] = True
+    return (all_masks(ablation) & square).flatten(1).any(dim=1)
 
 
 def encode(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -134,7 +77,7 @@ def random_ablation(ablation: Ablation, x: torch.Tensor, generator: torch.Genera
     """The batch ``x`` ablated at one random position (the same for the whole mini-batch, as the
     reference trains), encoded; the position is drawn from ``generator``."""
     position = torch.randint(ablation.num_positions, (1,), generator=generator).to(x.device)
-    return encode(x, ablation.masks(position).expand(len(x), -1, -1))
+    return encode(x, masks(ablation, position).expand(len(x), -1, -1))
 
 
 def check_model(model: nn.Module, channels: int) -> None:
@@ -195,7 +138,7 @@ class PatchSmooth:
         self.model, self.num_classes, self.ablation = model.eval(), num_classes, ablation
         self.device = next(model.parameters()).device
         self.batch_size = batch_size
-        self.masks = ablation.all_masks(self.device)
+        self.masks = all_masks(ablation, self.device)
 
     def certify(self, x: torch.Tensor, thresholds: list[float], patch_sizes: list[int]
                 ) -> dict[str, dict[str, np.ndarray]]:

@@ -39,6 +39,7 @@ from robustcert.artifacts import ArtifactError, load_checkpoint, save_checkpoint
 from robustcert.data import Split
 from robustcert.models import build_model
 from robustcert.partition import Partition
+from robustcert.patch import Ablation, random_ablation
 from robustcert.pgd import NORMS, PGD, cross_entropy_loss
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,10 @@ class TrainConfig:
     pgd_step_size: float = 1.5
     pgd_steps: int = 20
     pgd_random_start: bool = False
+    # the ablation of objective "ablation" (robustcert.patch: kind, side s, regions per ablation k)
+    ablation_kind: str = "band"
+    ablation_size: int = 1
+    ablation_count: int = 1
     seed: int = 0
     strategy: str = "auto"
 
@@ -135,6 +140,20 @@ class AdversarialTraining(CrossEntropy):
             model.train(was_training)
 
 
+@dataclass(frozen=True)
+class AblationTraining(CrossEntropy):
+    """Cross-entropy on ablated inputs (Levine & Feizi's training of the base classifier): the whole
+    mini-batch keeps the region of one random position, encoded with 2C channels (robustcert.patch)."""
+
+    kind: str
+    size: int
+    count: int
+
+    def perturb(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        ablation = Ablation(self.kind, self.size, x.shape[-2], x.shape[-1], self.count)
+        return random_ablation(ablation, x, generator)
+
+
 def training_attack(cfg: TrainConfig) -> PGD:
     """The PGD of a recipe's ``pgd_*`` fields (adversarial training, and the adversarial accuracy it is judged by)."""
     if cfg.pgd_norm not in NORMS:
@@ -146,6 +165,7 @@ OBJECTIVES: dict[str, Callable[[TrainConfig], Objective]] = {
     "cross_entropy": lambda cfg: CrossEntropy(),
     "gaussian_augmentation": lambda cfg: GaussianAugmentation(cfg.noise_sigma),
     "adversarial": lambda cfg: AdversarialTraining(training_attack(cfg)),
+    "ablation": lambda cfg: AblationTraining(cfg.ablation_kind, cfg.ablation_size, cfg.ablation_count),
 }
 
 
