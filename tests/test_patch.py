@@ -190,3 +190,60 @@ def test_ablation_training_keeps_one_random_position_per_batch_and_trains_a_2c_m
         states = train.train_shard(images, labels, unnormalised, [0], train.ModelSpec("small_cnn", 2, 4, 6),
                                    train.TrainConfig(**{**vars(cfg), "strategy": strategy}), torch.device("cpu"))
         assert states[0]["1.0.weight"].shape[1] == 2
+
+
+def _trained_band_model(size: int = 10) -> tuple[nn.Module, np.ndarray, np.ndarray]:
+    """A small CNN trained on ablated bands of images whose label is a bright row (visible in every band)."""
+    from robustcert import partition, train
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(160) % 4
+    images = rng.integers(0, 60, (160, 1, size, size), dtype=np.uint8)
+    images[np.arange(160), 0, 2 * labels + 1, :] = 250
+    whole = partition.assign("whole", images, labels, k=1)
+    whole = type(whole)(**{**vars(whole), "mean": np.zeros((1, 2), np.float32), "std": np.ones((1, 2), np.float32)})
+    spec = train.ModelSpec("small_cnn", 2, 4, size)
+    cfg = train.TrainConfig(epochs=8, batch_size=16, lr=0.05, milestones=(), objective="ablation",
+                            ablation_kind="band", ablation_size=2, seed=0)
+    state = train.train_shard(images, labels, whole, [0], spec, cfg, torch.device("cpu"))[0]
+    model = spec.build([0.0, 0.0], [1.0, 1.0])
+    model.load_state_dict(state)
+    return model.eval(), images, labels
+
+
+def test_no_point_certified_for_a_patch_size_is_broken_by_the_patch_attack_of_that_size():
+    from robustcert.pgd import PGD
+
+    model, images, labels = _trained_band_model()
+    ablation = patch.Ablation("band", 2, 10, 10)
+    smooth = patch.PatchSmooth(model, 4, ablation, channels=1, batch_size=4096)
+    x, y = torch.from_numpy(images[:16]).float() / 255, torch.from_numpy(labels[:16])
+    certified = smooth.certify(x, [0.2], [1, 2, 3])
+    attack = PGD("linf", 1.0, 0.1, 10, random_start=True, restarts=2)
+    for m in (2, 3):
+        correct = patch.patch_attack(lambda t: patch.soft_vote_loss(smooth, t), patch.smoothed_correct(smooth, [0.2]),
+                                     x, y, m, 4, attack, chunk=256, generator=torch.Generator().manual_seed(0))
+        for r, rule in enumerate(["theta_0.2", "top_one"]):
+            held = (certified[rule]["certified_patch"] >= m) & (certified[rule]["predict"] == labels[:16])
+            assert held.sum() >= 4, (m, rule)  # the check is not vacuous
+            assert correct[held, r].all(), (m, rule)
+
+
+def test_the_patch_attack_breaks_an_undefended_model_inside_the_patch_only():
+    from robustcert.pgd import PGD, cross_entropy_loss
+
+    torch.manual_seed(0)
+    model = build_model("small_cnn", 1, 4, 6, [0.0], [1.0]).eval()
+    x = torch.rand(6, 1, 6, 6, generator=torch.Generator().manual_seed(3))
+    y = model(x).argmax(1)
+
+    def judge(adversarial: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return (model(adversarial).argmax(1) == labels)[:, None]
+
+    attack = PGD("linf", 1.0, 0.05, 40, random_start=True, restarts=1)
+    nothing = patch.patch_attack(lambda t: cross_entropy_loss(model, t), judge, x, y, 1, 1, PGD("linf", 1.0, 0.05, 0),
+                                 chunk=50, generator=torch.Generator())
+    broken = patch.patch_attack(lambda t: cross_entropy_loss(model, t), judge, x, y, 6, 1, attack, chunk=50,
+                                generator=torch.Generator().manual_seed(0))
+    assert nothing.all() and not broken.all()
+    assert patch.placements(6, 6, 4, 3) == [(0, 0), (0, 2), (2, 0), (2, 2)]

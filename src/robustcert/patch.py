@@ -25,6 +25,8 @@ that one pass gives the whole curve; ties go to the smaller class index everywhe
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -33,8 +35,10 @@ from torch import nn
 
 from robustcert.ablation import KINDS, Ablation, check_ablation
 from robustcert.metrics import ABSTAIN
+from robustcert.pgd import PGD
 
-__all__ = ["KINDS", "Ablation", "PatchSmooth", "certify_votes", "check_ablation", "encode", "largest_certified"]
+__all__ = ["KINDS", "Ablation", "PatchSmooth", "certify_votes", "check_ablation", "encode", "largest_certified",
+           "patch_attack"]
 TOP_ONE = "top_one"
 # ablated input values per forward pass that ``auto`` batch sizes aim at (as robustcert.smoothing)
 BATCH_VALUES = {"cpu": 600_000, "cuda": 4096 * 6 * 32 * 32}
@@ -158,7 +162,7 @@ class PatchSmooth:
     def position_votes(self, x: torch.Tensor, threshold: float | None) -> torch.Tensor:
         """The votes [n, P, C] (0/1) of each position (``threshold`` None: top one), on the CPU."""
         with torch.no_grad():
-            probs = self._probabilities(x.to(self.device), torch.arange(self.ablation.num_positions,
+            probs = self.probabilities(x.to(self.device), torch.arange(self.ablation.num_positions,
                                                                         device=self.device).expand(len(x), -1))
         return _votes(probs.flatten(0, 1), threshold).view(*probs.shape).cpu()
 
@@ -202,7 +206,7 @@ class PatchSmooth:
                     counts[r].index_add_(0, image[chunk], _votes(probs, threshold))
         return {rule: c.cpu().numpy() for rule, c in zip(rules, counts)}
 
-    def _probabilities(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def probabilities(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Softmax [n, q, C] of the base model on the ablations ``positions`` [n, q] of ``x`` (one pass)."""
         n, q = positions.shape
         image = torch.arange(n, device=x.device).repeat_interleave(q)
@@ -232,3 +236,58 @@ def auto_batch_size(device: torch.device, image_shape: tuple[int, int, int]) -> 
     """Ablated inputs per forward pass suited to the device and the input's size."""
     channels, height, width = image_shape
     return max(1, BATCH_VALUES.get(device.type, BATCH_VALUES["cuda"]) // (2 * channels * height * width))
+
+
+def soft_vote_loss(smooth: PatchSmooth, labels: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The loss the patch attack ascends on the smoothed classifier: cross-entropy of ``labels`` under the
+    mean softmax over every position (a differentiable surrogate of the votes), per example."""
+    positions = torch.arange(smooth.ablation.num_positions, device=smooth.device)
+
+    def loss(x: torch.Tensor) -> torch.Tensor:
+        probs = smooth.probabilities(x, positions.expand(len(x), -1)).mean(dim=1)
+        return F.nll_loss(probs.clamp_min(1e-12).log(), labels, reduction="none")
+
+    return loss
+
+
+def smoothed_correct(smooth: PatchSmooth, thresholds: list[float]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Whether the smoothed prediction of each voting rule (``theta_<θ>``…, ``top_one``) is the label: [n, R]."""
+    def judge(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        counts = smooth.vote_counts(x, thresholds)
+        return torch.stack([torch.from_numpy(certify_votes(c, 0)[0]) for c in counts.values()], 1) == labels.cpu()[:, None]
+
+    return judge
+
+
+def placements(height: int, width: int, patch: int, stride: int) -> list[tuple[int, int]]:
+    """Corners (top, left) of the patch positions searched: every ``stride``-th, the last row and column included."""
+    def line(side: int) -> list[int]:
+        return sorted(set(range(0, side - patch + 1, stride)) | {side - patch})
+
+    return [(top, left) for top in line(height) for left in line(width)]
+
+
+def patch_attack(loss_of: Callable[[torch.Tensor], Callable[[torch.Tensor], torch.Tensor]],
+                 judge: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor, labels: torch.Tensor,
+                 patch: int, stride: int, attack: PGD, chunk: int, generator: torch.Generator) -> np.ndarray:
+    """The empirical adversarial patch: for every image and every searched placement of an m×m square,
+    PGD on the pixels inside it (``attack``: L∞ of radius 1 in [0, 1], random restarts) ascends
+    ``loss_of(labels)``; an image stays correct only if ``judge`` finds it correct at every placement.
+    Image × placement pairs go through the attack ``chunk`` at a time. Returns [n, R] (bool) of the
+    ``judge``'s R outcomes."""
+    _, _, height, width = x.shape
+    corners = placements(height, width, patch, stride)
+    squares = torch.zeros(len(corners), 1, height, width, device=x.device)
+    for k, (top, left) in enumerate(corners):
+        squares[k, :, top:top + patch, left:left + patch] = 1.0
+    image = torch.arange(len(x), device=x.device).repeat_interleave(len(corners))
+    square = torch.arange(len(corners), device=x.device).repeat(len(x))
+    correct = None
+    for start in range(0, len(image), chunk):
+        i, k = image[start:start + chunk], square[start:start + chunk]
+        adversarial = attack.perturb(loss_of(labels[i]), x[i], squares[k], generator)
+        outcome = judge(adversarial, labels[i]).cpu().numpy()
+        if correct is None:
+            correct = np.ones((len(x), outcome.shape[1]), dtype=bool)
+        np.logical_and.at(correct, i.cpu().numpy(), outcome)
+    return correct
