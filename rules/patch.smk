@@ -78,10 +78,37 @@ rule gather_patch:
         "../scripts/gather_smoothed.py"
 
 
+rule attack_patch:
+    input:
+        model=rules.train_patch.output.model,
+        split=rules.split_dataset.output.split,
+        undefended=PATCH.undefended_model,
+    output:
+        tsv=patch.ATTACK,
+    params:
+        settings=PATCH.attack_settings,
+        seed=config["seed"],
+        device=config["device"],
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=480,
+    conda:
+        "../envs/robustcert.yaml"
+    log:
+        "results/logs/attack_patch/{dataset}/{attack}/{defense}/{ablation}.log",
+    benchmark:
+        "results/benchmarks/attack_patch/{dataset}/{attack}/{defense}/{ablation}.tsv"
+    script:
+        "../scripts/attack_patch.py"
+
+
 rule summarize_patch:
     input:
         certify=rules.gather_patch.output.tsv,
         poison=rules.poison_training_set.output.poison,
+        attack=PATCH.attack_results,
     output:
         rows=patch.ROW,
     params:

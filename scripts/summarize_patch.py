@@ -5,6 +5,7 @@ start_log(snakemake.log[0])
 summarize_patch(
     certify_path=snakemake.input.certify,
     poison_path=snakemake.input.poison,
+    attack_paths=snakemake.input.attack,
     output=snakemake.output.rows,
     keys=snakemake.params.names,
     params=snakemake.params.params,

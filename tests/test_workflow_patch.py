@@ -92,7 +92,7 @@ def test_rows_of_a_certify_tsv(tmp_path):
                                                               np.zeros(0, np.int64), trigger, 7))
     keys = {"dataset": "digits", "attack": "backdoor", "attack_type": "backdoor", "defense": "patch",
             "method": "patch", "certificate": "-"}
-    patch.summarize_patch(str(tmp_path / "certify.tsv"), str(tmp_path / "poison.npz"), str(tmp_path / "rows.tsv"),
+    patch.summarize_patch(str(tmp_path / "certify.tsv"), str(tmp_path / "poison.npz"), [], str(tmp_path / "rows.tsv"),
                           keys, {"ablation": "band_s2"}, {"top_one": {}}, [1, 2, 3])
     row = results.wide(results.read_rows(tmp_path / "rows.tsv")).iloc[0]
     assert row["certificate"] == "top_one" and row["n_test"] == 3

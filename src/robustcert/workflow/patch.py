@@ -27,17 +27,20 @@ from robustcert.data import expected_test_size, source_shape
 from robustcert.results import Metric, concatenate, on_axis, tidy_rows, write_rows
 from robustcert.workflow import compute_prologue, log
 from robustcert.workflow.common import common_params, experiments_of, row_keys
-from robustcert.workflow.smoothing import point_shards
+from robustcert.workflow.smoothing import certified_points, point_shards
 
 METHOD = "patch"
 ABLATION = "results/patch/{dataset}/{attack}/{defense}/{ablation}"
 MODEL = ABLATION + "/model.pt"
 SHARD = ABLATION + "/certify/shard_{shard}.tsv"
 GATHERED = ABLATION + "/certify.tsv"
+ATTACK = ABLATION + "/attack.tsv"
+UNDEFENDED_MODEL = "results/models/{dataset}/{attack}/{defense}/shard_0.pt"  # the ensemble stage's checkpoint
 ROW = "results/tables/rows/{dataset}/{attack}/{defense}/patch_{ablation}.tsv"
 PLOT = "results/plots/{dataset}/patch/{defense}.{ext}"
 ABLATION_LABEL = r"(band|row|block)_s\d+(_k\d+)?"
 SETTINGS_KEYS = ("thresholds", "randomized", "batch_size", "skip", "max", "points_per_job")
+ATTACK_KEYS = ("thresholds", "batch_size", "skip", "max", "attack")
 
 
 def ablations_of(defense: Mapping[str, Any], image_shape: tuple[int, int, int]) -> list[Ablation]:
@@ -65,9 +68,20 @@ class Plan:
             too_large = [m for m in entry["patch_sizes"] if m > min(height, width)]
             if too_large:
                 found.append(f"{where}: patch_sizes {too_large} larger than the image")
+            attacked = entry["attack"]["patch_sizes"] or []
+            if any(m > min(height, width) for m in attacked):
+                found.append(f"{where}: attack.patch_sizes {attacked} larger than the image")
             labels = [f"{a['kind']}_{a['size']}_{a.get('count', 1)}" for a in entry["ablations"]]
             if len(set(labels)) != len(labels):
                 found.append(f"defenses.{defense}: an ablation is listed twice")
+        return found + self._undefended_problems()
+
+    def _undefended_problems(self) -> list[str]:
+        found = []
+        for name in sorted({e.defense for e in self.experiments}):
+            undefended = self.config["defenses"][name]["attack"]["undefended"]
+            if undefended is not None and self.config["defenses"].get(undefended, {}).get("method") != "undefended":
+                found.append(f"defenses.{name}.attack.undefended is {undefended!r}, not a defense of method undefended")
         return found
 
     def _shape(self, dataset: str) -> tuple[int, int, int]:
@@ -108,6 +122,26 @@ class Plan:
         defense = self.config["defenses"][wildcards.defense]
         return canonical({"ablation": self._spec(wildcards), **{key: defense[key] for key in SETTINGS_KEYS}})
 
+    def attack_settings(self, wildcards: Any) -> dict[str, Any]:
+        """What the patch attack reads: the ablation, the voting rules, the attack and the test points."""
+        defense = self.config["defenses"][wildcards.defense]
+        settings = {"ablation": self._spec(wildcards), **{key: defense[key] for key in ATTACK_KEYS}}
+        settings["attack"] = {**settings["attack"], "patch_sizes": self._attacked_sizes(defense)}
+        return canonical({key: value for key, value in settings.items()})
+
+    @staticmethod
+    def _attacked_sizes(defense: Mapping[str, Any]) -> list[int]:
+        return list(defense["attack"]["patch_sizes"] or defense["patch_sizes"])
+
+    def undefended_model(self, wildcards: Any) -> list[str]:
+        """The checkpoint of the undefended model attacked alongside (none if the config names none)."""
+        name = self.config["defenses"][wildcards.defense]["attack"]["undefended"]
+        return [UNDEFENDED_MODEL.format(dataset=wildcards.dataset, attack=wildcards.attack, defense=name)] if name else []
+
+    def attack_results(self, wildcards: Any) -> list[str]:
+        """The attack TSV of an ablation, if the attack is enabled."""
+        return [ATTACK.format(**_names(wildcards))] if self.config["defenses"][wildcards.defense]["attack"]["enabled"] else []
+
     def shards(self, wildcards: Any) -> list[str]:
         """The shard TSVs of one ablation."""
         test_size = expected_test_size(self.config["datasets"][wildcards.dataset])
@@ -133,9 +167,12 @@ class Plan:
         defense = self.config["defenses"][wildcards.defense]
         test_size = expected_test_size(self.config["datasets"][wildcards.dataset])
         skip, limit = defense["skip"], defense["max"]
+        attack = defense["attack"]
+        attacked = ({f"attack_{key}": attack[key] for key in ("n_points", "steps", "step_size", "restarts", "stride")}
+                    | {"attack_undefended": attack["undefended"] or "-"} if attack["enabled"] else {})
         return {**common_params(self.config, wildcards), "arch": defense["arch"], "epochs": defense["train"]["epochs"],
                 "ablation": wildcards.ablation,
-                "test_points": f"range(0, {test_size}, {skip})" + (f"[:{limit}]" if limit else "")}
+                "test_points": f"range(0, {test_size}, {skip})" + (f"[:{limit}]" if limit else ""), **attacked}
 
     def rule_params(self, wildcards: Any) -> dict[str, dict[str, Any]]:
         """The parameters of each voting rule beyond the ablation's."""
@@ -185,19 +222,15 @@ def certify_patch(model_path: str, split_path: str, poison_path: str, output: st
     import pandas as pd
     import torch
 
-    from robustcert import data, patch, train
+    from robustcert import data, patch
     from robustcert.artifacts import write_tsv
     from robustcert.poison import load_poison, triggered_test_set
 
     split = data.load_split(split_path)
     points = point_shards(len(split.y_test), settings)[shard]
     attack = load_poison(poison_path, len(split.y_train), split.image_shape)
-    channels, height, width = split.image_shape
-    ablation = Ablation(**settings["ablation"], height=height, width=width)
-    _, _, models = train.load_shard(model_path)
-    batch_size = (patch.auto_batch_size(target, split.image_shape) if settings["batch_size"] == "auto"
-                  else int(settings["batch_size"]))
-    smooth = patch.PatchSmooth(models[0].to(target), split.num_classes, ablation, channels, batch_size)
+    smooth = _smoothed(model_path, split, settings, target)
+    ablation, (_, height, width) = smooth.ablation, split.image_shape
     sizes = list(range(1, min(height, width) + 1))
     frames, generator = [], torch.Generator().manual_seed(derive_seed(seed, shard))
     start = time.perf_counter()
@@ -212,8 +245,72 @@ def certify_patch(model_path: str, split_path: str, poison_path: str, output: st
         frames += [_frame(index, labels, triggered, rule, result, base) for rule, result in results.items()]
     per_image = (time.perf_counter() - start) / max(len(points), 1)
     log.info("certified %d test points (%s, %d positions, batches of %d): %.4f s per image and its copies",
-             len(points), ablation.label, ablation.num_positions, batch_size, per_image)
+             len(points), ablation.label, ablation.num_positions, smooth.batch_size, per_image)
     write_tsv(pd.concat(frames, ignore_index=True).assign(seconds_per_image=per_image), output)
+
+
+def _smoothed(model_path: str, split: Any, settings: Mapping[str, Any], target: Any) -> Any:
+    """The smoothed classifier of a trained base model, batches sized by the settings."""
+    from robustcert import patch, train
+
+    channels, height, width = split.image_shape
+    _, _, models = train.load_shard(model_path)
+    batch_size = (patch.auto_batch_size(target, split.image_shape) if settings["batch_size"] == "auto"
+                  else int(settings["batch_size"]))
+    ablation = Ablation(**settings["ablation"], height=height, width=width)
+    return patch.PatchSmooth(models[0].to(target), split.num_classes, ablation, channels, batch_size)
+
+
+def attack_patch(model_path: str, split_path: str, undefended_paths: Sequence[str], output: str,
+                 settings: Mapping[str, Any], seed: int, device: str, threads: int) -> None:
+    """The empirical patch attack on the first ``n_points`` certified test points, for each attacked
+    patch size: against the smoothed classifier (every voting rule) and the undefended model, if any.
+    Writes ``idx label patch_size model correct`` (``patch_size`` 0: no attack; ``model``: a voting rule
+    or ``undefended``)."""
+    target = compute_prologue(threads, device)
+    import pandas as pd
+    import torch
+
+    from robustcert import data, patch, train
+    from robustcert.artifacts import write_tsv
+    from robustcert.pgd import PGD, cross_entropy_loss
+
+    split = data.load_split(split_path)
+    spec = settings["attack"]
+    points = certified_points(len(split.y_test), settings["skip"], settings["max"])[:spec["n_points"]]
+    smooth = _smoothed(model_path, split, settings, target)
+    x = (torch.from_numpy(split.x_test[points]).float() / 255.0).to(target)
+    y = torch.from_numpy(split.y_test[points]).to(target)
+    thresholds = list(settings["thresholds"])
+    victims = {"smoothed": ([*(f"theta_{t:g}" for t in thresholds), patch.TOP_ONE],
+                            lambda labels: patch.soft_vote_loss(smooth, labels), patch.smoothed_correct(smooth, thresholds),
+                            max(1, smooth.batch_size // smooth.ablation.num_positions))}
+    for path in undefended_paths:
+        model = train.load_shard(path)[2][0].to(target)
+        victims["undefended"] = (["undefended"], lambda labels, model=model: cross_entropy_loss(model, labels),
+                                 lambda adv, labels, model=model: (model(adv).argmax(1) == labels)[:, None].cpu(),
+                                 smooth.batch_size)
+    pgd = PGD("linf", 1.0, spec["step_size"], spec["steps"], random_start=True, restarts=spec["restarts"])
+    generator = torch.Generator().manual_seed(derive_seed(seed))
+    frames = []
+    for names, loss_of, judge, chunk in victims.values():
+        with torch.no_grad():
+            frames.append(_attack_frame(points, y, 0, names, judge(x, y).numpy()))
+        for m in spec["patch_sizes"]:
+            start = time.perf_counter()
+            correct = patch.patch_attack(loss_of, judge, x, y, m, spec["stride"], pgd, chunk, generator)
+            log.info("patch attack of side %d on %s: %.1f s, accuracy %s", m, names, time.perf_counter() - start,
+                     correct.mean(axis=0).round(3).tolist())
+            frames.append(_attack_frame(points, y, m, names, correct))
+    write_tsv(pd.concat(frames, ignore_index=True), output)
+
+
+def _attack_frame(points: np.ndarray, labels: Any, patch_size: int, names: Sequence[str], correct: np.ndarray) -> Any:
+    import pandas as pd
+
+    return pd.concat([pd.DataFrame({"idx": points, "label": labels.cpu().numpy(), "patch_size": patch_size,
+                                    "model": name, "correct": correct[:, r].astype(int)})
+                      for r, name in enumerate(names)], ignore_index=True)
 
 
 def _copies(split: Any, attack: Any, points: np.ndarray, triggered_test_set: Any) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -236,13 +333,15 @@ def _frame(index: np.ndarray, labels: np.ndarray, triggered: int, rule: str, res
                          **{f"count_{c}": counts[:, c] for c in range(counts.shape[1])}})
 
 
-def summarize_patch(certify_path: str, poison_path: str, output: str, keys: Mapping[str, str],
-                    params: Mapping[str, Any], rule_params: Mapping[str, Mapping[str, Any]],
+def summarize_patch(certify_path: str, poison_path: str, attack_paths: Sequence[str], output: str,
+                    keys: Mapping[str, str], params: Mapping[str, Any], rule_params: Mapping[str, Mapping[str, Any]],
                     patch_sizes: Sequence[int]) -> None:
     """The results rows of one ablation, one certificate per voting rule: clean accuracy of the smoothed
     and of the base classifier, certified accuracy against the patch size and, for an attack with a
     trigger, attack success rate, robust accuracy, and the robust accuracy certified for the trigger's
-    size (a trigger is a patch: its side is that of the square that covers it)."""
+    size (a trigger is a patch: its side is that of the square that covers it). With the empirical patch
+    attack (``attack_paths``: none or one TSV), its accuracy beside the certified accuracy on the same
+    points, and the undefended model's."""
     from robustcert import metrics
     from robustcert.artifacts import read_tsv
     from robustcert.poison import load_poison
@@ -262,8 +361,32 @@ def summarize_patch(certify_path: str, poison_path: str, output: str, keys: Mapp
                    Metric("seconds_per_image", float(frame["seconds_per_image"].mean()))]
         if side is not None:
             numbers += _trigger_metrics(triggered, attack.target, side)
+        for path in attack_paths:
+            numbers += _attack_metrics(read_tsv(path), clean, rule)
         tables.append(tidy_rows({**keys, "certificate": rule}, {**params, **extra}, numbers))
     write_rows(output, concatenate(tables))
+
+
+def _attack_metrics(attacked: Any, clean: Any, rule: str) -> list[Metric]:
+    """Accuracy under the patch attack (axis patch_size) of the smoothed classifier's rule and of the
+    undefended model, and the certified accuracy on the same points."""
+    from robustcert import metrics
+
+    if rule not in set(attacked["model"]):
+        return []
+    points = clean[clean["idx"].isin(attacked["idx"])]
+    sizes = sorted(m for m in attacked["patch_size"].unique() if m > 0)
+    numbers = [Metric("attack_points", len(points)),
+               *on_axis("cert_acc_attacked", "patch_size", sizes,
+                        metrics.certified_accuracy(points["certified_patch"], points["certified_class"] == points["label"],
+                                                   sizes))]
+    for model, prefix in ((rule, ""), ("undefended", "undefended_")):
+        rows = attacked[attacked["model"] == model]
+        if len(rows):
+            accuracy = rows.groupby("patch_size")["correct"].mean()
+            numbers += [Metric(f"{prefix}attacked_clean_acc", float(accuracy[0])),
+                        *on_axis(f"{prefix}attack_acc", "patch_size", sizes, [float(accuracy[m]) for m in sizes])]
+    return numbers
 
 
 def trigger_side(mask: np.ndarray) -> int:
