@@ -198,6 +198,11 @@ def _as_arrays(dataset) -> tuple[np.ndarray, np.ndarray]:
 STANDARD_TEST_SIZE = {"mnist": 10_000, "fashion_mnist": 10_000, "cifar10": 10_000}
 
 
+def source_shape(source: str) -> tuple[int, int, int]:
+    """The (C, H, W) of a source's images, known before any data is read (for checking a config)."""
+    return _SHAPES[source]
+
+
 def expected_test_size(spec: dict) -> int:
     """The test-set size a dataset config leads to, known before any data is read (for planning jobs)."""
     return int(spec["n_test"]) if spec["source"] == "digits" else STANDARD_TEST_SIZE[spec["source"]]

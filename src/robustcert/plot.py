@@ -4,6 +4,7 @@ size the figure to their panels."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -65,6 +66,36 @@ def plot_poison_budget(curves: Sequence[Curve], undefended: Mapping[str, float],
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize="x-small")
     fig.supxlabel("poisoned training samples (insertions or deletions)")
+    fig.supylabel("certified accuracy")
+    fig.suptitle(title)
+    _save(fig, outputs)
+
+
+def plot_patch_sizes(frames: Sequence[tuple[str, str, pd.DataFrame]], title: str,
+                     outputs: Sequence[str | Path]) -> None:
+    """Certified accuracy (y) against the side of the adversarial patch (x) of patch smoothing: one panel
+    per attack (small multiples), a colour per ablation (robustcert.style.palette over their labels) and
+    a line style per voting rule; (attack, ablation, certify TSV of robustcert.workflow.patch) each."""
+    from robustcert.style import palette
+
+    attacks = list(dict.fromkeys(attack for attack, _, _ in frames))
+    colors = palette(sorted({ablation for _, ablation, _ in frames}))
+    rules = sorted({rule for _, _, frame in frames for rule in frame["rule"]})
+    styles = dict(zip(rules, itertools.cycle(VARIANT_STYLES)))
+    largest = max((int(frame["certified_patch"].max()) for _, _, frame in frames if len(frame)), default=0)
+    sizes = np.arange(0, largest + 2)
+    fig, axes = _panels(len(attacks))
+    for ax, attack in zip(axes, attacks):
+        for _, ablation, frame in (f for f in frames if f[0] == attack):
+            clean = frame[frame["triggered"] == 0]
+            for rule, rows in clean.groupby("rule"):
+                correct = rows["certified_class"] == rows["label"]
+                ax.step(sizes, certified_accuracy(rows["certified_patch"], correct, sizes), where="post",
+                        color=colors[ablation], linestyle=styles[rule], label=f"{ablation} · {rule}")
+        ax.set(title=attack, ylim=(0, 1.02), xlim=(0, sizes[-1]))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize="x-small")
+    fig.supxlabel("side of the adversarial patch (pixels)")
     fig.supylabel("certified accuracy")
     fig.suptitle(title)
     _save(fig, outputs)

@@ -40,6 +40,7 @@ from robustcert.artifacts import ArtifactError, load_checkpoint, save_checkpoint
 from robustcert.data import Split
 from robustcert.models import build_model
 from robustcert.partition import Partition
+from robustcert.patch import Ablation, random_ablation
 from robustcert.pgd import NORMS, PGD, cross_entropy_loss
 from robustcert.smoothing_objectives import Macer, SmoothAdv
 
@@ -81,6 +82,10 @@ class TrainConfig:
     smoothadv_epsilon: float = 0.25
     smoothadv_steps: int = 2
     smoothadv_warmup: int = 10
+    # the ablation of objective "ablation" (robustcert.patch: kind, side s, regions per ablation k)
+    ablation_kind: str = "band"
+    ablation_size: int = 1
+    ablation_count: int = 1
     seed: int = 0
     strategy: str = "auto"
 
@@ -149,6 +154,20 @@ class AdversarialTraining(CrossEntropy):
             model.train(was_training)
 
 
+@dataclass(frozen=True)
+class AblationTraining(CrossEntropy):
+    """Cross-entropy on ablated inputs (Levine & Feizi's training of the base classifier): the whole
+    mini-batch keeps the region of one random position, encoded with 2C channels (robustcert.patch)."""
+
+    kind: str
+    size: int
+    count: int
+
+    def perturb(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        ablation = Ablation(self.kind, self.size, x.shape[-2], x.shape[-1], self.count)
+        return random_ablation(ablation, x, generator)
+
+
 def training_attack(cfg: TrainConfig) -> PGD:
     """The PGD of a recipe's ``pgd_*`` fields (adversarial training, and the adversarial accuracy it is judged by)."""
     if cfg.pgd_norm not in NORMS:
@@ -164,6 +183,7 @@ OBJECTIVES: dict[str, Callable[[TrainConfig], Objective]] = {
                                tuple(map(tuple, cfg.macer_lambda_schedule))),
     "smoothadv": lambda cfg: SmoothAdv(cfg.noise_sigma, cfg.smoothadv_m, cfg.smoothadv_epsilon, cfg.smoothadv_steps,
                                        cfg.smoothadv_warmup),
+    "ablation": lambda cfg: AblationTraining(cfg.ablation_kind, cfg.ablation_size, cfg.ablation_count),
 }
 
 

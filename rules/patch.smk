@@ -1,0 +1,150 @@
+# (De)randomized smoothing against adversarial patches (Levine & Feizi 2020; robustcert.workflow.patch):
+# one base classifier per ablation trained on ablated inputs of the (poisoned) training set;
+# certification over every position on a subset of the test set (and its triggered copies), sharded
+# across jobs and gathered; results rows per ablation and voting rule; a plot per dataset and defense.
+
+from robustcert.workflow import patch
+
+PATCH = patch.Plan(config)
+RESULT_ROWS[patch.METHOD] = PATCH.rows()
+FINAL_OUTPUT += PATCH.plots()
+
+
+wildcard_constraints:
+    ablation=patch.ABLATION_LABEL,
+
+
+rule train_patch:
+    input:
+        split=rules.split_dataset.output.split,
+        poison=rules.poison_training_set.output.poison,
+    output:
+        model=patch.MODEL,
+    params:
+        recipe=PATCH.recipe,
+        seed=config["seed"],
+        device=config["device"],
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=480,
+    conda:
+        "../envs/robustcert.yaml"
+    log:
+        "results/logs/train_patch/{dataset}/{attack}/{defense}/{ablation}.log",
+    benchmark:
+        "results/benchmarks/train_patch/{dataset}/{attack}/{defense}/{ablation}.tsv"
+    script:
+        "../scripts/train_patch.py"
+
+
+rule certify_patch:
+    input:
+        model=rules.train_patch.output.model,
+        split=rules.split_dataset.output.split,
+        poison=rules.poison_training_set.output.poison,
+    output:
+        tsv=patch.SHARD,
+    params:
+        settings=PATCH.settings,
+        seed=config["seed"],
+        device=config["device"],
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=240,
+    conda:
+        "../envs/robustcert.yaml"
+    log:
+        "results/logs/certify_patch/{dataset}/{attack}/{defense}/{ablation}/shard_{shard}.log",
+    benchmark:
+        "results/benchmarks/certify_patch/{dataset}/{attack}/{defense}/{ablation}/shard_{shard}.tsv"
+    script:
+        "../scripts/certify_patch.py"
+
+
+rule gather_patch:
+    input:
+        shards=PATCH.shards,
+    output:
+        tsv=patch.GATHERED,
+    conda:
+        "../envs/robustcert.yaml"
+    log:
+        "results/logs/gather_patch/{dataset}/{attack}/{defense}/{ablation}.log",
+    script:
+        "../scripts/gather_smoothed.py"
+
+
+rule attack_patch:
+    input:
+        model=rules.train_patch.output.model,
+        split=rules.split_dataset.output.split,
+        undefended=PATCH.undefended_model,
+    output:
+        tsv=patch.ATTACK,
+    params:
+        settings=PATCH.attack_settings,
+        seed=config["seed"],
+        device=config["device"],
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=480,
+    conda:
+        "../envs/robustcert.yaml"
+    log:
+        "results/logs/attack_patch/{dataset}/{attack}/{defense}/{ablation}.log",
+    benchmark:
+        "results/benchmarks/attack_patch/{dataset}/{attack}/{defense}/{ablation}.tsv"
+    script:
+        "../scripts/attack_patch.py"
+
+
+rule summarize_patch:
+    input:
+        certify=rules.gather_patch.output.tsv,
+        poison=rules.poison_training_set.output.poison,
+        attack=PATCH.attack_results,
+    output:
+        rows=patch.ROW,
+    params:
+        names=PATCH.row_keys,
+        params=PATCH.row_params,
+        rules=PATCH.rule_params,
+        patch_sizes=PATCH.patch_sizes,
+    conda:
+        "../envs/robustcert.yaml"
+    log:
+        "results/logs/summarize_patch/{dataset}/{attack}/{defense}/{ablation}.log",
+    benchmark:
+        "results/benchmarks/summarize_patch/{dataset}/{attack}/{defense}/{ablation}.tsv"
+    script:
+        "../scripts/summarize_patch.py"
+
+
+rule plot_patch:
+    input:
+        certificates=PATCH.certificates,
+    output:
+        png=report(
+            patch.PLOT.replace("{ext}", "png"),
+            caption="../report/patch.rst",
+            category="{dataset}",
+            subcategory="{defense}",
+            labels={"item": "certified accuracy vs patch size"},
+        ),
+        pdf=patch.PLOT.replace("{ext}", "pdf"),
+    params:
+        curves=PATCH.curves,
+    conda:
+        "../envs/robustcert.yaml"
+    log:
+        "results/logs/plot_patch/{dataset}/{defense}.log",
+    benchmark:
+        "results/benchmarks/plot_patch/{dataset}/{defense}.tsv"
+    script:
+        "../scripts/plot_patch.py"

@@ -1,0 +1,122 @@
+"""Patch smoothing as a method of the workflow (robustcert.workflow.patch, rules/patch.smk): the plan,
+its checks of bad input before any job, the rows of a certify TSV, and a real run on digits."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO, snakemake
+
+from robustcert import config as cfg, poison, results
+from robustcert.artifacts import write_tsv
+from robustcert.workflow import patch
+
+SCHEMAS = REPO / "config" / "schemas"
+WC = SimpleNamespace(dataset="digits", attack="backdoor", defense="patch", ablation="band_s2")
+
+
+@pytest.fixture
+def config() -> dict:
+    loaded = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg.validate_config(loaded, SCHEMAS)
+    return loaded
+
+
+def test_the_stage_module_loads_no_torch():
+    code = "import sys, robustcert.workflow.patch\nassert 'torch' not in sys.modules and 'matplotlib' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_the_plan_has_a_row_per_attack_and_ablation(config):
+    plan = patch.Plan(config)
+    assert plan.rows() == [f"results/tables/rows/digits/{a}/patch/patch_{b}.tsv"
+                           for a in ("none", "backdoor") for b in ("band_s2", "block_s4")]
+    assert plan.plots() == ["results/plots/digits/patch/patch.png", "results/plots/digits/patch/patch.pdf"]
+    assert plan.recipe(WC)["ablation"] == {"count": 1, "kind": "band", "size": 2}
+    assert plan.settings(WC)["ablation"] == {"count": 1, "kind": "band", "size": 2}
+    assert set(plan.settings(WC)) == {"ablation", *patch.SETTINGS_KEYS}
+    assert plan.shards(WC) == ["results/patch/digits/backdoor/patch/band_s2/certify/shard_0.tsv"]
+    assert list(plan.rule_params(WC)) == ["theta_0.2", "top_one"]
+
+
+@pytest.mark.parametrize("change,problem", [
+    ({"ablations": [{"kind": "band", "size": 9}]}, "band ablation s=9 × k=1 does not fit the image's W=8"),
+    ({"ablations": [{"kind": "block", "size": 2, "count": 3}]}, "k=3 does not divide the image's H=8"),
+    ({"patch_sizes": [1, 9]}, r"patch_sizes \[9\] larger than the image"),
+    ({"ablations": [{"kind": "band", "size": 2}, {"kind": "band", "size": 2}]}, "an ablation is listed twice"),
+])
+def test_ablations_and_patches_that_do_not_fit_the_dataset_are_refused(config, change, problem):
+    bad = copy.deepcopy(config)
+    bad["defenses"]["patch"].update(change)
+    with pytest.raises(ValueError, match=problem):
+        patch.Plan(bad)
+
+
+@pytest.mark.parametrize("change,problem", [
+    ({"thresholds": [0.0]}, "thresholds"), ({"thresholds": [1.5]}, "thresholds"),
+    ({"ablations": [{"kind": "diagonal", "size": 2}]}, "diagonal"),
+])
+def test_the_schema_refuses_thresholds_outside_0_1_and_unknown_kinds(change, problem):
+    bad = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    bad["defenses"]["patch"].update(change)
+    with pytest.raises(ValueError, match=f"(?s)defenses.patch .*{problem}"):
+        cfg.validate_config(bad, SCHEMAS)
+
+
+def test_a_trigger_side_is_the_square_that_covers_it():
+    mask = np.zeros((1, 8, 8), bool)
+    mask[0, 5:8, 6:8] = True
+    assert patch.trigger_side(mask) == 3
+    mask[0, 0, 0] = True
+    assert patch.trigger_side(mask) == 8
+
+
+def test_rows_of_a_certify_tsv(tmp_path):
+    rows = [  # idx label triggered rule predict certified_class certified_patch base_correct
+        (0, 1, 0, "top_one", 1, 1, 3, 0.5), (1, 2, 0, "top_one", 2, 2, 1, 0.75), (2, 0, 0, "top_one", 1, 1, 2, 0.25),
+        (0, 1, 1, "top_one", 1, 1, 3, 0.5), (1, 2, 1, "top_one", 7, 7, 1, 0.0)]
+    frame = pd.DataFrame(rows, columns=["idx", "label", "triggered", "rule", "predict", "certified_class",
+                                        "certified_patch", "base_correct"]).assign(count_0=0, seconds_per_image=0.1)
+    write_tsv(frame, tmp_path / "certify.tsv")
+    mask = np.zeros((1, 8, 8), bool)
+    mask[0, 0:3, 0:3] = True
+    trigger = poison.Trigger(mask, np.full((1, 8, 8), 250, np.uint8), "set")
+    poison.save_poison(tmp_path / "poison.npz", poison.Poison(np.zeros(0, np.int64), np.zeros((0, 1, 8, 8), np.uint8),
+                                                              np.zeros(0, np.int64), trigger, 7))
+    keys = {"dataset": "digits", "attack": "backdoor", "attack_type": "backdoor", "defense": "patch",
+            "method": "patch", "certificate": "-"}
+    patch.summarize_patch(str(tmp_path / "certify.tsv"), str(tmp_path / "poison.npz"), [], str(tmp_path / "rows.tsv"),
+                          keys, {"ablation": "band_s2"}, {"top_one": {}}, [1, 2, 3])
+    row = results.wide(results.read_rows(tmp_path / "rows.tsv")).iloc[0]
+    assert row["certificate"] == "top_one" and row["n_test"] == 3
+    assert row["accuracy"] == pytest.approx(2 / 3) and row["base_accuracy"] == pytest.approx(0.5)
+    assert [row[f"cert_acc@patch_size={m}"] for m in (1, 2, 3)] == pytest.approx([2 / 3, 1 / 3, 1 / 3])
+    assert row["asr"] == 0.5 and row["ra"] == 0.5 and row["trigger_side"] == 3
+    assert row["certified_ra"] == 0.5 and row["trigger_within_certified"] == 0.5
+
+
+@pytest.mark.workflow
+def test_patch_smoothing_through_the_workflow(workflow_copy):
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["defenses"] = {"patch": {**config["defenses"]["patch"], "skip": 12, "points_per_job": 20,
+                                    "randomized": {"enabled": True, "n0": 20, "n": 200}}}
+    config["defenses"]["patch"]["train"]["epochs"] = 3
+    config["experiments"] = [{"datasets": ["digits"], "attacks": ["none", "backdoor"], "defenses": ["patch"]}]
+    (workflow_copy / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    snakemake(workflow_copy, "-c1", "results/tables/patch.tsv", "results/plots/digits/patch/patch.png")
+    table = pd.read_csv(workflow_copy / "results" / "tables" / "patch.tsv", sep="\t")
+    assert sorted(table["certificate"].unique()) == ["randomized", "theta_0.2", "top_one"]
+    assert len(table) == 2 * 2 * 3 and (table["n_test"] == 30).all()
+    assert table["cert_acc@patch_size=1"].between(0, 1).all()
+    backdoor = table[table["attack"] == "backdoor"]
+    assert backdoor["asr"].notna().all() and (backdoor["trigger_side"] == 3).all()
+    certify = pd.read_csv(workflow_copy / "results/patch/digits/none/patch/block_s4/certify.tsv", sep="\t")
+    assert len(certify) == 30 * 3 and len(list((workflow_copy / "results/patch/digits/none/patch/block_s4/certify")
+                                                .glob("shard_*.tsv"))) == 2
