@@ -106,7 +106,8 @@ def test_rows_of_a_certify_tsv(tmp_path):
 def test_patch_smoothing_through_the_workflow(workflow_copy):
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["defenses"] = {"patch": {**config["defenses"]["patch"], "skip": 12, "points_per_job": 20,
-                                    "randomized": {"enabled": True, "n0": 20, "n": 200}}}
+                                    "randomized": {"enabled": True, "n0": 20, "n": 200}},
+                          "undefended": config["defenses"]["undefended"]}
     config["defenses"]["patch"]["train"]["epochs"] = 3
     config["experiments"] = [{"datasets": ["digits"], "attacks": ["none", "backdoor"], "defenses": ["patch"]}]
     (workflow_copy / "config" / "config.yaml").write_text(yaml.safe_dump(config))
@@ -117,6 +118,10 @@ def test_patch_smoothing_through_the_workflow(workflow_copy):
     assert table["cert_acc@patch_size=1"].between(0, 1).all()
     backdoor = table[table["attack"] == "backdoor"]
     assert backdoor["asr"].notna().all() and (backdoor["trigger_side"] == 3).all()
+    attacked = table[table["certificate"] != "randomized"]
+    assert attacked["undefended_attack_acc@patch_size=2"].between(0, 1).all()
+    # no point certified against a 2×2 patch is broken by one
+    assert (attacked["attack_acc@patch_size=2"] >= attacked["cert_acc_attacked@patch_size=2"]).all()
     certify = pd.read_csv(workflow_copy / "results/patch/digits/none/patch/block_s4/certify.tsv", sep="\t")
     assert len(certify) == 30 * 3 and len(list((workflow_copy / "results/patch/digits/none/patch/block_s4/certify")
                                                 .glob("shard_*.tsv"))) == 2
