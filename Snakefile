@@ -21,6 +21,7 @@ include: "rules/smoothing.smk"
 include: "rules/bilevel.smk"  # after smoothing: its victims are smoothing's models
 include: "rules/undefended.smk"
 include: "rules/detection.smk"
+include: "rules/rab.smk"
 include: "rules/table.smk"
 
 

@@ -206,7 +206,7 @@ def test_params_text_round_trips():
 
 
 def test_objectives_by_name():
-    assert set(train.OBJECTIVES) == {"cross_entropy", "gaussian_augmentation", "adversarial"}
+    assert set(train.OBJECTIVES) == {"cross_entropy", "gaussian_augmentation", "adversarial", "fixed_noise"}
     x = torch.zeros(4, 1, 3, 3)
     noisy = train.objective_of(train.TrainConfig(objective="gaussian_augmentation", noise_sigma=0.5))
     drawn = noisy.perturb(x, torch.Generator().manual_seed(3))

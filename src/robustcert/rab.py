@@ -28,6 +28,8 @@ import numpy as np
 from scipy.stats import norm
 
 from robustcert import metrics
+from robustcert.data import Split
+from robustcert.poison import Poison, triggered_test_set
 
 ALPHA = 0.001
 EPSILON = 1e-8
@@ -106,3 +108,15 @@ def certified_robust_accuracy(predictions: np.ndarray, labels: np.ndarray, radiu
     if not len(predictions):
         return float("nan")
     return float(((predictions == labels) & (np.asarray(radius) > np.asarray(needed))).mean())
+
+
+def total_trigger_norms(poison: Poison, split: Split) -> tuple[float, np.ndarray]:
+    """What an attack asks of the certificate, in [0, 1] pixel units: the L2 norm of its change of the
+    training set (every poisoned image stacked; labels are not counted) and, for each triggered test
+    image (in :func:`robustcert.poison.triggered_test_set` order), the L2 norm of the whole trigger,
+    √(‖Δ_train‖² + ‖δ_i‖²) with δ_i that image's trigger as applied (after rounding and clipping)."""
+    change = poison.x.astype(np.float64) / 255 - split.x_train[poison.index].astype(np.float64) / 255
+    training = float(np.sqrt((change ** 2).sum()))
+    index, triggered = triggered_test_set(poison, split.x_test, split.y_test)
+    test = (triggered.astype(np.float64) - split.x_test[index]).reshape(len(index), -1) / 255
+    return training, np.sqrt(training ** 2 + (test ** 2).sum(axis=1))

@@ -11,7 +11,8 @@ Two strategies reach the same weights for the same seeds (within float tolerance
 
 Randomness is per model: model j is initialised under ``torch.manual_seed(seed + j)`` and draws
 its batch order, crops, flips and the objective's noise from its own generator seeded likewise, in a
-fixed order (per epoch: permutation; per batch: crop offsets, then flips, then the objective's draws).
+fixed order (once, before the first epoch: the objective's fixed draws on the model's training set,
+if it has any; per epoch: permutation; per batch: crop offsets, then flips, then the objective's draws).
 The steps pass ``seed`` = :func:`robustcert.config.derive_seed` of the config's seed.
 
 What a step minimises is a training objective (:data:`OBJECTIVES`, by name): it perturbs the
@@ -85,6 +86,8 @@ class Objective(Protocol):
 
     ``needs_model`` (optional, False when absent): ``perturb`` also receives ``model`` and ``y``, the
     model being trained and the batch's labels, as keywords.
+    ``prepare`` (optional, the identity when absent): the training set a model trains on, made once
+    from its (content-ordered) training images before its first epoch (a fixed noise draw per example).
     """
 
     def perturb(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -135,6 +138,19 @@ class AdversarialTraining(CrossEntropy):
             model.train(was_training)
 
 
+@dataclass(frozen=True)
+class FixedNoise(CrossEntropy):
+    """Cross-entropy on the training set plus ONE draw of N(0, σ²I) per training example, made before
+    the first epoch and kept for every epoch (RAB, Weber et al.; METHODS.md §3), unclipped. Each model
+    draws its own: model j's noise is the first draw of its generator (seed + j)."""
+
+    sigma: float
+
+    def prepare(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The noisy training images the model trains on in every epoch."""
+        return x + self.sigma * torch.randn(x.shape, generator=generator).to(x.device)
+
+
 def training_attack(cfg: TrainConfig) -> PGD:
     """The PGD of a recipe's ``pgd_*`` fields (adversarial training, and the adversarial accuracy it is judged by)."""
     if cfg.pgd_norm not in NORMS:
@@ -146,6 +162,7 @@ OBJECTIVES: dict[str, Callable[[TrainConfig], Objective]] = {
     "cross_entropy": lambda cfg: CrossEntropy(),
     "gaussian_augmentation": lambda cfg: GaussianAugmentation(cfg.noise_sigma),
     "adversarial": lambda cfg: AdversarialTraining(training_attack(cfg)),
+    "fixed_noise": lambda cfg: FixedNoise(cfg.noise_sigma),
 }
 
 
@@ -187,14 +204,17 @@ class _Run:
 def train_shard(images: np.ndarray, labels: np.ndarray, partition: Partition, subsets: Sequence[int],
                 spec: ModelSpec, cfg: TrainConfig, device: torch.device) -> list[dict[str, torch.Tensor]]:
     """Train the models of ``subsets`` and return their state dicts (on the CPU), in that order."""
-    strategy = resolve_strategy(cfg.strategy, device, objective_of(cfg))
+    objective = objective_of(cfg)
+    strategy = resolve_strategy(cfg.strategy, device, objective)
     x_all = torch.from_numpy(images)
     y_all = torch.from_numpy(labels)
     runs, models = [], []
     for j in subsets:
         idx = torch.from_numpy(partition.subset(j))
-        runs.append(_Run(j, (x_all[idx].float() / 255.0).to(device), y_all[idx].to(device),
-                         torch.Generator().manual_seed(cfg.seed + j)))
+        generator = torch.Generator().manual_seed(cfg.seed + j)
+        x = (x_all[idx].float() / 255.0).to(device)
+        x = objective.prepare(x, generator) if hasattr(objective, "prepare") else x
+        runs.append(_Run(j, x, y_all[idx].to(device), generator))
         torch.manual_seed(cfg.seed + j)
         models.append(spec.build(partition.mean[j], partition.std[j]).to(device))
     log.info("training %d models (subsets %s..%s) with strategy %s on %s", len(runs), subsets[0],
