@@ -113,6 +113,7 @@ def test_ensemble_plan_reads_only_the_layout_and_the_recipe(default_config):
     assert plan.shard_subsets(wc) == list(range(10, 20))
     assert plan.shard_checkpoints(wc)[-1] == "results/models/digits/none/dpa/shard_1.pt"
     assert set(plan.recipe(wc)) == {"arch", "train"} and "certificates" not in repr(plan.recipe(wc))
+    assert plan.test_noise(wc) == {}
     with pytest.raises(ValueError, match="trains no ensemble"):
         plan.layout(wildcards(dataset="digits", attack="none", defense="smoothing"))
 

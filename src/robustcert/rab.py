@@ -118,5 +118,5 @@ def total_trigger_norms(poison: Poison, split: Split) -> tuple[float, np.ndarray
     change = poison.x.astype(np.float64) / 255 - split.x_train[poison.index].astype(np.float64) / 255
     training = float(np.sqrt((change ** 2).sum()))
     index, triggered = triggered_test_set(poison, split.x_test, split.y_test)
-    test = (triggered.astype(np.float64) - split.x_test[index]).reshape(len(index), -1) / 255
+    test = (triggered.astype(np.float64) - split.x_test[index]).reshape(len(index), int(np.prod(split.image_shape))) / 255
     return training, np.sqrt(training ** 2 + (test ** 2).sum(axis=1))

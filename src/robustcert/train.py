@@ -204,17 +204,9 @@ class _Run:
 def train_shard(images: np.ndarray, labels: np.ndarray, partition: Partition, subsets: Sequence[int],
                 spec: ModelSpec, cfg: TrainConfig, device: torch.device) -> list[dict[str, torch.Tensor]]:
     """Train the models of ``subsets`` and return their state dicts (on the CPU), in that order."""
-    objective = objective_of(cfg)
-    strategy = resolve_strategy(cfg.strategy, device, objective)
-    x_all = torch.from_numpy(images)
-    y_all = torch.from_numpy(labels)
-    runs, models = [], []
+    strategy = resolve_strategy(cfg.strategy, device, objective_of(cfg))
+    runs, models = model_runs(images, labels, partition, subsets, cfg, device), []
     for j in subsets:
-        idx = torch.from_numpy(partition.subset(j))
-        generator = torch.Generator().manual_seed(cfg.seed + j)
-        x = (x_all[idx].float() / 255.0).to(device)
-        x = objective.prepare(x, generator) if hasattr(objective, "prepare") else x
-        runs.append(_Run(j, x, y_all[idx].to(device), generator))
         torch.manual_seed(cfg.seed + j)
         models.append(spec.build(partition.mean[j], partition.std[j]).to(device))
     log.info("training %d models (subsets %s..%s) with strategy %s on %s", len(runs), subsets[0],
@@ -222,6 +214,21 @@ def train_shard(images: np.ndarray, labels: np.ndarray, partition: Partition, su
     train = _train_batched if strategy == "batched" else _train_sequential
     models = train(models, runs, cfg, device)
     return [{name: t.detach().cpu() for name, t in m.state_dict().items()} for m in models]
+
+
+def model_runs(images: np.ndarray, labels: np.ndarray, partition: Partition, subsets: Sequence[int],
+               cfg: TrainConfig, device: torch.device) -> list[_Run]:
+    """Each model's training set (after the objective's ``prepare``, if any) and random stream."""
+    objective = objective_of(cfg)
+    x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)
+    runs = []
+    for j in subsets:
+        idx = torch.from_numpy(partition.subset(j))
+        generator = torch.Generator().manual_seed(cfg.seed + j)
+        x = (x_all[idx].float() / 255.0).to(device)
+        x = objective.prepare(x, generator) if hasattr(objective, "prepare") else x
+        runs.append(_Run(j, x, y_all[idx].to(device), generator))
+    return runs
 
 
 def resolve_strategy(strategy: str, device: torch.device, objective: Objective | None = None) -> str:
