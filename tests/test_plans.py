@@ -144,8 +144,8 @@ def test_bilevel_plan_keeps_its_evaluation_out_of_the_attack(default_config):
 
 
 def test_poison_stage_takes_exactly_the_attacks_a_generator_makes(default_config):
-    assert poison_stage.attack_constraint(default_config) == "backdoor|backdoor_distributed|label_flip|none"
-    assert set(poison.GENERATORS) == {"none", "backdoor", "label_flip"}
+    assert poison_stage.attack_constraint(default_config) == "backdoor|backdoor_distributed|four_pixel|label_flip|none"
+    assert set(poison.GENERATORS) == {"none", "backdoor", "label_flip", "l2_backdoor"}
 
 
 def test_stage_modules_load_neither_torch_nor_matplotlib():

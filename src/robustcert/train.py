@@ -44,12 +44,17 @@ from robustcert.pgd import NORMS, PGD, cross_entropy_loss
 
 log = logging.getLogger(__name__)
 STRATEGIES = ("auto", "sequential", "batched")
+OPTIMIZERS = ("sgd", "adam")
 CHECKPOINT_FORMAT = "robustcert.shard/1"
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The training recipe (METHODS.md §2 defaults: SGD 0.1, nesterov 0.9, wd 5e-4, ×0.2 at 60/120/160)."""
+    """The training recipe (METHODS.md §2 defaults: SGD 0.1, nesterov 0.9, wd 5e-4, ×0.2 at 60/120/160).
+
+    ``optimizer`` ``adam`` is ``torch.optim.Adam`` (betas 0.9/0.999, eps 1e-8, L2 weight decay; RAB's
+    recipe); ``momentum`` and ``nesterov`` are SGD's only.
+    """
 
     epochs: int = 200
     batch_size: int = 128
@@ -71,8 +76,11 @@ class TrainConfig:
     pgd_random_start: bool = False
     seed: int = 0
     strategy: str = "auto"
+    optimizer: str = "sgd"
 
     def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; known: {OPTIMIZERS}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"unknown training objective {self.objective!r}; known: {sorted(OBJECTIVES)}")
 
@@ -285,8 +293,7 @@ def _train_sequential(models: list[nn.Module], runs: list[_Run], cfg: TrainConfi
     objective = objective_of(cfg)
     for model, run in zip(models, runs):
         model.to(memory_format=torch.channels_last).train()
-        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                    nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+        optimizer = _optimizer(model, cfg)
         for epoch in range(cfg.epochs):
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr_at(epoch)
@@ -299,6 +306,13 @@ def _train_sequential(models: list[nn.Module], runs: list[_Run], cfg: TrainConfi
     return models
 
 
+def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                           weight_decay=cfg.weight_decay)
+
+
 def _train_batched(models: list[nn.Module], runs: list[_Run], cfg: TrainConfig,
                    device: torch.device) -> list[nn.Module]:
     """All models in lock-step: at step t every model with a t-th batch takes it.
@@ -309,7 +323,7 @@ def _train_batched(models: list[nn.Module], runs: list[_Run], cfg: TrainConfig,
         model.train()
     params, buffers = (
         {name: v.detach() for name, v in d.items()} for d in stack_module_state(models))
-    momentum = {name: torch.zeros_like(p) for name, p in params.items()}
+    state = _optimizer_state(params, cfg, len(models), device)
     base = copy.deepcopy(models[0]).to("meta")
     objective = objective_of(cfg)
 
@@ -325,10 +339,10 @@ def _train_batched(models: list[nn.Module], runs: list[_Run], cfg: TrainConfig,
                 idx = torch.tensor(members, device=device)
                 x = torch.stack([batches[i][t][0] for i in members])
                 y = torch.stack([batches[i][t][1] for i in members])
-                p, b, m = ({name: v[idx] for name, v in d.items()} for d in (params, buffers, momentum))
+                p, b, m = ({name: v[idx] for name, v in d.items()} for d in (params, buffers, state))
                 grads = step(p, b, x, y)  # updates the BatchNorm statistics in b
-                p, m = _sgd_step(p, grads, m, lr, cfg)
-                for store, group in ((params, p), (buffers, b), (momentum, m)):
+                p, m = (_adam_step if cfg.optimizer == "adam" else _sgd_step)(p, grads, m, lr, cfg)
+                for store, group in ((params, p), (buffers, b), (state, m)):
                     for name, value in group.items():
                         store[name][idx] = value
     for i, model in enumerate(models):
@@ -344,17 +358,43 @@ def _groups_by_batch_size(batches: list[list], t: int) -> list[list[int]]:
     return list(groups.values())
 
 
-def _sgd_step(params: dict, grads: dict, momentum: dict, lr: float, cfg: TrainConfig
-              ) -> tuple[dict, dict]:
+def _optimizer_state(params: dict, cfg: TrainConfig, count: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """The stacked optimiser state of ``count`` models, one flat dict: SGD's momenta, or Adam's moments and
+    each model's step count (models that sit out a step keep theirs)."""
+    if cfg.optimizer == "adam":
+        return {**{f"exp_avg/{n}": torch.zeros_like(p) for n, p in params.items()},
+                **{f"exp_avg_sq/{n}": torch.zeros_like(p) for n, p in params.items()},
+                "step": torch.zeros(count, device=device)}
+    return {f"momentum/{n}": torch.zeros_like(p) for n, p in params.items()}
+
+
+def _sgd_step(params: dict, grads: dict, state: dict, lr: float, cfg: TrainConfig) -> tuple[dict, dict]:
     """One ``torch.optim.SGD`` step (dampening 0) on stacked tensors: new parameters and momenta."""
-    new_params, new_momentum = {}, {}
+    new_params, new_state = {}, {}
     for name, p in params.items():
         g = grads[name] + cfg.weight_decay * p if cfg.weight_decay else grads[name]
         if cfg.momentum:
-            new_momentum[name] = buf = cfg.momentum * momentum[name] + g
+            new_state[f"momentum/{name}"] = buf = cfg.momentum * state[f"momentum/{name}"] + g
             g = g + cfg.momentum * buf if cfg.nesterov else buf
         new_params[name] = p - lr * g
-    return new_params, new_momentum
+    return new_params, new_state
+
+
+def _adam_step(params: dict, grads: dict, state: dict, lr: float, cfg: TrainConfig,
+               betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> tuple[dict, dict]:
+    """One ``torch.optim.Adam`` step (no amsgrad) on stacked tensors: new parameters and state."""
+    step = state["step"] + 1
+    new_params, new_state = {}, {"step": step}
+    for name, p in params.items():
+        g = grads[name] + cfg.weight_decay * p if cfg.weight_decay else grads[name]
+        m = state[f"exp_avg/{name}"].lerp(g, 1 - betas[0])
+        v = betas[1] * state[f"exp_avg_sq/{name}"] + (1 - betas[1]) * g * g
+        shape = (-1,) + (1,) * (p.dim() - 1)
+        correction1 = (1 - betas[0] ** step).view(shape)
+        correction2 = (1 - betas[1] ** step).view(shape)
+        new_params[name] = p - lr / correction1 * m / (v.sqrt() / correction2.sqrt() + eps)
+        new_state[f"exp_avg/{name}"], new_state[f"exp_avg_sq/{name}"] = m, v
+    return new_params, new_state
 
 
 def save_shard(path: str, spec: ModelSpec, subsets: Sequence[int], states: list[dict[str, torch.Tensor]]) -> None:
