@@ -1,6 +1,7 @@
 # Ensembles of base models (robustcert.workflow.ensemble): partition the poisoned training set, train
 # the models one shard at a time (gpu=1 jobs), score them on the clean and triggered test sets. A
-# method that trains an ensemble registers its layout: ENSEMBLE.register("<method>", <layout function>).
+# method that trains an ensemble registers its layout: ENSEMBLE.register("<method>", <layout function>),
+# optionally its recipe and its test-time noise.
 
 from robustcert.workflow import ensemble
 
@@ -62,6 +63,7 @@ rule score_ensemble:
     output:
         scores="results/scores/{dataset}/{attack}/{defense}.npz",
     params:
+        test_noise=ENSEMBLE.test_noise,
         device=config["device"],
     threads: config["threads"]
     resources:

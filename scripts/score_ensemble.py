@@ -9,5 +9,6 @@ score_ensemble(
     shard_paths=snakemake.input.models,
     output=snakemake.output.scores,
     device=snakemake.params.device,
+    test_noise=snakemake.params.test_noise,
     threads=snakemake.threads,
 )

@@ -113,6 +113,7 @@ def test_ensemble_plan_reads_only_the_layout_and_the_recipe(default_config):
     assert plan.shard_subsets(wc) == list(range(10, 20))
     assert plan.shard_checkpoints(wc)[-1] == "results/models/digits/none/dpa/shard_1.pt"
     assert set(plan.recipe(wc)) == {"arch", "train"} and "certificates" not in repr(plan.recipe(wc))
+    assert plan.test_noise(wc) == {}
     with pytest.raises(ValueError, match="trains no ensemble"):
         plan.layout(wildcards(dataset="digits", attack="none", defense="smoothing"))
 
@@ -143,8 +144,8 @@ def test_bilevel_plan_keeps_its_evaluation_out_of_the_attack(default_config):
 
 
 def test_poison_stage_takes_exactly_the_attacks_a_generator_makes(default_config):
-    assert poison_stage.attack_constraint(default_config) == "backdoor|backdoor_distributed|label_flip|none"
-    assert set(poison.GENERATORS) == {"none", "backdoor", "label_flip"}
+    assert poison_stage.attack_constraint(default_config) == "backdoor|backdoor_distributed|four_pixel|label_flip|none"
+    assert set(poison.GENERATORS) == {"none", "backdoor", "label_flip", "l2_backdoor"}
 
 
 def test_stage_modules_load_neither_torch_nor_matplotlib():
@@ -207,7 +208,7 @@ def test_params_text_round_trips():
 
 def test_objectives_by_name():
     assert set(train.OBJECTIVES) == {"cross_entropy", "gaussian_augmentation", "adversarial", "macer", "smoothadv",
-                                     "ablation"}
+                                     "ablation", "fixed_noise"}
     x = torch.zeros(4, 1, 3, 3)
     noisy = train.objective_of(train.TrainConfig(objective="gaussian_augmentation", noise_sigma=0.5))
     drawn = noisy.perturb(x, torch.Generator().manual_seed(3))

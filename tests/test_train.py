@@ -45,6 +45,20 @@ def test_sequential_and_batched_reach_the_same_weights_on_unequal_partitions():
             torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
 
 
+def test_batched_adam_reaches_the_weights_of_torch_adam():
+    x, y = _data()
+    parts = partition.partition_dataset(x, y, 3)
+    cpu = torch.device("cpu")
+    recipe = dict(optimizer="adam", lr=1e-3, weight_decay=1e-4)
+    seq = train.train_shard(x, y, parts, [0, 1, 2], SPEC, _cfg(strategy="sequential", **recipe), cpu)
+    bat = train.train_shard(x, y, parts, [0, 1, 2], SPEC, _cfg(strategy="batched", **recipe), cpu)
+    for a, b in zip(seq, bat):
+        for name in a:  # Adam divides by √v: float rounding of a tiny v moves a weight by up to ~1e-4·lr·steps
+            torch.testing.assert_close(a[name], b[name], rtol=1e-3, atol=1e-4)
+    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
+        _cfg(optimizer="rmsprop")
+
+
 def test_batched_matches_sequential_with_batchnorm_for_a_step():
     x, y = _data(40)
     parts = partition.partition_dataset(x, y, 2)

@@ -204,7 +204,11 @@ def source_shape(source: str) -> tuple[int, int, int]:
 
 
 def expected_test_size(spec: dict) -> int:
-    """The test-set size a dataset config leads to, known before any data is read (for planning jobs)."""
+    """The test-set size a dataset config leads to, known before any data is read (for planning jobs);
+    refused for a subset of classes, whose size only the data knows."""
+    if spec.get("classes") is not None:
+        raise ValueError(f"the test set of a class subset {spec['classes']} has no size known before the split: "
+                         "a step that plans its jobs by the test size cannot run on it")
     return int(spec["n_test"]) if spec["source"] == "digits" else STANDARD_TEST_SIZE[spec["source"]]
 
 

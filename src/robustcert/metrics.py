@@ -1,7 +1,8 @@
 """The metrics of the results tables, each defined once here (docs/metrics.md says the same in words).
 
 A prediction is correct when it equals the label; an abstention (:data:`ABSTAIN`) is never correct.
-A certified radius counts at r when it is ≥ r. Shares are over all the points given.
+A certified radius counts at r when it is ≥ r (> r with ``strict``, as RAB counts). Shares are over
+all the points given.
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ import numpy as np
 ABSTAIN = -1
 
 
-def certified_accuracy(radius: np.ndarray, correct: np.ndarray, at: Sequence[float]) -> np.ndarray:
-    """Share of points that are ``correct`` with ``radius ≥ r``, for each r in ``at`` (NaN for no points)."""
+def certified_accuracy(radius: np.ndarray, correct: np.ndarray, at: Sequence[float], strict: bool = False
+                       ) -> np.ndarray:
+    """Share of points that are ``correct`` with ``radius ≥ r`` (``radius > r`` when ``strict``), for each
+    r in ``at`` (NaN for no points)."""
     radius, correct = np.asarray(radius, dtype=float), np.asarray(correct, dtype=bool)
     at = np.asarray(at, dtype=float)
     if len(radius) == 0:
         return np.full(len(at), np.nan)
-    return ((radius[None, :] >= at[:, None]) & correct).mean(axis=1)
+    holds = radius[None, :] > at[:, None] if strict else radius[None, :] >= at[:, None]
+    return (holds & correct).mean(axis=1)
 
 
 def average_certified_radius(radius: np.ndarray, correct: np.ndarray) -> float:

@@ -35,7 +35,12 @@ class Curve:
     defense: str
     certificate: str
     frame: pd.DataFrame
+    label: str | None = None
 
+    @property
+    def name(self) -> str:
+        """The curve's legend entry (defense · certificate unless given)."""
+        return self.label or f"{self.defense} · {self.certificate}"
 
 
 def plot_poison_budget(curves: Sequence[Curve], undefended: Mapping[str, float], colors: Mapping[str, str],
@@ -45,30 +50,53 @@ def plot_poison_budget(curves: Sequence[Curve], undefended: Mapping[str, float],
     and certificate (line style: the base certificate solid, its variants dashed and dotted). Each
     panel of an attack also draws, thin and grey, the same defenses on clean data, and the undefended
     model's accuracy under that attack as a dotted horizontal line."""
-    attacks = list(dict.fromkeys(c.attack for c in curves))
     largest = max((int(c.frame["radius"].max()) for c in curves if len(c.frame)), default=0)
-    budgets = np.arange(0, largest + 2)
+    fig = _budget_panels(curves, np.arange(0, largest + 2), False, undefended, colors)
+    for ax in fig.axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.supxlabel("poisoned training samples (insertions or deletions)")
+    fig.suptitle(title)
+    _save(fig, outputs)
+
+
+def plot_l2_budget(curves: Sequence[Curve], undefended: Mapping[str, float], colors: Mapping[str, str],
+                   title: str, outputs: Sequence[str | Path], points: int = 200) -> None:
+    """Certified accuracy (y, radius R > r, strictly, as RAB counts) against the L2 norm r of the whole
+    trigger over the training set and the test input (x), in the panels and styles of
+    :func:`plot_poison_budget`."""
+    largest = max((float(c.frame["radius"].max()) for c in curves if len(c.frame)), default=0.0)
+    fig = _budget_panels(curves, np.linspace(0.0, max(largest, 1e-3) * 1.05, points), True, undefended, colors)
+    fig.supxlabel("L2 norm of the trigger over the training set and the test input (radius)")
+    fig.suptitle(title)
+    _save(fig, outputs)
+
+
+def _budget_panels(curves: Sequence[Curve], budgets: np.ndarray, strict: bool, undefended: Mapping[str, float],
+                   colors: Mapping[str, str]) -> plt.Figure:
+    """The panels of the budget plots: one per attack, its curves, the clean curves in grey, the undefended
+    accuracy dotted."""
+    attacks = list(dict.fromkeys(c.attack for c in curves))
     styles = _variant_styles(c.certificate for c in curves)
     fig, axes = _panels(len(attacks))
+
+    def share(curve: Curve) -> np.ndarray:
+        return certified_accuracy(curve.frame["radius"], curve.frame["correct"], budgets, strict=strict)
+
     for ax, attack in zip(axes, attacks):
         references = [c for c in curves if c.attack == CLEAN and attack != CLEAN]
         for curve in references:
-            ax.step(budgets, certified_accuracy(curve.frame["radius"], curve.frame["correct"], budgets), where="post",
-                    color="0.65", linewidth=0.8, linestyle=styles[curve.certificate],
+            ax.step(budgets, share(curve), where="post", color="0.65", linewidth=0.8,
+                    linestyle=styles[curve.certificate],
                     label="the same without attack" if curve is references[0] else None)
         for curve in (c for c in curves if c.attack == attack):
-            ax.step(budgets, certified_accuracy(curve.frame["radius"], curve.frame["correct"], budgets), where="post",
-                    color=colors[curve.defense], linestyle=styles[curve.certificate],
-                    label=f"{curve.defense} · {curve.certificate}")
+            ax.step(budgets, share(curve), where="post", color=colors[curve.defense],
+                    linestyle=styles[curve.certificate], label=curve.name)
         if attack in undefended:
             ax.axhline(undefended[attack], color="black", linestyle=":", linewidth=1, label="undefended accuracy")
         ax.set(title=attack, ylim=(0, 1.02), xlim=(0, budgets[-1]))
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize="x-small")
-    fig.supxlabel("poisoned training samples (insertions or deletions)")
     fig.supylabel("certified accuracy")
-    fig.suptitle(title)
-    _save(fig, outputs)
+    return fig
 
 
 def plot_patch_sizes(frames: Sequence[tuple[str, str, pd.DataFrame]], title: str,

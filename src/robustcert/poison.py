@@ -14,6 +14,11 @@ Attack types (config ``attacks.<name>.type``):
   or ``position``/``size``/``value`` of a filled rectangle.
 - ``label_flip``: a ``fraction`` of the images of class ``source`` (of every class but ``target``
   when ``source`` is null) get the label ``target``.
+- ``l2_backdoor``: RAB's backdoors (METHODS.md §3), planted as ``backdoor`` plants its trigger, with
+  a trigger of L2 norm ``delta`` (in [0, 1] pixel units, before rounding to uint8 levels and
+  clipping): ``one_pixel``, ``four_pixel`` (:data:`RAB_FOUR_PIXELS`), each pixel on every channel
+  raised by δ/√(pixels · channels), or ``blending``, a fixed Gaussian pattern over the whole image
+  scaled to norm δ and added (drawn by the attack's generator before the poisoned samples).
 """
 
 from __future__ import annotations
@@ -94,6 +99,42 @@ def trigger_pixels(preset: str, height: int, width: int) -> tuple[list[Pixel], s
     return pixels, mode
 
 
+# RAB's four-pixel triggers: MNIST's (28×28) and CIFAR-10's (32×32); other sizes take MNIST's, scaled
+RAB_FOUR_PIXELS: dict[int, list[Pixel]] = {28: [(18, 20), (19, 19), (20, 18), (20, 20)],
+                                           32: [(14, 16), (15, 15), (16, 14), (16, 16)]}
+
+
+def rab_four_pixels(height: int, width: int) -> list[Pixel]:
+    """RAB's four pixels for square images of this size (MNIST's scaled to other sizes)."""
+    if height == width and height in RAB_FOUR_PIXELS:
+        return RAB_FOUR_PIXELS[height]
+    pixels = [(round(r * height / 28), round(c * width / 28)) for r, c in RAB_FOUR_PIXELS[28]]
+    if len(set(pixels)) != len(pixels):
+        raise ValueError(f"RAB's four pixels do not stay distinct on {height}×{width} images: give `pixels`")
+    return pixels
+
+
+def l2_trigger(spec: Mapping[str, Any], image_shape: tuple[int, int, int], rng: np.random.Generator) -> Trigger:
+    """The additive trigger of L2 norm ``delta`` of an ``l2_backdoor`` attack (``pattern`` one_pixel,
+    four_pixel or blending; ``pixels`` overrides the pattern's positions), rounded to uint8 levels."""
+    delta = float(spec["delta"])
+    channels, height, width = image_shape
+    if spec["pattern"] == "blending":
+        noise = rng.standard_normal(image_shape)
+        mask, change = np.ones(image_shape, dtype=bool), delta * noise / np.linalg.norm(noise)
+    else:
+        pixels = spec.get("pixels") or (trigger_pixels("one_pixel", height, width)[0] if spec["pattern"] == "one_pixel"
+                                        else rab_four_pixels(height, width))
+        outside = [p for p in pixels if not (0 <= p[0] < height and 0 <= p[1] < width)]
+        if outside:
+            raise ValueError(f"trigger pixels {outside} lie outside {height}×{width} images")
+        mask = np.zeros(image_shape, dtype=bool)
+        for row, col in pixels:
+            mask[:, row, col] = True
+        change = np.where(mask, delta / np.sqrt(mask.sum()), 0.0)
+    return Trigger(mask=mask, value=np.rint(change * 255).astype(np.int16), mode="add")
+
+
 def make_trigger(spec: Mapping[str, Any], image_shape: tuple[int, int, int]) -> Trigger:
     """The trigger of a backdoor attack config (``preset``, or ``position``/``size``) and ``value``."""
     channels, height, width = image_shape
@@ -171,8 +212,19 @@ def _draw(rng: np.random.Generator, candidates: np.ndarray, count: int, what: st
 
 def _backdoor(spec: Mapping[str, Any], x_train: np.ndarray, y_train: np.ndarray,
               rng: np.random.Generator) -> Poison:
+    return _plant(make_trigger(spec, x_train.shape[1:]), spec, x_train, y_train, rng)
+
+
+def _l2_backdoor(spec: Mapping[str, Any], x_train: np.ndarray, y_train: np.ndarray,
+                 rng: np.random.Generator) -> Poison:
+    return _plant(l2_trigger(spec, x_train.shape[1:], rng), spec, x_train, y_train, rng)
+
+
+def _plant(trigger: Trigger, spec: Mapping[str, Any], x_train: np.ndarray, y_train: np.ndarray,
+           rng: np.random.Generator) -> Poison:
+    """A ``fraction`` of the training set (non-target images; target images for clean labels) triggered
+    and, with ``dirty_label``, relabelled to ``target``."""
     target = int(spec["target"])
-    trigger = make_trigger(spec, x_train.shape[1:])
     dirty = bool(spec.get("dirty_label", True))
     eligible = np.flatnonzero(y_train != target) if dirty else np.flatnonzero(y_train == target)
     count = int(round(float(spec["fraction"]) * len(y_train)))
@@ -198,7 +250,8 @@ def _no_attack(spec: Mapping[str, Any], x_train: np.ndarray, y_train: np.ndarray
 Generator = Callable[[Mapping[str, Any], np.ndarray, np.ndarray, np.random.Generator], Poison]
 # the attack types that poison_training_set makes, by config `type`; attacks that need a model
 # (bilevel_radius) have rules of their own
-GENERATORS: dict[str, Generator] = {"none": _no_attack, "backdoor": _backdoor, "label_flip": _label_flip}
+GENERATORS: dict[str, Generator] = {"none": _no_attack, "backdoor": _backdoor, "label_flip": _label_flip,
+                                    "l2_backdoor": _l2_backdoor}
 
 
 def load_poisoned_training_set(split_path: str | Path, poison_path: str | Path

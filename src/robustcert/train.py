@@ -11,7 +11,8 @@ Two strategies reach the same weights for the same seeds (within float tolerance
 
 Randomness is per model: model j is initialised under ``torch.manual_seed(seed + j)`` and draws
 its batch order, crops, flips and the objective's noise from its own generator seeded likewise, in a
-fixed order (per epoch: permutation; per batch: crop offsets, then flips, then the objective's draws).
+fixed order (once, before the first epoch: the objective's fixed draws on the model's training set,
+if it has any; per epoch: permutation; per batch: crop offsets, then flips, then the objective's draws).
 The steps pass ``seed`` = :func:`robustcert.config.derive_seed` of the config's seed.
 
 What a step minimises is a training objective (:data:`OBJECTIVES`, by name): it perturbs the
@@ -46,12 +47,17 @@ from robustcert.smoothing_objectives import Macer, SmoothAdv
 
 log = logging.getLogger(__name__)
 STRATEGIES = ("auto", "sequential", "batched")
+OPTIMIZERS = ("sgd", "adam")
 CHECKPOINT_FORMAT = "robustcert.shard/1"
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The training recipe (METHODS.md §2 defaults: SGD 0.1, nesterov 0.9, wd 5e-4, ×0.2 at 60/120/160)."""
+    """The training recipe (METHODS.md §2 defaults: SGD 0.1, nesterov 0.9, wd 5e-4, ×0.2 at 60/120/160).
+
+    ``optimizer`` ``adam`` is ``torch.optim.Adam`` (betas 0.9/0.999, eps 1e-8, L2 weight decay; RAB's
+    recipe); ``momentum`` and ``nesterov`` are SGD's only.
+    """
 
     epochs: int = 200
     batch_size: int = 128
@@ -88,8 +94,11 @@ class TrainConfig:
     ablation_count: int = 1
     seed: int = 0
     strategy: str = "auto"
+    optimizer: str = "sgd"
 
     def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; known: {OPTIMIZERS}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"unknown training objective {self.objective!r}; known: {sorted(OBJECTIVES)}")
 
@@ -103,6 +112,8 @@ class Objective(Protocol):
 
     ``needs_model`` (optional, False when absent): ``perturb`` also receives ``model`` and ``y``, the
     model being trained and the batch's labels, as keywords.
+    ``prepare`` (optional, the identity when absent): the training set a model trains on, made once
+    from its (content-ordered) training images before its first epoch (a fixed noise draw per example).
     """
 
     def perturb(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -168,6 +179,19 @@ class AblationTraining(CrossEntropy):
         return random_ablation(ablation, x, generator)
 
 
+@dataclass(frozen=True)
+class FixedNoise(CrossEntropy):
+    """Cross-entropy on the training set plus ONE draw of N(0, σ²I) per training example, made before
+    the first epoch and kept for every epoch (RAB, Weber et al.; METHODS.md §3), unclipped. Each model
+    draws its own: model j's noise is the first draw of its generator (seed + j)."""
+
+    sigma: float
+
+    def prepare(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The noisy training images the model trains on in every epoch."""
+        return x + self.sigma * torch.randn(x.shape, generator=generator).to(x.device)
+
+
 def training_attack(cfg: TrainConfig) -> PGD:
     """The PGD of a recipe's ``pgd_*`` fields (adversarial training, and the adversarial accuracy it is judged by)."""
     if cfg.pgd_norm not in NORMS:
@@ -184,6 +208,7 @@ OBJECTIVES: dict[str, Callable[[TrainConfig], Objective]] = {
     "smoothadv": lambda cfg: SmoothAdv(cfg.noise_sigma, cfg.smoothadv_m, cfg.smoothadv_epsilon, cfg.smoothadv_steps,
                                        cfg.smoothadv_warmup),
     "ablation": lambda cfg: AblationTraining(cfg.ablation_kind, cfg.ablation_size, cfg.ablation_count),
+    "fixed_noise": lambda cfg: FixedNoise(cfg.noise_sigma),
 }
 
 
@@ -232,13 +257,8 @@ def train_shard(images: np.ndarray, labels: np.ndarray, partition: Partition, su
                 spec: ModelSpec, cfg: TrainConfig, device: torch.device) -> list[dict[str, torch.Tensor]]:
     """Train the models of ``subsets`` and return their state dicts (on the CPU), in that order."""
     strategy = resolve_strategy(cfg.strategy, device, objective_of(cfg))
-    x_all = torch.from_numpy(images)
-    y_all = torch.from_numpy(labels)
-    runs, models = [], []
+    runs, models = model_runs(images, labels, partition, subsets, cfg, device), []
     for j in subsets:
-        idx = torch.from_numpy(partition.subset(j))
-        runs.append(_Run(j, (x_all[idx].float() / 255.0).to(device), y_all[idx].to(device),
-                         torch.Generator().manual_seed(cfg.seed + j)))
         torch.manual_seed(cfg.seed + j)
         models.append(spec.build(partition.mean[j], partition.std[j]).to(device))
     log.info("training %d models (subsets %s..%s) with strategy %s on %s", len(runs), subsets[0],
@@ -246,6 +266,21 @@ def train_shard(images: np.ndarray, labels: np.ndarray, partition: Partition, su
     train = _train_batched if strategy == "batched" else _train_sequential
     models = train(models, runs, cfg, device)
     return [{name: t.detach().cpu() for name, t in m.state_dict().items()} for m in models]
+
+
+def model_runs(images: np.ndarray, labels: np.ndarray, partition: Partition, subsets: Sequence[int],
+               cfg: TrainConfig, device: torch.device) -> list[_Run]:
+    """Each model's training set (after the objective's ``prepare``, if any) and random stream."""
+    objective = objective_of(cfg)
+    x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)
+    runs = []
+    for j in subsets:
+        idx = torch.from_numpy(partition.subset(j))
+        generator = torch.Generator().manual_seed(cfg.seed + j)
+        x = (x_all[idx].float() / 255.0).to(device)
+        x = objective.prepare(x, generator) if hasattr(objective, "prepare") else x
+        runs.append(_Run(j, x, y_all[idx].to(device), generator))
+    return runs
 
 
 def resolve_strategy(strategy: str, device: torch.device, objective: Objective | None = None) -> str:
@@ -300,8 +335,7 @@ def _train_sequential(models: list[nn.Module], runs: list[_Run], cfg: TrainConfi
                       device: torch.device) -> list[nn.Module]:
     for model, run in zip(models, runs):
         model.to(memory_format=torch.channels_last).train()
-        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                    nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+        optimizer = _optimizer(model, cfg)
         for epoch in range(cfg.epochs):
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr_at(epoch)
@@ -315,6 +349,13 @@ def _train_sequential(models: list[nn.Module], runs: list[_Run], cfg: TrainConfi
     return models
 
 
+def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                           weight_decay=cfg.weight_decay)
+
+
 def _train_batched(models: list[nn.Module], runs: list[_Run], cfg: TrainConfig,
                    device: torch.device) -> list[nn.Module]:
     """All models in lock-step: at step t every model with a t-th batch takes it.
@@ -325,7 +366,7 @@ def _train_batched(models: list[nn.Module], runs: list[_Run], cfg: TrainConfig,
         model.train()
     params, buffers = (
         {name: v.detach() for name, v in d.items()} for d in stack_module_state(models))
-    momentum = {name: torch.zeros_like(p) for name, p in params.items()}
+    state = _optimizer_state(params, cfg, len(models), device)
     base = copy.deepcopy(models[0]).to("meta")
     for epoch in range(cfg.epochs):
         lr = cfg.lr_at(epoch)
@@ -337,10 +378,10 @@ def _train_batched(models: list[nn.Module], runs: list[_Run], cfg: TrainConfig,
                 idx = torch.tensor(members, device=device)
                 x = torch.stack([batches[i][t][0] for i in members])
                 y = torch.stack([batches[i][t][1] for i in members])
-                p, b, m = ({name: v[idx] for name, v in d.items()} for d in (params, buffers, momentum))
+                p, b, m = ({name: v[idx] for name, v in d.items()} for d in (params, buffers, state))
                 grads = step(p, b, x, y)  # updates the BatchNorm statistics in b
-                p, m = _sgd_step(p, grads, m, lr, cfg)
-                for store, group in ((params, p), (buffers, b), (momentum, m)):
+                p, m = (_adam_step if cfg.optimizer == "adam" else _sgd_step)(p, grads, m, lr, cfg)
+                for store, group in ((params, p), (buffers, b), (state, m)):
                     for name, value in group.items():
                         store[name][idx] = value
     for i, model in enumerate(models):
@@ -365,17 +406,43 @@ def _groups_by_batch_size(batches: list[list], t: int) -> list[list[int]]:
     return list(groups.values())
 
 
-def _sgd_step(params: dict, grads: dict, momentum: dict, lr: float, cfg: TrainConfig
-              ) -> tuple[dict, dict]:
+def _optimizer_state(params: dict, cfg: TrainConfig, count: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """The stacked optimiser state of ``count`` models, one flat dict: SGD's momenta, or Adam's moments and
+    each model's step count (models that sit out a step keep theirs)."""
+    if cfg.optimizer == "adam":
+        return {**{f"exp_avg/{n}": torch.zeros_like(p) for n, p in params.items()},
+                **{f"exp_avg_sq/{n}": torch.zeros_like(p) for n, p in params.items()},
+                "step": torch.zeros(count, device=device)}
+    return {f"momentum/{n}": torch.zeros_like(p) for n, p in params.items()}
+
+
+def _sgd_step(params: dict, grads: dict, state: dict, lr: float, cfg: TrainConfig) -> tuple[dict, dict]:
     """One ``torch.optim.SGD`` step (dampening 0) on stacked tensors: new parameters and momenta."""
-    new_params, new_momentum = {}, {}
+    new_params, new_state = {}, {}
     for name, p in params.items():
         g = grads[name] + cfg.weight_decay * p if cfg.weight_decay else grads[name]
         if cfg.momentum:
-            new_momentum[name] = buf = cfg.momentum * momentum[name] + g
+            new_state[f"momentum/{name}"] = buf = cfg.momentum * state[f"momentum/{name}"] + g
             g = g + cfg.momentum * buf if cfg.nesterov else buf
         new_params[name] = p - lr * g
-    return new_params, new_momentum
+    return new_params, new_state
+
+
+def _adam_step(params: dict, grads: dict, state: dict, lr: float, cfg: TrainConfig,
+               betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> tuple[dict, dict]:
+    """One ``torch.optim.Adam`` step (no amsgrad) on stacked tensors: new parameters and state."""
+    step = state["step"] + 1
+    new_params, new_state = {}, {"step": step}
+    for name, p in params.items():
+        g = grads[name] + cfg.weight_decay * p if cfg.weight_decay else grads[name]
+        m = state[f"exp_avg/{name}"].lerp(g, 1 - betas[0])
+        v = betas[1] * state[f"exp_avg_sq/{name}"] + (1 - betas[1]) * g * g
+        shape = (-1,) + (1,) * (p.dim() - 1)
+        correction1 = (1 - betas[0] ** step).view(shape)
+        correction2 = (1 - betas[1] ** step).view(shape)
+        new_params[name] = p - lr / correction1 * m / (v.sqrt() / correction2.sqrt() + eps)
+        new_state[f"exp_avg/{name}"], new_state[f"exp_avg_sq/{name}"] = m, v
+    return new_params, new_state
 
 
 def save_shard(path: str, spec: ModelSpec, subsets: Sequence[int], states: list[dict[str, torch.Tensor]]) -> None:

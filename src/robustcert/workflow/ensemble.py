@@ -2,7 +2,8 @@
 models one shard of ``partitions_per_job`` at a time (``gpu=1`` jobs), and score every model on the
 clean and triggered test sets. Any method that trains an ensemble uses these rules: it registers
 how one of its defense entries lays the ensemble out (:class:`Layout`), optionally its training
-recipe (the entry's ``train`` by default), and reads the score matrix.
+recipe (the entry's ``train`` by default) and the σ of a fixed test-time noise draw per model (none
+by default; :class:`robustcert.score.ScoringNoise`), and reads the score matrix.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Layout:
 
 LayoutOf = Callable[[Mapping[str, Any]], Layout]
 RecipeOf = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+ScoringNoiseOf = Callable[[Mapping[str, Any]], float]
 
 
 def entry_recipe(defense: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -54,12 +56,18 @@ class Plan:
         self.config = config
         self._layouts: dict[str, LayoutOf] = {}
         self._recipes: dict[str, RecipeOf] = {}
+        self._test_noise: dict[str, ScoringNoiseOf] = {}
 
-    def register(self, method: str, layout_of: LayoutOf, recipe_of: RecipeOf = entry_recipe) -> None:
+    def register(self, method: str, layout_of: LayoutOf, recipe_of: RecipeOf = entry_recipe,
+                 test_noise_of: ScoringNoiseOf | None = None) -> None:
         """Defenses of ``method`` train an ensemble laid out by ``layout_of(defense entry)``, each model
-        with the recipe ``recipe_of(defense entry)`` (a :class:`robustcert.train.TrainConfig`'s fields)."""
+        with the recipe ``recipe_of(defense entry)`` (a :class:`robustcert.train.TrainConfig`'s fields),
+        and score it on test inputs plus a fixed noise draw per model of σ = ``test_noise_of(defense
+        entry)`` when given."""
         self._layouts[method] = layout_of
         self._recipes[method] = recipe_of
+        if test_noise_of is not None:
+            self._test_noise[method] = test_noise_of
 
     def layout(self, wildcards: Any) -> Layout:
         """The layout of the ensemble of ``wildcards.defense``."""
@@ -89,6 +97,13 @@ class Plan:
         defense = self.config["defenses"][wildcards.defense]
         recipe_of = self._recipes.get(defense["method"], entry_recipe)
         return canonical({"arch": defense["arch"], "train": recipe_of(defense)})
+
+    def test_noise(self, wildcards: Any) -> dict[str, Any]:
+        """What scoring reads of the test-time noise: its σ and the config's seed (nothing without noise)."""
+        defense = self.config["defenses"][wildcards.defense]
+        if defense["method"] not in self._test_noise:
+            return {}
+        return {"sigma": float(self._test_noise[defense["method"]](defense)), "seed": self.config["seed"]}
 
 
 def partition_training_set(split_path: str, poison_path: str, output: str, assignment: str, k: int, d: int,
@@ -121,8 +136,9 @@ def train_shard(split_path: str, poison_path: str, partition_path: str, output: 
 
 
 def score_ensemble(split_path: str, poison_path: str, partition_path: str, shard_paths: Sequence[str], output: str,
-                   device: str, threads: int) -> None:
-    """Write the score matrix of all base models on the clean and triggered test sets."""
+                   device: str, threads: int, test_noise: Mapping[str, Any]) -> None:
+    """Write the score matrix of all base models on the clean and triggered test sets (plus each model's
+    fixed test-time noise when ``test_noise`` gives its σ and seed)."""
     target = compute_prologue(threads, device)
     from robustcert import partition, score
     from robustcert.evaluate import save_scores
@@ -131,6 +147,10 @@ def score_ensemble(split_path: str, poison_path: str, partition_path: str, shard
     split, attack, _, y = load_poisoned_training_set(split_path, poison_path)
     parts = partition.load_partition(partition_path, len(y))
     models = score.load_ensemble(shard_paths, parts.num_subsets)
-    scores = score.score_ensemble(models, split.x_test, split.y_test, attack, target)
+    noise = score.ScoringNoise(test_noise["sigma"], derive_seed(test_noise["seed"])) if test_noise else None
+    if noise is not None:
+        log.info("test-time noise σ=%g, model j seeded with %s", noise.sigma,
+                 ", ".join(f"{j}: {noise.model_seed(j)}" for j in range(min(3, len(models)))) + ", …")
+    scores = score.score_ensemble(models, split.x_test, split.y_test, attack, target, noise)
     log.info("base models: mean test accuracy %.4f", scores["base_accuracy"].mean())
     save_scores(output, scores)

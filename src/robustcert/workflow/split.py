@@ -15,11 +15,15 @@ def dataset_params(config: Config, wildcards: Any) -> dict[str, Any]:
 
 
 def split_dataset(output: str, spec: Mapping[str, Any], data_root: str, seed: int) -> None:
-    """Load a dataset and write its fixed train/validation/test split."""
+    """Load a dataset and write its fixed train/validation/test split (of some classes, relabelled, when
+the entry lists ``classes``)."""
     from robustcert import data
 
     source = data.load_source(spec["source"], data_root, spec["download"], spec["verify_checksums"])
     split = data.split_source(source, spec["n_val"], spec["n_test"], seed)
+    if spec.get("classes") is not None:
+        split = data.restrict_classes(split, list(spec["classes"]))
+        log.info("classes %s relabelled 0..%d", spec["classes"], split.num_classes - 1)
     log.info("%s: %d train, %d validation, %d test images of shape %s", spec["source"], len(split.y_train),
              len(split.y_val), len(split.y_test), split.image_shape)
     data.save_split(output, split)
