@@ -14,8 +14,10 @@ Sources:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,9 +32,41 @@ _TORCHVISION_FOLDERS = {
     "cifar10": ("cifar-10-batches-py", [*(f"data_batch_{i}" for i in range(1, 6)),
                                         "test_batch", "batches.meta"]),
 }
-_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28),
-           "cifar10": (3, 32, 32)}
 NUM_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class SourceFacts:
+    """What is known of a published dataset without reading it: its image shape [C, H, W], the
+    images per class of its training pool, and the size of its test set (``None``: it has none)."""
+
+    image_shape: tuple[int, int, int]
+    class_counts: tuple[int, ...]
+    test_size: int | None
+
+    @property
+    def pool_size(self) -> int:
+        """Images of the training pool."""
+        return sum(self.class_counts)
+
+
+FACTS = {
+    "digits": SourceFacts((1, 8, 8), (178, 182, 177, 183, 181, 182, 181, 179, 174, 180), None),
+    "mnist": SourceFacts((1, 28, 28), (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949), 10_000),
+    "fashion_mnist": SourceFacts((1, 28, 28), (6000,) * 10, 10_000),
+    "cifar10": SourceFacts((3, 32, 32), (5000,) * 10, 10_000),
+}
+_SHAPES = {name: facts.image_shape for name, facts in FACTS.items()}
+
+
+def held_out(spec: Mapping[str, Any]) -> int:
+    """Images of the training pool that a dataset config holds out (validation, and test for digits)."""
+    return int(spec.get("n_val", 0)) + (int(spec.get("n_test") or 0) if FACTS[spec["source"]].test_size is None else 0)
+
+
+def planned_train_size(spec: Mapping[str, Any]) -> int:
+    """The training-set size a dataset config leads to on the published dataset (a subset has fewer)."""
+    return FACTS[spec["source"]].pool_size - held_out(spec)
 
 
 @dataclass(frozen=True)
@@ -195,10 +229,10 @@ def _as_arrays(dataset) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(x, dtype=np.uint8), np.asarray(dataset.targets, dtype=np.int64)
 
 
-STANDARD_TEST_SIZE = {"mnist": 10_000, "fashion_mnist": 10_000, "cifar10": 10_000}
+STANDARD_TEST_SIZE = {name: facts.test_size for name, facts in FACTS.items() if facts.test_size}
 
 
-def expected_test_size(spec: dict) -> int:
+def expected_test_size(spec: Mapping[str, Any]) -> int:
     """The test-set size a dataset config leads to, known before any data is read (for planning jobs)."""
     return int(spec["n_test"]) if spec["source"] == "digits" else STANDARD_TEST_SIZE[spec["source"]]
 

@@ -164,6 +164,8 @@ def _square(row: int, col: int, rows: int, cols: int) -> list[Pixel]:
 
 
 def _draw(rng: np.random.Generator, candidates: np.ndarray, count: int, what: str) -> np.ndarray:
+    if count == 0:
+        raise ValueError(f"{what}: the fraction selects no sample of the {len(candidates)} eligible")
     if count > len(candidates):
         raise ValueError(f"{what}: {count} samples asked for, only {len(candidates)} eligible")
     return np.sort(rng.choice(candidates, size=count, replace=False)).astype(np.int64)
