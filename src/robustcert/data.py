@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from robustcert.artifacts import ArtifactError, load_npz, save_npz
+from robustcert.artifacts import Array, ArtifactError, NpzFormat
 
 SOURCES = ("digits", "mnist", "fashion_mnist", "cifar10")
 _TORCHVISION_FOLDERS = {
@@ -143,12 +143,12 @@ def split_source(source: Source, n_val: int, n_test: int | None, seed: int) -> S
 
 def save_split(path: str | Path, split: Split) -> None:
     """Write the split as an npz with one array per field."""
-    save_npz(path, **{name: getattr(split, name) for name in _SPLIT_ARRAYS}, num_classes=split.num_classes)
+    SPLIT.write(path, **{name: getattr(split, name) for name in _SPLIT_ARRAYS}, num_classes=split.num_classes)
 
 
 def load_split(path: str | Path) -> Split:
     """Read and check a split written by :func:`save_split`."""
-    arrays = load_npz(path, [*_SPLIT_ARRAYS, "num_classes"])
+    arrays = SPLIT.read(path)
     split = Split(**{name: arrays[name] for name in _SPLIT_ARRAYS}, num_classes=int(arrays["num_classes"]))
     shape = split.image_shape
     for part in ("train", "val", "test"):
@@ -173,6 +173,9 @@ def check_images(x: np.ndarray, y: np.ndarray, shape: tuple[int, ...], what: str
 
 
 _SPLIT_ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "train_index", "val_index")
+SPLIT = NpzFormat("split", {**{f"x_{part}": Array("u", 4) for part in ("train", "val", "test")},
+                            **{f"y_{part}": Array("iu", 1) for part in ("train", "val", "test")},
+                            "train_index": Array("iu", 1), "val_index": Array("iu", 1), "num_classes": Array("iu", 0)})
 
 
 def _load_digits() -> Source:
