@@ -7,9 +7,10 @@
 
 from pathlib import Path
 
-from robustcert.config import validate_config
+from robustcert.config import check_config_files, validate_config
 
 
+check_config_files(workflow.configfiles)
 validate_config(config, Path(workflow.basedir) / "config/schemas")
 
 FINAL_OUTPUT = ["results/tables/all.tsv"]

@@ -4,6 +4,7 @@
 
 from robustcert.workflow import poison
 
+poison.check_attacks(config)
 POISON_ATTACKS = poison.attack_constraint(config)
 RESULT_ROWS[poison.BUDGET_TABLE] = poison.budget_rows(config)
 

@@ -130,6 +130,7 @@ rule summarize_smoothing:
         names=SMOOTHING.row_keys,
         params=SMOOTHING.row_params,
         radii=config["report"]["radii"],
+        points=SMOOTHING.point_count,
     conda:
         "../envs/robustcert.yaml"
     log:

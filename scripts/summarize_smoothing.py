@@ -9,4 +9,5 @@ summarize_smoothing(
     keys=snakemake.params.names,
     params=snakemake.params.params,
     radii=snakemake.params.radii,
+    points=snakemake.params.points,
 )

@@ -74,7 +74,7 @@ def test_unreadable_files_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unreadable times"):
         read_certify_tsv(path)
     path.write_text("idx\tlabel\tradius\n0\t3\t0.1\n")
-    with pytest.raises(ValueError, match="missing columns"):
+    with pytest.raises(ValueError, match="not a certify TSV: columns"):
         read_certify_tsv(path)
 
 

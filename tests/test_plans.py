@@ -189,12 +189,12 @@ def test_tidy_rows_have_the_fixed_header_no_empty_cell_and_pivot_back(tmp_path):
 
 def test_reading_rows_refuses_a_foreign_header_and_empty_cells(tmp_path):
     (tmp_path / "foreign.tsv").write_text("a\tb\n1\t2\n")
-    with pytest.raises(ArtifactError, match="foreign.tsv: columns"):
+    with pytest.raises(ArtifactError, match="foreign.tsv: not a results rows TSV: columns"):
         results.read_rows(tmp_path / "foreign.tsv")
     rows = results.tidy_rows(KEYS, {"k": 4}, [results.Metric("accuracy", 0.5)])
     rows.loc[0, "defense"] = ""
     rows.to_csv(tmp_path / "empty.tsv", sep="\t", index=False)
-    with pytest.raises(ArtifactError, match=r"empty cells in \['defense'\]"):
+    with pytest.raises(ArtifactError, match=r"column 'defense' is empty or NaN on lines \[2\]"):
         results.read_rows(tmp_path / "empty.tsv")
 
 

@@ -170,7 +170,7 @@ def test_default_config_end_to_end(workflow_copy):
         expected = ((certify["radius"] >= budget) & (certify["correct"] == 1)).mean()
         assert dpa.loc["none", f"cert_acc@poison_samples={budget}"] == expected
     smoothed = pd.read_csv(workflow_copy / "results/smoothing/digits/none/smoothing/sigma_0.25/certify.tsv", sep="\t")
-    assert list(smoothed.columns) == ["idx", "label", "predict", "radius", "correct", "time"]
+    assert list(smoothed.columns) == ["idx", "label", "predict", "radius", "correct"]
     assert smoothed["idx"].tolist() == list(range(0, 360, 9))
     # The HTML report builds on the default config and holds every plot and the table.
     snakemake(workflow_copy, "--report", "results/report.html", "--", "all")

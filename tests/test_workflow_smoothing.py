@@ -23,17 +23,18 @@ def test_point_shards_cover_the_points_once():
 
 def test_gather_and_summarize(tmp_path):
     certify = pd.DataFrame({"idx": [0, 2, 4, 6], "label": [1, 2, 3, 4], "predict": [1, 2, -1, 0],
-                            "radius": [0.5, 0.1, 0.0, 0.3], "correct": [1, 1, 0, 0], "time": 0.2})
+                            "radius": [0.5, 0.1, 0.0, 0.3], "correct": [1, 1, 0, 0]})
     write_tsv(certify.iloc[2:], tmp_path / "b.tsv")
     write_tsv(certify.iloc[:2], tmp_path / "a.tsv")
-    smoothing.gather_shards([str(tmp_path / "b.tsv"), str(tmp_path / "a.tsv")], str(tmp_path / "certify.tsv"))
+    smoothing.gather_shards([str(tmp_path / "b.tsv"), str(tmp_path / "a.tsv")], str(tmp_path / "certify.tsv"),
+                            "certify")
     assert read_tsv(tmp_path / "certify.tsv")["idx"].tolist() == [0, 2, 4, 6]
-    predict = certify[["idx", "label", "predict", "correct", "time"]]
+    predict = certify[["idx", "label", "predict", "correct"]]
     write_tsv(predict, tmp_path / "predict.tsv")
     keys = {"dataset": "d", "attack": "none", "attack_type": "none", "defense": "s", "method": "smoothing",
             "certificate": "cohen_certify"}
     smoothing.summarize_smoothing(str(tmp_path / "certify.tsv"), str(tmp_path / "predict.tsv"),
-                                  str(tmp_path / "row.tsv"), keys, {"test_points": "range(0, 8, 2)"}, [0.0, 0.25])
+                                  str(tmp_path / "row.tsv"), keys, {"test_points": "range(0, 8, 2)"}, [0.0, 0.25], 4)
     row = results.wide(results.read_rows(tmp_path / "row.tsv")).iloc[0]
     assert row["test_points"] == "range(0, 8, 2)" and row["n_test"] == 4
     assert row["accuracy"] == 0.5 and row["abstain"] == 0.25

@@ -1,9 +1,9 @@
 """Certified accuracy of randomized smoothing: tables and plots from certify TSVs (METHODS.md §1;
 ref: locuslab/smoothing code/analyze.py).
 
-A certify TSV has one row per test point and the columns ``idx label predict radius correct time``
-(``predict`` = −1 on abstention; ``time`` in seconds, or as an H:MM:SS.ffffff duration in the
-reference's ImageNet files). Certified accuracy at r is the share of points that are correct with
+A certify TSV has one row per test point and the columns ``idx label predict radius correct``
+(``predict`` = −1 on abstention); the reference's files add ``time`` (in seconds, or as an
+H:MM:SS.ffffff duration in its ImageNet files). Certified accuracy at r is the share of points that are correct with
 radius ≥ r (abstentions count as wrong); the average certified radius (ACR) is the sum of the radii
 of correct points over the number of points.
 
@@ -18,19 +18,21 @@ from pathlib import Path
 
 import pandas as pd
 
+from robustcert.artifacts import Column, TsvFormat
+from robustcert.evaluate import CERTIFICATE
 from robustcert.metrics import ABSTAIN, average_certified_radius, certified_accuracy
 
-COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
+# the workflow's certificate TSVs, and the reference's, which add each point's wall-clock ``time``
+CERTIFY = TsvFormat("certify", CERTIFICATE.columns, optional={"time": Column("str")})
 DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 
 
 def read_certify_tsv(path: str | Path) -> pd.DataFrame:
-    """A certify TSV with its ``time`` column in seconds (float), whichever format it was written in."""
-    frame = pd.read_csv(path, sep="\t")
-    missing = [column for column in COLUMNS if column not in frame.columns]
-    if missing:
-        raise ValueError(f"{path}: missing columns {missing}; expected {' '.join(COLUMNS)}")
-    frame["time"] = _seconds(frame["time"], path)
+    """A certify TSV, checked (:data:`CERTIFY`), with its ``time`` column (if any) in seconds (float),
+    whichever format it was written in."""
+    frame = CERTIFY.read(path)
+    if "time" in frame:
+        frame["time"] = _seconds(frame["time"], path)
     return frame
 
 

@@ -3,13 +3,14 @@
 The schemas under ``config/schemas/`` name, document and default every key: ``config.schema.yaml``
 the top level, ``attacks/<type>.schema.yaml`` each attack type and ``defenses/<method>.schema.yaml``
 each defense method. This module knows no attack type and no defense method: it finds an entry's
-schema by its type or method, checks what a schema cannot (names that refer to each other), lays out
+schema by its type or method, checks what a schema cannot (names that refer to each other, values that
+make no sense for the dataset they meet, duplicate keys in the YAML files), lays out
 the experiment grid, derives every seed from the config's one ``seed``, and makes params canonical.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
@@ -73,6 +74,7 @@ def validate_config(config: dict[str, Any], schema_dir: str | Path) -> None:
         except WorkflowError as error:
             raise ValueError(f"invalid config: {section}.{name} ({schema.name}): {error}") from None
     check_references(config)
+    check_values(config)
 
 
 def check_references(config: Config) -> None:
@@ -88,6 +90,82 @@ def check_references(config: Config) -> None:
         if dataset["source"] == "digits" and not dataset.get("n_test"):
             problems.append(f"datasets.{name}: digits has no standard test set, set n_test > 0")
     refuse(problems)
+
+
+def check_values(config: Config) -> None:
+    """Refuse values that every schema admits but the datasets they meet make meaningless: held-out
+    sets as large as the dataset, class labels (an attack's ``target``/``source``) outside its classes,
+    more partitions (a defense's ``k``) than training images, learning-rate milestones beyond the
+    epochs. Sizes are the published datasets' (:data:`robustcert.data.FACTS`), known without loading them."""
+    from robustcert.data import FACTS, NUM_CLASSES, held_out, planned_train_size
+
+    problems = []
+    for name, spec in config["datasets"].items():
+        pool = FACTS[spec["source"]].pool_size
+        if held_out(spec) >= pool:
+            problems.append(f"datasets.{name}: n_val + n_test = {held_out(spec)} leaves no training image of the "
+                            f"{pool} of {spec['source']}")
+    for name, defense in config["defenses"].items():
+        train = defense.get("train")
+        late = [m for m in train.get("milestones", []) if m > train["epochs"]] if isinstance(train, Mapping) else []
+        if late:
+            problems.append(f"defenses.{name}.train.milestones {late} lie beyond its {train['epochs']} "
+                            f"epochs (train.epochs)")
+    for cell in experiments(config):
+        attack, defense = config["attacks"].get(cell.attack, {}), config["defenses"].get(cell.defense, {})
+        for key in ("target", "source"):
+            label = attack.get(key)
+            if label is not None and not 0 <= label < NUM_CLASSES:
+                problems.append(f"attacks.{cell.attack}.{key} is {label}, not a class of datasets.{cell.dataset} "
+                                f"(0..{NUM_CLASSES - 1})")
+        n_train = planned_train_size(config["datasets"][cell.dataset])
+        if "k" in defense and 0 < n_train < defense["k"]:
+            problems.append(f"defenses.{cell.defense}.k is {defense['k']}, more partitions than the {n_train} "
+                            f"training images of datasets.{cell.dataset}")
+    refuse(list(dict.fromkeys(problems)))
+
+
+def check_config_files(paths: Iterable[str | Path]) -> None:
+    """Read each config file again with a loader that refuses duplicate keys (Snakemake's loader lets
+    the last one win silently), naming the file and the lines."""
+    for path in paths:
+        load_yaml_strictly(path)
+
+
+def load_yaml_strictly(path: str | Path) -> Any:
+    """The YAML document at ``path``; a duplicate key or a syntax error is a ValueError naming the file
+    and the line."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return yaml.load(handle, Loader=_strict_loader())  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ValueError(f"invalid config file {where}: {error.problem or error.context}") from None
+
+
+def _strict_loader() -> type:
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        """A SafeLoader that refuses a key repeated in one mapping (merge keys ``<<`` excepted)."""
+
+    def construct_mapping(loader: StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = loader.construct_object(key_node, deep=True)
+            if key in first:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {first[key] + 1})", key_node.start_mark)
+            first[key] = key_node.start_mark.line
+        return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    return StrictLoader
 
 
 def refuse(problems: list[str]) -> None:

@@ -14,12 +14,14 @@ Sources:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from robustcert.artifacts import ArtifactError, load_npz, save_npz
+from robustcert.artifacts import Array, ArtifactError, NpzFormat
 
 SOURCES = ("digits", "mnist", "fashion_mnist", "cifar10")
 _TORCHVISION_FOLDERS = {
@@ -30,9 +32,41 @@ _TORCHVISION_FOLDERS = {
     "cifar10": ("cifar-10-batches-py", [*(f"data_batch_{i}" for i in range(1, 6)),
                                         "test_batch", "batches.meta"]),
 }
-_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28),
-           "cifar10": (3, 32, 32)}
 NUM_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class SourceFacts:
+    """What is known of a published dataset without reading it: its image shape [C, H, W], the
+    images per class of its training pool, and the size of its test set (``None``: it has none)."""
+
+    image_shape: tuple[int, int, int]
+    class_counts: tuple[int, ...]
+    test_size: int | None
+
+    @property
+    def pool_size(self) -> int:
+        """Images of the training pool."""
+        return sum(self.class_counts)
+
+
+FACTS = {
+    "digits": SourceFacts((1, 8, 8), (178, 182, 177, 183, 181, 182, 181, 179, 174, 180), None),
+    "mnist": SourceFacts((1, 28, 28), (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949), 10_000),
+    "fashion_mnist": SourceFacts((1, 28, 28), (6000,) * 10, 10_000),
+    "cifar10": SourceFacts((3, 32, 32), (5000,) * 10, 10_000),
+}
+_SHAPES = {name: facts.image_shape for name, facts in FACTS.items()}
+
+
+def held_out(spec: Mapping[str, Any]) -> int:
+    """Images of the training pool that a dataset config holds out (validation, and test for digits)."""
+    return int(spec.get("n_val", 0)) + (int(spec.get("n_test") or 0) if FACTS[spec["source"]].test_size is None else 0)
+
+
+def planned_train_size(spec: Mapping[str, Any]) -> int:
+    """The training-set size a dataset config leads to on the published dataset (a subset has fewer)."""
+    return FACTS[spec["source"]].pool_size - held_out(spec)
 
 
 @dataclass(frozen=True)
@@ -109,12 +143,12 @@ def split_source(source: Source, n_val: int, n_test: int | None, seed: int) -> S
 
 def save_split(path: str | Path, split: Split) -> None:
     """Write the split as an npz with one array per field."""
-    save_npz(path, **{name: getattr(split, name) for name in _SPLIT_ARRAYS}, num_classes=split.num_classes)
+    SPLIT.write(path, **{name: getattr(split, name) for name in _SPLIT_ARRAYS}, num_classes=split.num_classes)
 
 
 def load_split(path: str | Path) -> Split:
     """Read and check a split written by :func:`save_split`."""
-    arrays = load_npz(path, [*_SPLIT_ARRAYS, "num_classes"])
+    arrays = SPLIT.read(path)
     split = Split(**{name: arrays[name] for name in _SPLIT_ARRAYS}, num_classes=int(arrays["num_classes"]))
     shape = split.image_shape
     for part in ("train", "val", "test"):
@@ -139,6 +173,9 @@ def check_images(x: np.ndarray, y: np.ndarray, shape: tuple[int, ...], what: str
 
 
 _SPLIT_ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "train_index", "val_index")
+SPLIT = NpzFormat("split", {**{f"x_{part}": Array("u", 4) for part in ("train", "val", "test")},
+                            **{f"y_{part}": Array("iu", 1) for part in ("train", "val", "test")},
+                            "train_index": Array("iu", 1), "val_index": Array("iu", 1), "num_classes": Array("iu", 0)})
 
 
 def _load_digits() -> Source:
@@ -195,7 +232,7 @@ def _as_arrays(dataset) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(x, dtype=np.uint8), np.asarray(dataset.targets, dtype=np.int64)
 
 
-STANDARD_TEST_SIZE = {"mnist": 10_000, "fashion_mnist": 10_000, "cifar10": 10_000}
+STANDARD_TEST_SIZE = {name: facts.test_size for name, facts in FACTS.items() if facts.test_size}
 
 
 def source_shape(source: str) -> tuple[int, int, int]:
@@ -203,7 +240,7 @@ def source_shape(source: str) -> tuple[int, int, int]:
     return _SHAPES[source]
 
 
-def expected_test_size(spec: dict) -> int:
+def expected_test_size(spec: Mapping[str, Any]) -> int:
     """The test-set size a dataset config leads to, known before any data is read (for planning jobs);
     refused for a subset of classes, whose size only the data knows."""
     if spec.get("classes") is not None:

@@ -15,10 +15,20 @@ import numpy as np
 import pandas as pd
 
 from robustcert import certify, metrics
-from robustcert.artifacts import ArtifactError, load_npz, save_npz
+from robustcert.artifacts import Array, ArtifactError, Column, NpzFormat, TsvFormat
 
-COLUMNS = ["idx", "label", "predict", "radius", "correct"]
-SCORE_ARRAYS = ("logits", "labels", "base_accuracy", "triggered_logits", "triggered_index", "target")
+INDEX, LABEL, PREDICTION = Column("int", minimum=0), Column("int", minimum=0), Column("int", minimum=-1)  # −1: abstain
+CORRECT, RADIUS = Column("int", allowed=(0, 1)), Column("float", finite=False)
+# a classifier's predictions on test points (the smoothed PREDICT, the robust model under attack)
+PREDICTIONS = TsvFormat("predictions", {"idx": INDEX, "label": LABEL, "predict": PREDICTION, "correct": CORRECT})
+# a certificate per test point; on the triggered test set also the attack's target
+CERTIFICATE = TsvFormat("certificate", {"idx": INDEX, "label": LABEL, "predict": PREDICTION, "radius": RADIUS,
+                                        "correct": CORRECT})
+TRIGGERED_CERTIFICATE = TsvFormat("triggered certificate", {**CERTIFICATE.columns, "target": LABEL})
+# the score matrix of an ensemble: logits [test points, models, classes] on the clean and triggered test sets
+SCORES = NpzFormat("scores", {"logits": Array("f", 3), "labels": Array("iu", 1), "base_accuracy": Array("f", 1),
+                              "triggered_logits": Array("f", 3), "triggered_index": Array("iu", 1),
+                              "target": Array("iu", 0)})
 
 
 def certify_scores(variant: str, logits: np.ndarray, labels: np.ndarray, index: np.ndarray,
@@ -28,7 +38,7 @@ def certify_scores(variant: str, logits: np.ndarray, labels: np.ndarray, index: 
         raise ValueError(f"unknown certificate {variant!r}; known: {sorted(certify.CERTIFICATES)}")
     prediction, radius = certify.CERTIFICATES[variant](logits, shifts)
     return pd.DataFrame({"idx": index, "label": labels, "predict": prediction, "radius": radius,
-                         "correct": (prediction == labels).astype(np.int64)}, columns=COLUMNS)
+                         "correct": (prediction == labels).astype(np.int64)}, columns=list(CERTIFICATE.columns))
 
 
 def summarize(frame: pd.DataFrame, triggered: pd.DataFrame, base_accuracy: np.ndarray,
@@ -55,13 +65,15 @@ def summarize(frame: pd.DataFrame, triggered: pd.DataFrame, base_accuracy: np.nd
 
 def save_scores(path: str | Path, scores: dict[str, np.ndarray]) -> None:
     """Write ``scores.npz``."""
-    save_npz(path, **scores)
+    SCORES.write(path, **scores)
 
 
-def load_scores(path: str | Path) -> dict[str, np.ndarray]:
-    """Read and check ``scores.npz``."""
-    scores = load_npz(path, SCORE_ARRAYS)
+def load_scores(path: str | Path, models: int | None = None) -> dict[str, np.ndarray]:
+    """Read and check ``scores.npz`` (the logits of ``models`` models, when given)."""
+    scores = SCORES.read(path)
     logits, labels, trig = scores["logits"], scores["labels"], scores["triggered_logits"]
+    if models is not None and logits.shape[1] != models:
+        raise ArtifactError(f"{path}: logits of {logits.shape[1]} models, the defense has {models}")
     if logits.ndim != 3 or labels.shape != (logits.shape[0],):
         raise ArtifactError(f"{path}: logits {logits.shape} and labels {labels.shape} do not match")
     if trig.ndim != 3 or trig.shape[1:] != logits.shape[1:] or len(scores["triggered_index"]) != len(trig):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robustcert.artifacts import ArtifactError, load_npz, save_npz
+from robustcert.artifacts import Array, ArtifactError, NpzFormat
 
 FA_SHIFT_SEED = 999999999 + 208  # the Finite Aggregation reference's seed for its shifts
 MIN_STD = 1.0 / 255.0
@@ -127,15 +127,19 @@ def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return pixels.mean(axis=1).astype(np.float32), np.maximum(pixels.std(axis=1), MIN_STD).astype(np.float32)
 
 
+PARTITION = NpzFormat("partition", {"members": Array("iu", 1), "offsets": Array("iu", 1), "mean": Array("f", 2),
+                                    "std": Array("f", 2), "k": Array("iu", 0), "shifts": Array("iu", 1)})
+
+
 def save_partition(path: str | Path, partition: Partition) -> None:
     """Write a partition as an npz."""
-    save_npz(path, members=partition.members, offsets=partition.offsets, mean=partition.mean,
+    PARTITION.write(path, members=partition.members, offsets=partition.offsets, mean=partition.mean,
              std=partition.std, k=partition.k, shifts=partition.shifts)
 
 
 def load_partition(path: str | Path, n_train: int | None = None) -> Partition:
     """Read a partition; check it against a training set of ``n_train`` samples when given."""
-    a = load_npz(path, ["members", "offsets", "mean", "std", "k", "shifts"])
+    a = PARTITION.read(path)
     partition = Partition(a["members"], a["offsets"], a["mean"], a["std"], int(a["k"]), a["shifts"])
     offsets = partition.offsets
     if (offsets[0] != 0 or offsets[-1] != len(partition.members) or np.any(np.diff(offsets) < 0)

@@ -253,7 +253,8 @@ def _figure() -> tuple[plt.Figure, plt.Axes]:
 def _save(fig: plt.Figure, paths: Sequence[str | Path]) -> None:
     for path in paths:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=DPI)
+        # no creation date in a PDF: the same figure gives the same bytes
+        fig.savefig(path, dpi=DPI, metadata={"CreationDate": None} if Path(path).suffix == ".pdf" else None)
     plt.close(fig)
 
 

@@ -30,10 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from robustcert.artifacts import ArtifactError, load_npz, save_npz
+from robustcert.artifacts import Array, ArtifactError, NpzFormat
 from robustcert.data import Split, load_split
 
 NO_TARGET = -1
+POISON = NpzFormat("poison", {"index": Array("iu", 1), "x": Array("u", 4), "y": Array("iu", 1), "target": Array("i", 0),
+                              "trigger_mask": Array("b", 3), "trigger_value": Array("u", 3), "trigger_mode": Array("U", 0)})
 Pixel = tuple[int, int]
 
 
@@ -175,7 +177,7 @@ def save_poison(path: str | Path, poison: Poison) -> None:
     """Write a poison as an npz (``index``, ``x``, ``y``, ``target``, ``trigger_*``)."""
     trigger = poison.trigger
     shape = poison.x.shape[1:]
-    save_npz(
+    POISON.write(
         path, index=poison.index, x=poison.x, y=poison.y, target=poison.target,
         trigger_mask=trigger.mask if trigger else np.zeros(shape, bool),
         trigger_value=trigger.value if trigger else np.zeros(shape, np.uint8),
@@ -186,7 +188,7 @@ def save_poison(path: str | Path, poison: Poison) -> None:
 def load_poison(path: str | Path, n_train: int | None = None,
                 image_shape: tuple[int, ...] | None = None) -> Poison:
     """Read a poison; check it against the training set it changes when its size and shape are given."""
-    a = load_npz(path, ["index", "x", "y", "target", "trigger_mask", "trigger_value", "trigger_mode"])
+    a = POISON.read(path)
     index, x, y = a["index"], a["x"], a["y"]
     shape = tuple(image_shape) if image_shape is not None else tuple(a["trigger_mask"].shape)
     if x.dtype != np.uint8 or tuple(x.shape[1:]) != shape or not len(index) == len(x) == len(y):
@@ -205,6 +207,8 @@ def _square(row: int, col: int, rows: int, cols: int) -> list[Pixel]:
 
 
 def _draw(rng: np.random.Generator, candidates: np.ndarray, count: int, what: str) -> np.ndarray:
+    if count == 0:
+        raise ValueError(f"{what}: the fraction selects no sample of the {len(candidates)} eligible")
     if count > len(candidates):
         raise ValueError(f"{what}: {count} samples asked for, only {len(candidates)} eligible")
     return np.sort(rng.choice(candidates, size=count, replace=False)).astype(np.int64)

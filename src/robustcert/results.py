@@ -25,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from robustcert.artifacts import ArtifactError, read_tsv, write_tsv
+from robustcert.artifacts import Column, TsvFormat, write_tsv
 
 KEYS = ("dataset", "attack", "attack_type", "defense", "method", "certificate")
 COLUMNS = (*KEYS, "params", "metric", "axis", "at", "value")
@@ -33,6 +33,7 @@ NO_AXIS = "-"
 NO_DEFENSE = "-"
 CERTIFIED_SHARES = ("cert_acc", "cert_acc_clean")
 CONFIDENCE = 0.95
+ROWS = TsvFormat("results rows", {**{c: Column("str") for c in COLUMNS[:-1]}, "value": Column("float", finite=False)})
 
 
 @dataclass(frozen=True)
@@ -85,15 +86,9 @@ def format_number(value: float) -> str:
 
 
 def read_rows(path: str | Path) -> pd.DataFrame:
-    """Tidy rows, checked: the fixed header, no empty cell."""
-    frame = read_tsv(path, dtype={c: str for c in COLUMNS if c != "value"}, keep_default_na=False)
-    if tuple(frame.columns) != COLUMNS:
-        raise ArtifactError(f"{path}: columns {list(frame.columns)}, expected {list(COLUMNS)}")
-    empty = frame.columns[(frame.astype(str) == "").any()].tolist()
-    if empty:
-        raise ArtifactError(f"{path}: empty cells in {empty}")
-    frame["value"] = pd.to_numeric(frame["value"])
-    return frame
+    """Tidy rows, checked against :data:`ROWS` (the fixed header, no empty cell, a number in ``value``,
+    at least one row)."""
+    return ROWS.read(path, min_rows=1)
 
 
 def concatenate(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:

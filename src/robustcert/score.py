@@ -85,7 +85,7 @@ def ensemble_logits(models: Sequence[nn.Module], images: np.ndarray, device: tor
 
 def score_ensemble(models: Sequence[nn.Module], x_test: np.ndarray, y_test: np.ndarray, poison: Poison,
                    device: torch.device, test_noise: ScoringNoise | None = None) -> dict[str, np.ndarray]:
-    """All arrays of ``scores.npz`` (see :data:`robustcert.evaluate.SCORE_ARRAYS`)."""
+    """All arrays of ``scores.npz`` (see :data:`robustcert.evaluate.SCORES`)."""
     triggered_index, triggered_images = triggered_test_set(poison, x_test, y_test)
     clean_noise = triggered_noise = None
     if test_noise is not None:

@@ -88,28 +88,27 @@ def certify_ensemble(scores_path: str, partition_path: str, certificate: str, cl
     import numpy as np
 
     from robustcert import evaluate, partition
-    from robustcert.artifacts import write_tsv
 
-    scores = evaluate.load_scores(scores_path)
-    shifts = partition.load_partition(partition_path).shifts
+    parts = partition.load_partition(partition_path)
+    scores, shifts = evaluate.load_scores(scores_path, models=parts.num_subsets), parts.shifts
     labels = scores["labels"]
     clean = evaluate.certify_scores(certificate, scores["logits"], labels, np.arange(len(labels)), shifts)
     index = scores["triggered_index"]
     triggered = evaluate.certify_scores(certificate, scores["triggered_logits"], labels[index], index, shifts)
     triggered["target"] = int(scores["target"])
-    write_tsv(clean, clean_output)
-    write_tsv(triggered, triggered_output)
+    evaluate.CERTIFICATE.write(clean, clean_output)
+    evaluate.TRIGGERED_CERTIFICATE.write(triggered, triggered_output)
 
 
 def summarize_certificates(scores_path: str, poison_path: str, clean_path: str, triggered_path: str, output: str,
                            keys: Mapping[str, str], params: Mapping[str, Any], budgets: Sequence[int]) -> None:
     """Write the results rows of one certificate (the numbers of docs/metrics.md)."""
     from robustcert import evaluate, metrics, poison
-    from robustcert.artifacts import read_tsv
 
     scores = evaluate.load_scores(scores_path)
     attack = poison.load_poison(poison_path)
-    clean, triggered = read_tsv(clean_path), read_tsv(triggered_path)
+    clean = evaluate.CERTIFICATE.read(clean_path, rows=len(scores["labels"]))
+    triggered = evaluate.TRIGGERED_CERTIFICATE.read(triggered_path, rows=len(scores["triggered_index"]))
     summary = evaluate.summarize(
         clean, triggered, scores["base_accuracy"],
         metrics.attack_success_per_model(scores["triggered_logits"], int(scores["target"])),
@@ -126,9 +125,9 @@ def plot_poison_budget(tsv_paths: Sequence[str], curves: Sequence[Mapping[str, s
     """Plot certified accuracy against the poisoning budget: a panel per attack, a line per certificate TSV,
     the undefended model's accuracy under each attack as the panel's reference."""
     from robustcert import plot, results
-    from robustcert.artifacts import read_tsv
+    from robustcert.evaluate import CERTIFICATE
 
-    drawn = [plot.Curve(**curve, frame=read_tsv(path)) for curve, path in zip(curves, tsv_paths)]
+    drawn = [plot.Curve(**curve, frame=CERTIFICATE.read(path)) for curve, path in zip(curves, tsv_paths)]
     rows = results.concatenate(results.read_rows(p) for p in undefended_rows)
     accuracy = rows[rows["metric"] == "accuracy"]
     plot.plot_poison_budget(drawn, dict(zip(accuracy["attack"], accuracy["value"])), colors, title, outputs)

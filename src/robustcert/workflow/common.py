@@ -23,8 +23,10 @@ def one_of(names: Iterable[str]) -> str:
 
 
 def sigma_label(sigma: float) -> str:
-    """How a σ of the config appears in paths: 0.25 → "0.25", 1.0 → "1"."""
-    return f"{sigma:g}"
+    """How a σ of the config appears in paths, exactly (the shortest text that reads back as σ):
+    0.25 → "0.25", 1.0 → "1", 0.1234567 → "0.1234567"."""
+    sigma = float(sigma)
+    return str(int(sigma)) if sigma.is_integer() else repr(sigma)
 
 
 def experiments_of(config: Config, methods: Iterable[str] = (), attack_types: Iterable[str] = ()) -> list[Experiment]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from robustcert.artifacts import Array, Column, NpzFormat, TsvFormat
 from robustcert.config import Config, canonical, derive_seed
 from robustcert.results import Metric, on_axis, tidy_rows, write_rows
 from robustcert.workflow import compute_prologue, log
@@ -32,7 +33,16 @@ CLUSTER_PLOT = "results/plots/{dataset}/detection/{attack}/{defense}_clusters.{e
 GALLERY_PLOT = "results/plots/{dataset}/detection/{attack}/{defense}_gallery.{ext}"
 ROW = "results/tables/rows/{dataset}/{attack}/{defense}/detection.tsv"
 VERDICTS = "results/tables/detection/verdicts.tsv"
-CLUSTER_COLUMNS = ["label", "clusters", "flagged", "sizes", "n_translated", "n_clean"]
+_COUNT = Column("int", minimum=0)
+# clusters.tsv: a row per label; embedding.npz: a point per translated or clean image probed;
+# gallery.npz: translated images per label
+CLUSTERS_TSV = TsvFormat("clusters", {"label": _COUNT, "clusters": _COUNT, "flagged": Column("int", allowed=(0, 1)),
+                                      "sizes": Column("str"), "n_translated": _COUNT, "n_clean": _COUNT})
+CLUSTER_COLUMNS = list(CLUSTERS_TSV.columns)
+EMBEDDING_NPZ = NpzFormat("embedding", {"label": Array("iu", 1), "embedding": Array("f", 2), "cluster": Array("iu", 1),
+                                        "translated": Array("b", 1)})
+GALLERY_NPZ = NpzFormat("gallery", {"source_index": Array("iu", 1), "sources": Array("u", 4), "examples": Array("u"),
+                                    "mean": Array("f"), "success": Array("f")})
 
 
 def layout(defense: Mapping[str, Any]) -> Layout:
@@ -115,7 +125,7 @@ def evaluate_robust_model(split_path: str, model_path: str, output: str, adversa
     import torch
 
     from robustcert import data, detection
-    from robustcert.artifacts import write_tsv
+    from robustcert.evaluate import PREDICTIONS
     from robustcert.pgd import PGD
 
     split = data.load_split(split_path)
@@ -129,7 +139,7 @@ def evaluate_robust_model(split_path: str, model_path: str, output: str, adversa
     frame = pd.DataFrame({"idx": range(len(y)), "label": split.y_test, "predict": predict,
                           "correct": (predict == split.y_test).astype(int)})
     log.info("adversarial accuracy %.4f under %s", frame["correct"].mean(), attack)
-    write_tsv(frame, output)
+    PREDICTIONS.write(frame, output)
 
 
 def detect_backdoor(split_path: str, model_path: str, clusters_output: str, embedding_output: str,
@@ -144,7 +154,6 @@ def detect_backdoor(split_path: str, model_path: str, clusters_output: str, embe
     import pandas as pd
 
     from robustcert import data, detection
-    from robustcert.artifacts import save_npz, write_tsv
 
     split = data.load_split(split_path)
     model = _load_model(model_path, target)
@@ -160,12 +169,12 @@ def detect_backdoor(split_path: str, model_path: str, clusters_output: str, embe
     rows = [{"label": r.label, "clusters": r.count, "flagged": int(r.flagged(clustering.threshold)),
              "sizes": ",".join(map(str, r.sizes)), "n_translated": int(r.translated.sum()),
              "n_clean": int((~r.translated).sum())} for r in found]
-    write_tsv(pd.DataFrame(rows, columns=CLUSTER_COLUMNS), clusters_output)
-    save_npz(embedding_output, label=np.concatenate([np.full(len(r.cluster), r.label) for r in found]),
+    CLUSTERS_TSV.write(pd.DataFrame(rows, columns=CLUSTER_COLUMNS), clusters_output)
+    EMBEDDING_NPZ.write(embedding_output, label=np.concatenate([np.full(len(r.cluster), r.label) for r in found]),
              embedding=np.concatenate([r.embedding for r in found]), cluster=np.concatenate([r.cluster for r in found]),
              translated=np.concatenate([r.translated for r in found]))
     shown = translated[:, :translation["gallery"]].cpu()
-    save_npz(gallery_output, source_index=split.val_index[source], sources=split.x_val[source[:translation["gallery"]]],
+    GALLERY_NPZ.write(gallery_output, source_index=split.val_index[source], sources=split.x_val[source[:translation["gallery"]]],
              examples=(shown * 255).round().byte().numpy(), mean=translated.mean(dim=1).cpu().numpy(),
              success=detection.share_reaching_labels(model, translated, translation["batch_size"]).cpu().numpy())
 
@@ -197,12 +206,11 @@ def plot_detection(embedding_path: str, gallery_path: str, title: str, cluster_o
                    gallery_outputs: Sequence[str]) -> None:
     """The scatter grid of the clusters per label and the gallery of translated images."""
     from robustcert import plot
-    from robustcert.artifacts import load_npz
 
-    points = load_npz(embedding_path, ["label", "embedding", "cluster", "translated"])
+    points = EMBEDDING_NPZ.read(embedding_path)
     plot.plot_cluster_grid(points["label"], points["embedding"], points["cluster"], points["translated"],
                            f"{title}: t-SNE of translated and clean features, by MeanShift cluster", cluster_outputs)
-    gallery = load_npz(gallery_path, ["sources", "examples", "mean"])
+    gallery = GALLERY_NPZ.read(gallery_path)
     plot.plot_translation_gallery(gallery["sources"], gallery["examples"], gallery["mean"],
                                   f"{title}: images translated into each label", gallery_outputs)
 
@@ -212,10 +220,10 @@ def summarize_detection(scores_path: str, adversarial_path: str, clusters_path: 
     """The model's rows: accuracy, adversarial accuracy, attack success rate, clusters and verdict per
     label, flagged labels, the true target and whether the model was detected (docs/metrics.md)."""
     from robustcert import evaluate, metrics
-    from robustcert.artifacts import read_tsv
 
-    scores = evaluate.load_scores(scores_path)
-    adversarial, clusters = read_tsv(adversarial_path), read_tsv(clusters_path)
+    scores = evaluate.load_scores(scores_path, models=1)
+    adversarial = evaluate.PREDICTIONS.read(adversarial_path, rows=len(scores["labels"]))
+    clusters = CLUSTERS_TSV.read(clusters_path, rows=scores["logits"].shape[2])
     target = int(scores["target"])
     success = metrics.attack_success_per_model(scores["triggered_logits"], target)
     flagged = clusters.loc[clusters["flagged"] == 1, "label"].tolist()

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from robustcert.config import Config, canonical, experiments
-from robustcert.poison import GENERATORS
+from robustcert.config import Config, canonical, experiments, refuse
+from robustcert.data import FACTS, held_out, planned_train_size
+from robustcert.poison import GENERATORS, make_trigger
 from robustcert.workflow import log
 from robustcert.workflow.common import attacks_of, common_params, one_of
 
@@ -21,6 +22,60 @@ BUDGET_ROW = "results/tables/rows/{dataset}/{attack}/budget.tsv"
 def attack_constraint(config: Config) -> str:
     """The {attack} names that poison_training_set makes."""
     return one_of(attacks_of(config, GENERATORS))
+
+
+def check_attacks(config: Config) -> None:
+    """Refuse, before any job, the backdoors and label flips that cannot mean what they say on the
+    datasets of their experiments: a backdoor without a trigger or one that does not fit the images,
+    a label flip onto its own class, a fraction that selects no sample, or more samples than are
+    eligible. Class sizes are the published datasets' (a subset of one has fewer, so what is refused
+    here is refused there too; the generators check the rest on the real split)."""
+    problems = []
+    for cell in experiments(config):
+        attack = config["attacks"][cell.attack]
+        if attack["type"] in _CHECKS:
+            problems += [f"attacks.{cell.attack}: {p}" for p in _CHECKS[attack["type"]](attack, config["datasets"][cell.dataset])]
+    refuse(list(dict.fromkeys(problems)))
+
+
+def _check_backdoor(attack: Mapping[str, Any], dataset: Mapping[str, Any]) -> list[str]:
+    facts = FACTS[dataset["source"]]
+    if not attack.get("preset") and not ("position" in attack and "size" in attack):
+        return ["a backdoor needs a trigger: set preset, or position and size"]
+    try:
+        make_trigger(attack, facts.image_shape)
+    except ValueError as err:
+        return [f"{err} of dataset source {dataset['source']}"]
+    n_train = planned_train_size(dataset)
+    count = round(attack["fraction"] * n_train)
+    in_target = facts.class_counts[attack["target"]] if 0 <= attack["target"] < len(facts.class_counts) else 0
+    # the training set keeps at least the target images that the held-out sets cannot hold
+    kept_target = max(in_target - held_out(dataset), 0)
+    eligible = min(in_target, n_train) if not attack.get("dirty_label", True) else n_train - kept_target
+    return _count_problems(attack["fraction"], count, eligible, n_train)
+
+
+def _check_label_flip(attack: Mapping[str, Any], dataset: Mapping[str, Any]) -> list[str]:
+    facts, source, target = FACTS[dataset["source"]], attack.get("source"), attack["target"]
+    if source == target:
+        return [f"source and target are both {target}: the flip changes no label"]
+    counts = dict(enumerate(facts.class_counts))
+    eligible = counts.get(source, 0) if source is not None else facts.pool_size - counts.get(target, 0)
+    return _count_problems(attack["fraction"], round(attack["fraction"] * eligible), eligible,
+                           planned_train_size(dataset))
+
+
+def _count_problems(fraction: float, count: int, eligible: int, n_train: int) -> list[str]:
+    if count == 0:
+        return [f"fraction {fraction} selects no sample of the {n_train} training images (at most "
+                f"{eligible} eligible)"]
+    if count > eligible:
+        return [f"fraction {fraction} asks for {count} samples, but at most {eligible} of the training images "
+                f"are eligible"]
+    return []
+
+
+_CHECKS = {"backdoor": _check_backdoor, "label_flip": _check_label_flip}
 
 
 def attack_params(config: Config, wildcards: Any) -> dict[str, Any]:

@@ -3,14 +3,14 @@
 ``train.objective`` names); CERTIFY and PREDICT on every ``skip``-th test point, sharded into jobs of
 ``points_per_job`` and gathered; results rows per σ; a table and a plot per defense.
 
-Certify TSVs have the reference's columns ``idx label predict radius correct time`` (radius at full
-precision; ``time`` = seconds per point, the shard's time over its points, since a shard certifies
-its points in one batched call). Predict TSVs: ``idx label predict correct time``.
+Certify TSVs have the reference's columns ``idx label predict radius correct``
+(:data:`robustcert.evaluate.CERTIFICATE`; radius at full precision) without its wall-clock ``time``,
+so that a rerun writes the same bytes: the time of each job is in ``results/benchmarks/``. Predict
+TSVs: ``idx label predict correct`` (:data:`robustcert.evaluate.PREDICTIONS`).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -118,6 +118,12 @@ class Plan:
         test_size = expected_test_size(self.config["datasets"][wildcards.dataset])
         count = len(point_shards(test_size, self.monte_carlo(wildcards)))
         return [SHARD.format(**_names(wildcards), algorithm=wildcards.algorithm, shard=i) for i in range(count)]
+
+    def point_count(self, wildcards: Any) -> int:
+        """How many test points CERTIFY and PREDICT see."""
+        defense = self.config["defenses"][wildcards.defense]
+        test_size = expected_test_size(self.config["datasets"][wildcards.dataset])
+        return len(certified_points(test_size, defense["skip"], defense["max"]))
 
     def certificates(self, wildcards: Any) -> list[str]:
         """The gathered certify TSV of every σ of a defense."""
@@ -250,10 +256,12 @@ def certify_smoothed(model_path: str, split_path: str, output: str, settings: Ma
                      seed: int, shard: int, device: str, threads: int) -> None:
     """CERTIFY the test points of one shard."""
     target = compute_prologue(threads, device)
+    import time
+
     import pandas as pd
     import torch
 
-    from robustcert.artifacts import write_tsv
+    from robustcert.evaluate import CERTIFICATE
 
     split, points, smooth, batch_size = _shard_of_points(model_path, split_path, settings, sigma, seed, shard, target)
     x = torch.from_numpy(split.x_test[points]).float() / 255.0
@@ -263,8 +271,8 @@ def certify_smoothed(model_path: str, split_path: str, output: str, settings: Ma
     labels = split.y_test[points]
     log.info("certified %d points at σ=%g in batches of %d%s: %.3f s per point", len(points), sigma, batch_size,
              " (compiled)" if smooth.compiled else "", per_point)
-    write_tsv(pd.DataFrame({"idx": points, "label": labels, "predict": prediction, "radius": radius,
-                            "correct": (prediction == labels).astype(int), "time": per_point}), output)
+    CERTIFICATE.write(pd.DataFrame({"idx": points, "label": labels, "predict": prediction, "radius": radius,
+                                    "correct": (prediction == labels).astype(int)}), output)
 
 
 def predict_smoothed(model_path: str, split_path: str, output: str, settings: Mapping[str, Any], sigma: float,
@@ -274,38 +282,50 @@ def predict_smoothed(model_path: str, split_path: str, output: str, settings: Ma
     import pandas as pd
     import torch
 
-    from robustcert.artifacts import write_tsv
+    from robustcert.evaluate import PREDICTIONS
 
     split, points, smooth, batch_size = _shard_of_points(model_path, split_path, settings, sigma, seed, shard, target)
     rows = []
     for i in points:
-        start = time.perf_counter()
         x = torch.from_numpy(split.x_test[i]).float() / 255.0
         prediction = smooth.predict(x, settings["n"], settings["alpha"], batch_size)
         label = int(split.y_test[i])
-        rows.append((int(i), label, prediction, int(prediction == label), time.perf_counter() - start))
-    write_tsv(pd.DataFrame(rows, columns=["idx", "label", "predict", "correct", "time"]), output)
+        rows.append((int(i), label, prediction, int(prediction == label)))
+    PREDICTIONS.write(pd.DataFrame(rows, columns=list(PREDICTIONS.columns)), output)
 
 
-def gather_shards(shard_paths: Sequence[str], output: str) -> None:
-    """Concatenate the TSVs of a sharded step in ``idx`` order."""
+# the format of the shards and the gathered TSV of each {algorithm}
+def _formats() -> dict[str, Any]:
+    from robustcert.evaluate import CERTIFICATE, PREDICTIONS
+
+    return {"certify": CERTIFICATE, "predict": PREDICTIONS}
+
+
+def gather_shards(shard_paths: Sequence[str], output: str, algorithm: str) -> None:
+    """Concatenate the TSVs of a sharded step in ``idx`` order (each shard checked, no point twice)."""
     import pandas as pd
 
-    from robustcert.artifacts import read_tsv, write_tsv
+    from robustcert.artifacts import ArtifactError
 
-    frame = pd.concat([read_tsv(p) for p in shard_paths], ignore_index=True).sort_values("idx")
-    write_tsv(frame, output)
+    tsv = _formats()[algorithm]
+    frame = pd.concat([tsv.read(p, min_rows=1) for p in shard_paths], ignore_index=True).sort_values("idx")
+    if frame["idx"].duplicated().any():
+        raise ArtifactError(f"{output}: the shards {list(shard_paths)} repeat test points "
+                            f"{frame.loc[frame['idx'].duplicated(), 'idx'].tolist()[:5]}")
+    tsv.write(frame, output)
 
 
 def summarize_smoothing(certify_path: str, predict_path: str, output: str, keys: Mapping[str, str],
-                        params: Mapping[str, Any], radii: Sequence[float]) -> None:
-    """The results rows of a smoothed classifier at one σ."""
-    from robustcert import analysis
-    from robustcert.artifacts import read_tsv
+                        params: Mapping[str, Any], radii: Sequence[float], points: int) -> None:
+    """The results rows of a smoothed classifier at one σ, from CERTIFY and PREDICT on the same ``points``
+    test points."""
+    from robustcert.artifacts import ArtifactError
+    from robustcert.evaluate import CERTIFICATE, PREDICTIONS
     from robustcert.metrics import ABSTAIN, average_certified_radius, certified_accuracy
 
-    certified = analysis.read_certify_tsv(certify_path)
-    predicted = read_tsv(predict_path)
+    certified, predicted = CERTIFICATE.read(certify_path, rows=points), PREDICTIONS.read(predict_path, rows=points)
+    if certified["idx"].tolist() != predicted["idx"].tolist():
+        raise ArtifactError(f"{certify_path} and {predict_path}: not the same test points")
     numbers = [
         Metric("n_test", len(certified)),
         Metric("accuracy", float(predicted["correct"].mean())),
@@ -313,7 +333,6 @@ def summarize_smoothing(certify_path: str, predict_path: str, output: str, keys:
         Metric("certify_abstain", float((certified["predict"] == ABSTAIN).mean())),
         Metric("acr", average_certified_radius(certified["radius"], certified["correct"])),
         *on_axis("cert_acc", "l2", radii, certified_accuracy(certified["radius"], certified["correct"], radii)),
-        Metric("seconds_per_point", float(certified["time"].mean())),
     ]
     write_rows(output, tidy_rows(keys, params, numbers))
 

@@ -49,9 +49,7 @@ def summarize_undefended(scores_path: str, output: str, keys: Mapping[str, str],
     rate and robust accuracy on the triggered non-target test images."""
     from robustcert import evaluate, metrics
 
-    scores = evaluate.load_scores(scores_path)
-    if scores["logits"].shape[1] != 1:
-        raise ValueError(f"{scores_path}: {scores['logits'].shape[1]} models, an undefended model is one")
+    scores = evaluate.load_scores(scores_path, models=1)
     triggered = scores["triggered_logits"][:, 0].argmax(axis=1)
     target, true_labels = int(scores["target"]), scores["labels"][scores["triggered_index"]]
     numbers = [Metric("n_test", len(scores["labels"])), Metric("accuracy", float(scores["base_accuracy"][0])),
