@@ -14,6 +14,7 @@ rule partition_training_set:
     output:
         partition="results/partition/{dataset}/{attack}/{defense}.npz",
     params:
+        code=code_of("scripts/partition_training_set.py"),
         layout=ENSEMBLE.partition_params,
         seed=config["seed"],
     conda:
@@ -34,6 +35,7 @@ rule train_shard:
     output:
         models=ensemble.SHARD,
     params:
+        code=code_of("scripts/train_shard.py"),
         subsets=ENSEMBLE.shard_subsets,
         recipe=ENSEMBLE.recipe,
         seed=config["seed"],
@@ -62,6 +64,7 @@ rule score_ensemble:
     output:
         scores="results/scores/{dataset}/{attack}/{defense}.npz",
     params:
+        code=code_of("scripts/score_ensemble.py"),
         device=config["device"],
     threads: config["threads"]
     resources:

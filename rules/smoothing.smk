@@ -17,6 +17,7 @@ rule train_smoothed:
     output:
         model=smoothing.MODEL,
     params:
+        code=code_of("scripts/train_smoothed.py"),
         recipe=SMOOTHING.recipe,
         seed=config["seed"],
         device=config["device"],
@@ -42,6 +43,7 @@ rule certify_smoothed:
     output:
         tsv=smoothing.SHARD.replace("{algorithm}", "certify"),
     params:
+        code=code_of("scripts/certify_smoothed.py"),
         settings=SMOOTHING.monte_carlo,
         sigma=get_sigma,
         seed=config["seed"],
@@ -68,6 +70,7 @@ rule predict_smoothed:
     output:
         tsv=smoothing.SHARD.replace("{algorithm}", "predict"),
     params:
+        code=code_of("scripts/predict_smoothed.py"),
         settings=SMOOTHING.predict_settings,
         sigma=get_sigma,
         seed=config["seed"],
@@ -92,6 +95,8 @@ rule gather_smoothed:
         shards=SMOOTHING.shards,
     output:
         tsv=smoothing.GATHERED,
+    params:
+        code=code_of("scripts/gather_smoothed.py"),
     conda:
         "../envs/robustcert.yaml"
     log:
@@ -107,6 +112,7 @@ rule summarize_smoothing:
     output:
         rows=smoothing.ROW,
     params:
+        code=code_of("scripts/summarize_smoothing.py"),
         names=SMOOTHING.row_keys,
         params=SMOOTHING.row_params,
         radii=config["report"]["radii"],
@@ -140,6 +146,7 @@ rule analyze_smoothing:
         ),
         pdf=smoothing.PLOT.replace("{ext}", "pdf"),
     params:
+        code=code_of("scripts/analyze_smoothing.py"),
         sigmas=lambda wildcards: SMOOTHING.sigmas(wildcards.defense),
         radii=config["report"]["radii"],
     conda:
