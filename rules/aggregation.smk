@@ -20,6 +20,8 @@ rule certify_ensemble:
         triggered=aggregation.CERTIFY.replace(".tsv", ".triggered.tsv"),
     wildcard_constraints:
         certificate=AGGREGATION.certificate_constraint(),
+    params:
+        code=code_of("scripts/certify_ensemble.py"),
     threads: 1
     resources:
         mem_mb=8000,
@@ -45,6 +47,7 @@ rule summarize_certificates:
     wildcard_constraints:
         certificate=AGGREGATION.certificate_constraint(),
     params:
+        code=code_of("scripts/summarize_certificates.py"),
         names=AGGREGATION.row_keys,
         params=AGGREGATION.row_params,
         budgets=config["report"]["budgets"],
@@ -72,6 +75,7 @@ rule plot_poison_budget:
         ),
         pdf=aggregation.PLOT.replace("{ext}", "pdf"),
     params:
+        code=code_of("scripts/plot_poison_budget.py"),
         curves=AGGREGATION.dataset_curves,
         colors=AGGREGATION.dataset_colors,
     conda:

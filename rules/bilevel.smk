@@ -27,6 +27,7 @@ rule poison_bilevel_radius:
     wildcard_constraints:
         attack=BILEVEL.attack_constraint(),
     params:
+        code=code_of("scripts/poison_bilevel_radius.py"),
         attack=BILEVEL.attack_params,
         seed=config["seed"],
         device=config["device"],
@@ -55,6 +56,7 @@ rule evaluate_bilevel_radius:
     wildcard_constraints:
         attack=BILEVEL.attack_constraint(),
     params:
+        code=code_of("scripts/evaluate_bilevel_radius.py"),
         names=BILEVEL.row_keys,
         params=BILEVEL.row_params,
         settings=BILEVEL.evaluation_params,

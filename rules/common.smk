@@ -3,11 +3,22 @@
 # getters, and the two collections that every method file extends after its include:
 #   FINAL_OUTPUT  the plots and tables of the default target
 #   RESULT_ROWS   {table name: the row files of results/tables/<name>.tsv and all.tsv}
-# This file names no method and no attack type.
+# and code_of, which every rule with a script uses. This file names no method and no attack type.
+#
+# The code of a step: every rule that runs a script carries, as its first param, the digest of the
+# script and of exactly the robustcert code that script runs (robustcert.fingerprint):
+#
+#     params:
+#         code=code_of("scripts/<step>.py"),   # the rule's own script, as in its script: line
+#
+# Snakemake records it with the outputs, and its params trigger reruns a job when, and only when, the
+# code its step reaches changes — not for comments or docstrings (tests/test_fingerprint.py checks
+# that every rule has the line). The scripts ignore it.
 
 from pathlib import Path
 
 from robustcert.config import check_config_files, validate_config
+from robustcert.fingerprint import code_of as fingerprint_of
 
 
 check_config_files(workflow.configfiles)
@@ -25,6 +36,11 @@ wildcard_constraints:
     shard=r"\d+",
     sigma=r"[0-9.]+(e-?[0-9]+)?",
     algorithm="certify|predict",
+
+
+def code_of(script):
+    """The digest of a script (relative to the workflow's folder) and of the package code it runs."""
+    return fingerprint_of(Path(workflow.basedir) / script)
 
 
 def get_final_output():

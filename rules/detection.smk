@@ -18,6 +18,7 @@ rule evaluate_robust_model:
     output:
         adversarial=detection.ADVERSARIAL,
     params:
+        code=code_of("scripts/evaluate_robust_model.py"),
         adversary=DETECTION.adversary_params,
         seed=config["seed"],
         device=config["device"],
@@ -45,6 +46,7 @@ rule detect_backdoor:
         embedding=detection.EMBEDDING,
         gallery=detection.GALLERY,
     params:
+        code=code_of("scripts/detect_backdoor.py"),
         probe=DETECTION.probe_params,
         seed=config["seed"],
         device=config["device"],
@@ -85,6 +87,7 @@ rule plot_detection:
         ),
         gallery_pdf=detection.GALLERY_PLOT.replace("{ext}", "pdf"),
     params:
+        code=code_of("scripts/plot_detection.py"),
         title=DETECTION.title,
     conda:
         "../envs/robustcert.yaml"
@@ -104,6 +107,7 @@ rule summarize_detection:
     output:
         rows=detection.ROW,
     params:
+        code=code_of("scripts/summarize_detection.py"),
         names=DETECTION.row_keys,
         params=DETECTION.row_params,
     conda:
@@ -125,6 +129,8 @@ rule tabulate_detection:
             caption="../report/detection_verdicts.rst",
             category="tables",
         ),
+    params:
+        code=code_of("scripts/tabulate_detection.py"),
     conda:
         "../envs/robustcert.yaml"
     log:

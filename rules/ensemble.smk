@@ -15,6 +15,7 @@ rule partition_training_set:
     output:
         partition="results/partition/{dataset}/{attack}/{defense}.npz",
     params:
+        code=code_of("scripts/partition_training_set.py"),
         layout=ENSEMBLE.partition_params,
         seed=config["seed"],
     conda:
@@ -35,6 +36,7 @@ rule train_shard:
     output:
         models=ensemble.SHARD,
     params:
+        code=code_of("scripts/train_shard.py"),
         subsets=ENSEMBLE.shard_subsets,
         recipe=ENSEMBLE.recipe,
         seed=config["seed"],
@@ -63,6 +65,7 @@ rule score_ensemble:
     output:
         scores="results/scores/{dataset}/{attack}/{defense}.npz",
     params:
+        code=code_of("scripts/score_ensemble.py"),
         test_noise=ENSEMBLE.test_noise,
         device=config["device"],
     threads: config["threads"]

@@ -21,6 +21,7 @@ rule train_patch:
     output:
         model=patch.MODEL,
     params:
+        code=code_of("scripts/train_patch.py"),
         recipe=PATCH.recipe,
         seed=config["seed"],
         device=config["device"],
@@ -47,6 +48,7 @@ rule certify_patch:
     output:
         tsv=patch.SHARD,
     params:
+        code=code_of("scripts/certify_patch.py"),
         settings=PATCH.settings,
         seed=config["seed"],
         device=config["device"],
@@ -70,6 +72,8 @@ rule gather_patch:
         shards=PATCH.shards,
     output:
         tsv=patch.GATHERED,
+    params:
+        code=code_of("scripts/gather_smoothed.py"),
     conda:
         "../envs/robustcert.yaml"
     log:
@@ -86,6 +90,7 @@ rule attack_patch:
     output:
         tsv=patch.ATTACK,
     params:
+        code=code_of("scripts/attack_patch.py"),
         settings=PATCH.attack_settings,
         seed=config["seed"],
         device=config["device"],
@@ -112,6 +117,7 @@ rule summarize_patch:
     output:
         rows=patch.ROW,
     params:
+        code=code_of("scripts/summarize_patch.py"),
         names=PATCH.row_keys,
         params=PATCH.row_params,
         rules=PATCH.rule_params,
@@ -139,6 +145,7 @@ rule plot_patch:
         ),
         pdf=patch.PLOT.replace("{ext}", "pdf"),
     params:
+        code=code_of("scripts/plot_patch.py"),
         curves=PATCH.curves,
     conda:
         "../envs/robustcert.yaml"

@@ -17,6 +17,7 @@ rule poison_training_set:
     wildcard_constraints:
         attack=POISON_ATTACKS,
     params:
+        code=code_of("scripts/poison_training_set.py"),
         attack=lambda wildcards: poison.attack_params(config, wildcards),
         seed=config["seed"],
     conda:
@@ -36,6 +37,7 @@ rule summarize_attack:
     output:
         rows=poison.BUDGET_ROW,
     params:
+        code=code_of("scripts/summarize_attack.py"),
         names=lambda wildcards: poison.budget_keys(config, wildcards),
         budget=lambda wildcards: poison.budget_params(config, wildcards),
     conda:

@@ -20,6 +20,7 @@ rule certify_rab:
     wildcard_constraints:
         certificate=RAB.certificate_constraint(),
     params:
+        code=code_of("scripts/certify_rab.py"),
         certify=RAB.certify_params,
     threads: 1
     resources:
@@ -47,6 +48,7 @@ rule summarize_rab:
     wildcard_constraints:
         certificate=RAB.certificate_constraint(),
     params:
+        code=code_of("scripts/summarize_rab.py"),
         names=RAB.row_keys,
         params=RAB.row_params,
         radii=RAB.radii,
@@ -74,6 +76,7 @@ rule plot_rab:
         ),
         pdf=rab.PLOT.replace("{ext}", "pdf"),
     params:
+        code=code_of("scripts/plot_rab.py"),
         curves=RAB.dataset_curves,
         colors=RAB.dataset_colors,
     conda:

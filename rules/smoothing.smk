@@ -21,6 +21,7 @@ rule train_smoothed:
     wildcard_constraints:
         defense=one_of(SMOOTHING.trained()),
     params:
+        code=code_of("scripts/train_smoothed.py"),
         recipe=SMOOTHING.recipe,
         seed=config["seed"],
         device=config["device"],
@@ -47,6 +48,8 @@ rule import_released_model:
         model=smoothing.MODEL,
     wildcard_constraints:
         defense=one_of(SMOOTHING.released()),
+    params:
+        code=code_of("scripts/import_released_model.py"),
     conda:
         "../envs/robustcert.yaml"
     log:
@@ -62,6 +65,7 @@ rule certify_smoothed:
     output:
         tsv=smoothing.SHARD.replace("{algorithm}", "certify"),
     params:
+        code=code_of("scripts/certify_smoothed.py"),
         settings=SMOOTHING.monte_carlo,
         sigma=get_sigma,
         seed=config["seed"],
@@ -88,6 +92,7 @@ rule predict_smoothed:
     output:
         tsv=smoothing.SHARD.replace("{algorithm}", "predict"),
     params:
+        code=code_of("scripts/predict_smoothed.py"),
         settings=SMOOTHING.predict_settings,
         sigma=get_sigma,
         seed=config["seed"],
@@ -112,6 +117,8 @@ rule gather_smoothed:
         shards=SMOOTHING.shards,
     output:
         tsv=smoothing.GATHERED,
+    params:
+        code=code_of("scripts/gather_smoothed.py"),
     conda:
         "../envs/robustcert.yaml"
     log:
@@ -127,6 +134,7 @@ rule summarize_smoothing:
     output:
         rows=smoothing.ROW,
     params:
+        code=code_of("scripts/summarize_smoothing.py"),
         names=SMOOTHING.row_keys,
         params=SMOOTHING.row_params,
         radii=config["report"]["radii"],
@@ -161,6 +169,7 @@ rule analyze_smoothing:
         ),
         pdf=smoothing.PLOT.replace("{ext}", "pdf"),
     params:
+        code=code_of("scripts/analyze_smoothing.py"),
         sigmas=lambda wildcards: SMOOTHING.sigmas(wildcards.defense),
         radii=config["report"]["radii"],
     conda:
@@ -186,6 +195,7 @@ rule plot_noisy_examples:
         ),
         pdf=smoothing.NOISY_EXAMPLES.replace("{ext}", "pdf"),
     params:
+        code=code_of("scripts/plot_noisy_examples.py"),
         settings=SMOOTHING.noisy_example_settings,
         seed=config["seed"],
     conda:

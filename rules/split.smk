@@ -7,6 +7,7 @@ rule split_dataset:
     output:
         split="results/data/{dataset}/split.npz",
     params:
+        code=code_of("scripts/split_dataset.py"),
         dataset=lambda wildcards: split.dataset_params(config, wildcards),
         data_root=config["data_root"],
         seed=config["seed"],

@@ -20,6 +20,8 @@ rule tabulate_results:
             caption="../report/all_table.rst",
             category="tables",
         ),
+    params:
+        code=code_of("scripts/tabulate_results.py"),
     conda:
         "../envs/robustcert.yaml"
     log:
@@ -42,6 +44,8 @@ rule tabulate_method:
         ),
     wildcard_constraints:
         method=one_of(RESULT_ROWS),
+    params:
+        code=code_of("scripts/tabulate_method.py"),
     conda:
         "../envs/robustcert.yaml"
     log:
@@ -57,6 +61,8 @@ rule export_backdoorbench:
         table=rules.tabulate_results.output.table,
     output:
         summary=table.BACKDOORBENCH,
+    params:
+        code=code_of("scripts/export_backdoorbench.py"),
     conda:
         "../envs/robustcert.yaml"
     log:
@@ -78,6 +84,8 @@ rule plot_headline:
             labels={"item": "headline numbers"},
         ),
         pdf=table.HEADLINE.replace("{ext}", "pdf"),
+    params:
+        code=code_of("scripts/plot_headline.py"),
     conda:
         "../envs/robustcert.yaml"
     log:

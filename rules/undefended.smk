@@ -14,6 +14,7 @@ rule summarize_undefended:
     output:
         rows=undefended.ROW,
     params:
+        code=code_of("scripts/summarize_undefended.py"),
         names=UNDEFENDED.row_keys,
         params=UNDEFENDED.row_params,
     conda:

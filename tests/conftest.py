@@ -16,10 +16,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 WORKFLOW_FILES = ["Snakefile", "rules", "scripts", "config", "envs", "profiles", "report"]
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1200) -> subprocess.CompletedProcess:
-    """Run the real ``snakemake`` of this environment in ``workdir``."""
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1200,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the real ``snakemake`` of this environment in ``workdir`` (``env``: more environment variables)."""
     exe = Path(sys.executable).with_name("snakemake")
-    env = {**os.environ, "ROBUSTCERT_DEVICE": os.environ.get("ROBUSTCERT_DEVICE", "cpu")}
+    env = {**os.environ, "ROBUSTCERT_DEVICE": os.environ.get("ROBUSTCERT_DEVICE", "cpu"), **(env or {})}
     result = subprocess.run([str(exe), *args], cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n"

@@ -1,7 +1,9 @@
-"""An edit of the config reruns exactly what it changes: real Snakemake runs a small config to the end,
-then each edit is planned with `snakemake -n` on the up-to-date results: which jobs it plans, and which
-of them it plans because their params changed (the dry run's reasons; `--list-changes params` of
-Snakemake 9.27.1 lists every output with recorded params, changed or not)."""
+"""An edit of the config or of the package's code reruns exactly what it changes: real Snakemake runs a
+small config to the end on a copy of the workflow and of the package, then each edit is planned with
+`snakemake -n` on the up-to-date results: which jobs it plans, and which of them it plans because their
+params changed (the dry run's reasons; `--list-changes params` of Snakemake 9.27.1 lists every output
+with recorded params, changed or not). The package's code reaches Snakemake as the ``code`` param of
+every rule (robustcert.fingerprint)."""
 
 from __future__ import annotations
 
@@ -23,29 +25,54 @@ SMOOTHING_AFTER_TRAINING = {"certify_smoothed", "predict_smoothed", "gather_smoo
 
 @pytest.fixture(scope="module")
 def up_to_date(tmp_path_factory) -> Path:
-    """A copy of the workflow whose config/config.yaml is the small config, run to the end."""
+    """A copy of the workflow (and of the package, in src/, which its Snakemake imports) whose
+    config/config.yaml is the small config, run to the end."""
     work = tmp_path_factory.mktemp("rerun") / "wf"
     work.mkdir()
     for name in WORKFLOW_FILES:
         source = REPO / name
         (shutil.copytree if source.is_dir() else shutil.copy2)(source, work / name)
+    shutil.copytree(REPO / "src/robustcert", work / "src/robustcert", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(CONFIG, work / "config" / "config.yaml")
-    snakemake(work, "--cores", "2", "--", "all")
+    run(work, "--cores", "2", "--", "all")
     return work
 
 
+def run(work: Path, *args: str):
+    """Snakemake in the copy, with the copy's package."""
+    return snakemake(work, *args, env={"PYTHONPATH": str(work / "src")})
+
+
+def dry_run(work: Path) -> tuple[dict[str, int], list[str]]:
+    """The jobs `snakemake -n` plans, and the outputs it plans because their params changed."""
+    dry = run(work, "-n", "--cores", "2", "--", "all")
+    return job_stats(dry.stdout), params_changed(dry.stdout)
+
+
 def planned(work: Path, edit: Callable[[dict], None]) -> tuple[dict[str, int], list[str]]:
-    """The jobs `snakemake -n` plans after an edit, and the outputs it plans because their params changed."""
+    """The jobs `snakemake -n` plans after an edit of the config, and the outputs it plans because
+    their params changed."""
     path = work / "config" / "config.yaml"
     original = path.read_text()
     config = yaml.safe_load(original)
     edit(config)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     try:
-        dry = snakemake(work, "-n", "--cores", "2", "--", "all")
+        return dry_run(work)
     finally:
         path.write_text(original)
-    return job_stats(dry.stdout), params_changed(dry.stdout)
+
+
+def planned_after_code_edit(work: Path, module: str, old: str, new: str) -> tuple[dict[str, int], list[str]]:
+    """The same after replacing ``old`` (once) by ``new`` in a module of the copy's package."""
+    path = work / "src/robustcert" / module
+    original = path.read_text()
+    assert original.count(old) == 1, f"{old!r} not once in {module}"
+    path.write_text(original.replace(old, new))
+    try:
+        return dry_run(work)
+    finally:
+        path.write_text(original)
 
 
 def job_stats(output: str) -> dict[str, int]:
@@ -109,3 +136,43 @@ def test_the_same_config_with_its_keys_in_another_order_plans_nothing(up_to_date
         config.update(reordered)
 
     assert planned(up_to_date, reorder) == ({}, [])
+
+
+# ------------------------------------------------------------------ edits of the package's code
+
+
+def test_a_training_change_retrains_and_reruns_what_follows_not_the_split_or_the_poisons(up_to_date):
+    jobs, changed = planned_after_code_edit(up_to_date, "train.py", "return self.lr * self.gamma",
+                                            "return 1.0 * self.lr * self.gamma")
+    assert jobs["train_shard"] == 2 * 2 and jobs["train_smoothed"] == 2, jobs  # 2 attacks × 2 shards; × σ
+    assert {"score_ensemble", "certify_ensemble", "summarize_certificates", "certify_smoothed", *TABLES} <= set(jobs)
+    assert not {"split_dataset", "poison_training_set", "partition_training_set", "summarize_attack"} & set(jobs), jobs
+    # The trained models themselves are planned because their code changed; what follows, for its input.
+    assert [p for p in changed if p.startswith("results/models/")] and \
+        not [p for p in changed if p.startswith(("results/data/", "results/poison/", "results/partition/"))], changed
+
+
+def test_a_plotting_change_replots_only(up_to_date):
+    jobs, changed = planned_after_code_edit(up_to_date, "plot.py", "largest = max((int(c.frame", "largest = 0 + max((int(c.frame")
+    assert jobs == {"plot_poison_budget": 1, "all": 1}, jobs
+    assert changed == ["results/plots/digits/poison_budget.pdf", "results/plots/digits/poison_budget.png"]
+
+
+def test_comments_and_docstrings_change_nothing(up_to_date):
+    assert planned_after_code_edit(up_to_date, "train.py", '"""The training recipe (',
+                                   '# a comment\n\n    """The training recipe, edited (') == ({}, [])
+
+
+def test_list_changes_params_names_the_changed_outputs_rules(up_to_date):
+    """`--list-changes params` lists outputs; `--summary` names their rules: those of the code edit."""
+    path = up_to_date / "src/robustcert/plot.py"
+    original = path.read_text()
+    path.write_text(original.replace("largest = max((int(c.frame", "largest = 0 + max((int(c.frame"))
+    try:
+        listed = set(run(up_to_date, "--list-changes", "params", "--cores", "1").stdout.split())
+        summary = run(up_to_date, "--summary", "--cores", "1").stdout
+    finally:
+        path.write_text(original)
+    rules = {line.split("\t")[0]: line.split("\t")[1] for line in summary.splitlines()[1:] if "\t" in line}
+    updated = {rules[path] for path in listed if path in rules and "update pending" in summary}
+    assert "plot_poison_budget" in updated
