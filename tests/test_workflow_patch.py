@@ -17,6 +17,7 @@ from conftest import REPO, snakemake
 from robustcert import config as cfg, poison, results
 from robustcert.artifacts import write_tsv
 from robustcert.workflow import patch
+from robustcert.workflow.smoothing import certified_points, point_shards
 
 SCHEMAS = REPO / "config" / "schemas"
 WC = SimpleNamespace(dataset="digits", attack="backdoor", defense="patch", ablation="band_s2")
@@ -125,3 +126,19 @@ def test_patch_smoothing_through_the_workflow(workflow_copy):
     certify = pd.read_csv(workflow_copy / "results/patch/digits/none/patch/block_s4/certify.tsv", sep="\t")
     assert len(certify) == 30 * 3 and len(list((workflow_copy / "results/patch/digits/none/patch/block_s4/certify")
                                                 .glob("shard_*.tsv"))) == 2
+
+
+def test_given_test_indices_are_certified_in_their_order_and_refused_beyond_the_test_set(config):
+    wc = SimpleNamespace(dataset="digits", attack="none", defense="patch", ablation="band_s2")
+    given = copy.deepcopy(config)
+    given["defenses"]["patch"].update(test_indices=[5, 3, 200, 7, 11], skip=2, points_per_job=2)
+    plan = patch.Plan(given)
+    assert plan.settings(wc)["test_indices"] == [5, 3, 200, 7, 11]
+    assert [s.tolist() for s in point_shards(360, plan.settings(wc))] == [[5, 200], [11]]
+    assert plan.shards(wc) == [f"results/patch/digits/none/patch/band_s2/certify/shard_{i}.tsv" for i in (0, 1)]
+    assert plan.row_params(wc)["test_points"] == "5 given indices[::2]"
+    given["defenses"]["patch"]["test_indices"] = [3, 360, 400]
+    with pytest.raises(ValueError, match=r"test_indices \[360, 400\] beyond the 360 test points"):
+        patch.Plan(given)
+    with pytest.raises(ValueError, match="test indices up to 360 given, but the test set has 360 points"):
+        certified_points(360, 1, None, [3, 360])

@@ -39,8 +39,8 @@ UNDEFENDED_MODEL = "results/models/{dataset}/{attack}/{defense}/shard_0.pt"  # t
 ROW = "results/tables/rows/{dataset}/{attack}/{defense}/patch_{ablation}.tsv"
 PLOT = "results/plots/{dataset}/patch/{defense}.{ext}"
 ABLATION_LABEL = r"(band|row|block)_s\d+(_k\d+)?"
-SETTINGS_KEYS = ("thresholds", "randomized", "batch_size", "skip", "max", "points_per_job")
-ATTACK_KEYS = ("thresholds", "batch_size", "skip", "max", "attack")
+SETTINGS_KEYS = ("thresholds", "randomized", "batch_size", "skip", "max", "test_indices", "points_per_job")
+ATTACK_KEYS = ("thresholds", "batch_size", "skip", "max", "test_indices", "attack")
 
 
 def ablations_of(defense: Mapping[str, Any], image_shape: tuple[int, int, int]) -> list[Ablation]:
@@ -71,6 +71,7 @@ class Plan:
             attacked = entry["attack"]["patch_sizes"] or []
             if any(m > min(height, width) for m in attacked):
                 found.append(f"{where}: attack.patch_sizes {attacked} larger than the image")
+            found += _index_problems(where, entry["test_indices"], self.config["datasets"][dataset])
             labels = [f"{a['kind']}_{a['size']}_{a.get('count', 1)}" for a in entry["ablations"]]
             if len(set(labels)) != len(labels):
                 found.append(f"defenses.{defense}: an ablation is listed twice")
@@ -166,13 +167,14 @@ class Plan:
         """The parameters that change an ablation's numbers (each rule adds its own)."""
         defense = self.config["defenses"][wildcards.defense]
         test_size = expected_test_size(self.config["datasets"][wildcards.dataset])
-        skip, limit = defense["skip"], defense["max"]
+        skip, limit, indices = defense["skip"], defense["max"], defense["test_indices"]
+        points = f"range(0, {test_size}, {skip})" if indices is None else f"{len(indices)} given indices[::{skip}]"
         attack = defense["attack"]
         attacked = ({f"attack_{key}": attack[key] for key in ("n_points", "steps", "step_size", "restarts", "stride")}
                     | {"attack_undefended": attack["undefended"] or "-"} if attack["enabled"] else {})
         return {**common_params(self.config, wildcards), "arch": defense["arch"], "epochs": defense["train"]["epochs"],
                 "ablation": wildcards.ablation,
-                "test_points": f"range(0, {test_size}, {skip})" + (f"[:{limit}]" if limit else ""), **attacked}
+                "test_points": points + (f"[:{limit}]" if limit else ""), **attacked}
 
     def rule_params(self, wildcards: Any) -> dict[str, dict[str, Any]]:
         """The parameters of each voting rule beyond the ablation's."""
@@ -186,6 +188,15 @@ class Plan:
     def patch_sizes(self, wildcards: Any) -> list[int]:
         """The patch sides of the rows."""
         return list(self.config["defenses"][wildcards.defense]["patch_sizes"])
+
+
+def _index_problems(where: str, indices: Sequence[int] | None, dataset: Mapping[str, Any]) -> list[str]:
+    """Given test indices beyond the test set (only where its size is known before the split)."""
+    if indices is None or dataset.get("classes") is not None:
+        return []
+    size = expected_test_size(dataset)
+    beyond = sorted(i for i in indices if i >= size)
+    return [f"{where}: test_indices {beyond[:5]}{' …' if len(beyond) > 5 else ''} beyond the {size} test points"] if beyond else []
 
 
 def _names(wildcards: Any) -> dict[str, str]:
@@ -277,7 +288,8 @@ def attack_patch(model_path: str, split_path: str, undefended_paths: Sequence[st
 
     split = data.load_split(split_path)
     spec = settings["attack"]
-    points = certified_points(len(split.y_test), settings["skip"], settings["max"])[:spec["n_points"]]
+    points = certified_points(len(split.y_test), settings["skip"], settings["max"],
+                              settings["test_indices"])[:spec["n_points"]]
     smooth = _smoothed(model_path, split, settings, target)
     x = (torch.from_numpy(split.x_test[points]).float() / 255.0).to(target)
     y = torch.from_numpy(split.y_test[points]).to(target)

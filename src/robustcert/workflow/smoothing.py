@@ -43,14 +43,18 @@ OBJECTIVE_FIELDS = {
 MONTE_CARLO_KEYS = ("n0", "n", "alpha", "batch_size", "bf16", "compile", "skip", "max", "points_per_job")
 
 
-def certified_points(n_test: int, skip: int, limit: int | None) -> np.ndarray:
-    """Indices of the certified test points: every ``skip``-th, at most ``limit`` (the reference's --skip/--max)."""
-    return np.arange(0, n_test, skip)[:limit]
+def certified_points(n_test: int, skip: int, limit: int | None, indices: Sequence[int] | None = None) -> np.ndarray:
+    """Indices of the certified test points: every ``skip``-th of the test set (or of the given
+    ``indices``, e.g. a reference's validation half), at most ``limit`` (the reference's --skip/--max)."""
+    candidates = np.arange(n_test) if indices is None else np.asarray(indices, dtype=np.int64)
+    if len(candidates) and candidates.max() >= n_test:
+        raise ValueError(f"test indices up to {candidates.max()} given, but the test set has {n_test} points")
+    return candidates[::skip][:limit]
 
 
 def point_shards(n_test: int, settings: Mapping[str, Any]) -> list[np.ndarray]:
     """The certified points cut into jobs of ``points_per_job``."""
-    points = certified_points(n_test, settings["skip"], settings["max"])
+    points = certified_points(n_test, settings["skip"], settings["max"], settings.get("test_indices"))
     per_job = settings["points_per_job"]
     return [points[i:i + per_job] for i in range(0, len(points), per_job)]
 
