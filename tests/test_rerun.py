@@ -173,6 +173,8 @@ def test_list_changes_params_names_the_changed_outputs_rules(up_to_date):
         summary = run(up_to_date, "--summary", "--cores", "1").stdout
     finally:
         path.write_text(original)
-    rules = {line.split("\t")[0]: line.split("\t")[1] for line in summary.splitlines()[1:] if "\t" in line}
-    updated = {rules[path] for path in listed if path in rules and "update pending" in summary}
-    assert "plot_poison_budget" in updated
+    # --summary's columns: output_file, date, rule, log-file(s), status, plan
+    rows = [line.split("\t") for line in summary.splitlines()[1:] if line.count("\t") >= 5]
+    pending = {rule for _, _, rule, _, _, plan in (row[:6] for row in rows) if plan == "update pending"}
+    assert pending == {"plot_poison_budget"}, pending
+    assert {"results/plots/digits/poison_budget.png", "results/plots/digits/poison_budget.pdf"} <= listed

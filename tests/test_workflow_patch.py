@@ -109,7 +109,7 @@ def test_patch_smoothing_through_the_workflow(workflow_copy):
     config["defenses"] = {"patch": {**config["defenses"]["patch"], "skip": 12, "points_per_job": 20,
                                     "randomized": {"enabled": True, "n0": 20, "n": 200}},
                           "undefended": config["defenses"]["undefended"]}
-    config["defenses"]["patch"]["train"]["epochs"] = 3
+    config["defenses"]["patch"]["train"].update(epochs=3, milestones=[2])
     config["experiments"] = [{"datasets": ["digits"], "attacks": ["none", "backdoor"], "defenses": ["patch"]}]
     (workflow_copy / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     snakemake(workflow_copy, "-c1", "results/tables/patch.tsv", "results/plots/digits/patch/patch.png")

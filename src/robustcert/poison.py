@@ -35,7 +35,7 @@ from robustcert.data import Split, load_split
 
 NO_TARGET = -1
 POISON = NpzFormat("poison", {"index": Array("iu", 1), "x": Array("u", 4), "y": Array("iu", 1), "target": Array("i", 0),
-                              "trigger_mask": Array("b", 3), "trigger_value": Array("u", 3), "trigger_mode": Array("U", 0)})
+                              "trigger_mask": Array("b", 3), "trigger_value": Array("iu", 3), "trigger_mode": Array("U", 0)})
 Pixel = tuple[int, int]
 
 
