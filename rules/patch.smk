@@ -73,13 +73,13 @@ rule gather_patch:
     output:
         tsv=patch.GATHERED,
     params:
-        code=code_of("scripts/gather_smoothed.py"),
+        code=code_of("scripts/gather_patch.py"),
     conda:
         "../envs/robustcert.yaml"
     log:
         "results/logs/gather_patch/{dataset}/{attack}/{defense}/{ablation}.log",
     script:
-        "../scripts/gather_smoothed.py"
+        "../scripts/gather_patch.py"
 
 
 rule attack_patch:

@@ -225,6 +225,25 @@ def train_patch(split_path: str, poison_path: str, output: str, recipe: Mapping[
     train.save_shard(output, spec, [0], states)
 
 
+def gather_patch(shard_paths: Sequence[str], output: str) -> None:
+    """Concatenate the certify shards of one ablation in ``idx`` order (each shard non-empty, no test
+    point certified twice under the same rule, clean or triggered)."""
+    import pandas as pd
+
+    from robustcert.artifacts import ArtifactError, read_tsv, write_tsv
+
+    frames = [read_tsv(path) for path in shard_paths]
+    empty = [path for path, frame in zip(shard_paths, frames) if frame.empty]
+    if empty:
+        raise ArtifactError(f"{empty[0]}: a certify shard with no rows")
+    frame = pd.concat(frames, ignore_index=True).sort_values(["idx", "triggered", "rule"], kind="stable")
+    repeated = frame.duplicated(["idx", "triggered", "rule"])
+    if repeated.any():
+        raise ArtifactError(f"{output}: the shards {list(shard_paths)} repeat test points "
+                            f"{frame.loc[repeated, 'idx'].unique().tolist()[:5]}")
+    write_tsv(frame, output)
+
+
 def certify_patch(model_path: str, split_path: str, poison_path: str, output: str, settings: Mapping[str, Any],
                   seed: int, shard: int, device: str, threads: int) -> None:
     """Certify the test points of one shard (and the triggered copies of its non-target points) under
