@@ -66,6 +66,11 @@ def test_meaningless_config_is_refused_naming_the_key(edit, named):
     assert named in _refusal(edit)
 
 
+def test_a_bogus_device_override_is_refused_before_any_job(monkeypatch):
+    monkeypatch.setenv("ROBUSTCERT_DEVICE", "bogus")
+    assert "$ROBUSTCERT_DEVICE is 'bogus'; accepted values: auto, cpu, cuda or cuda:N" in _refusal(lambda c: None)
+
+
 def test_default_and_shipped_configs_pass_the_checks():
     for path in sorted((REPO / "config").glob("*.yaml")) + sorted((REPO / "tests/configs").glob("*.yaml")):
         config = load_yaml_strictly(path)

@@ -62,9 +62,12 @@ def entry_schemas(config: Config, schema_dir: str | Path) -> Iterator[tuple[str,
 
 def validate_config(config: dict[str, Any], schema_dir: str | Path) -> None:
     """Validate a config in place with Snakemake's validator, filling defaults: the top level, each
-    attack by its type, each defense by its method, then the names that refer to each other."""
+    attack by its type, each defense by its method, then the names that refer to each other, the values
+    the datasets make meaningless and the device ($ROBUSTCERT_DEVICE overriding the config)."""
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
+
+    from robustcert.device import effective_spec
 
     schema_dir = Path(schema_dir)
     validate(config, schema=str(schema_dir / "config.schema.yaml"))
@@ -75,6 +78,7 @@ def validate_config(config: dict[str, Any], schema_dir: str | Path) -> None:
             raise ValueError(f"invalid config: {section}.{name} ({schema.name}): {error}") from None
     check_references(config)
     check_values(config)
+    effective_spec(config["device"])  # $ROBUSTCERT_DEVICE, which overrides it, too
 
 
 def check_references(config: Config) -> None:
