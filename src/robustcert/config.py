@@ -190,3 +190,25 @@ def canonical(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [canonical(v) for v in value]
     return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m robustcert.config FILE…``: read each config file strictly and say where the first
+    YAML syntax error or duplicate key is (Snakemake's own "Config file is not valid JSON or YAML"
+    names neither the file nor the line)."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m robustcert.config", description=main.__doc__)
+    parser.add_argument("files", nargs="+", help="config files, e.g. config/config.yaml and your --configfile")
+    try:
+        for path in parser.parse_args(argv).files:
+            load_yaml_strictly(path)
+    except (ValueError, OSError) as error:
+        print(error, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
