@@ -72,12 +72,14 @@ def test_a_cifar_batch_with_a_code_payload_does_not_run(tmp_path, verify_checksu
         assert "refused global" in str(err.value)
 
 
-@pytest.mark.parametrize("protocol,numpy_module", [(2, "numpy.core.multiarray"), (5, None)])
-def test_cifar_batches_of_other_pickle_protocols_load(tmp_path, protocol, numpy_module):
-    """Protocol 2 naming numpy 1.x's module, as the published batches do, and protocol 5 (out-of-band buffers)."""
+@pytest.mark.parametrize("protocol,numpy_module,labels", [(2, "numpy.core.multiarray", [3] * 6),
+                                                          (5, None, np.full(6, 3, np.uint8))])
+def test_cifar_batches_of_other_pickle_protocols_load(tmp_path, protocol, numpy_module, labels):
+    """Protocol 2 naming numpy 1.x's module, as the published batches do, and protocol 5 (out-of-band
+    buffers) with labels as an array, as a subset written with numpy may hold them."""
     write_cifar10(tmp_path, per_batch=4, n_test=6)
     batch = tmp_path / "cifar-10-batches-py" / "test_batch"
-    entry = {"data": np.full((6, 3072), 7, np.uint8), "labels": [3] * 6, "batch_label": b"testing batch 1 of 1"}
+    entry = {"data": np.full((6, 3072), 7, np.uint8), "labels": labels, "batch_label": b"testing batch 1 of 1"}
     raw = pickle.dumps(entry, protocol=protocol)
     batch.write_bytes(raw.replace(b"numpy._core.multiarray", numpy_module.encode()) if numpy_module else raw)
     source = data.load_source("cifar10", tmp_path, verify_checksums=False)
@@ -97,6 +99,8 @@ def _cifar_entry(n: int = 4, **changes):
     ("data_batch_4", pickle.dumps({"data": np.zeros((4, 3072)), "labels": [0] * 4}), "found float64"),
     ("test_batch", _cifar_entry(labels=[0] * 3), "'labels' must be a list of 4 integers"),
     ("test_batch", _cifar_entry(labels=[10] * 4), r"integers in \[0, 10\)"),
+    ("test_batch", _cifar_entry(labels=[0.5] * 4), "'labels' must be a list of 4 integers"),
+    ("test_batch", _cifar_entry(labels=np.full(4, -1)), r"integers in \[0, 10\)"),
     ("batches.meta", pickle.dumps({"label_names": ["a", "b"]}), "'label_names' lists 10 names"),
 ])
 def test_bad_cifar_files_name_the_file_and_data_root(tmp_path, name, content, message):

@@ -299,10 +299,12 @@ def _read_cifar_batch(path: Path, root: Path) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.shape[1:] != (3 * 32 * 32,):
         found = f"{x.dtype} {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
         raise _bad_file(path, root, f"'data' must be uint8 of shape [n, 3072] (3×32×32 per row), found {found}")
-    if not isinstance(labels, list) or len(labels) != len(x) or \
-            not all(isinstance(label, int) and 0 <= label < NUM_CLASSES for label in labels):
+    integers = isinstance(labels, list) and all(isinstance(label, int) for label in labels) or \
+        isinstance(labels, np.ndarray) and labels.dtype.kind in "iu" and labels.ndim == 1
+    y = np.asarray(labels, np.int64) if integers else None
+    if y is None or len(y) != len(x) or (len(y) and not 0 <= y.min() <= y.max() < NUM_CLASSES):
         raise _bad_file(path, root, f"'labels' must be a list of {len(x)} integers in [0, {NUM_CLASSES})")
-    return x.reshape(-1, 3, 32, 32), np.asarray(labels, np.int64)
+    return x.reshape(-1, 3, 32, 32), y
 
 
 def _read_cifar10(folder: Path, root: Path, verify_checksums: bool) -> Source:
