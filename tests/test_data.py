@@ -31,7 +31,7 @@ def test_split_is_a_seeded_permutation():
 
 
 @pytest.mark.parametrize("name,folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
-def test_mnist_formats_load_through_torchvision(tmp_path, name, folder):
+def test_mnist_formats_load(tmp_path, name, folder):
     write_mnist(tmp_path, folder, n_train=60, n_test=30)
     source = data.load_source(name, tmp_path)
     assert source.x_pool.shape == (60, 1, 28, 28) and source.x_test.shape == (30, 1, 28, 28)
