@@ -28,11 +28,9 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1200
     return result
 
 
-@pytest.fixture
-def workflow_copy(tmp_path: Path) -> Path:
-    """A copy of the workflow (not of results/) in a temporary folder."""
-    target = tmp_path / "wf"
-    target.mkdir()
+def copy_workflow(target: Path) -> Path:
+    """``target``, a new folder holding a copy of the workflow (not of results/)."""
+    target.mkdir(parents=True)
     for name in WORKFLOW_FILES:
         source = REPO / name
         if source.is_dir():
@@ -40,6 +38,12 @@ def workflow_copy(tmp_path: Path) -> Path:
         else:
             shutil.copy2(source, target / name)
     return target
+
+
+@pytest.fixture
+def workflow_copy(tmp_path: Path) -> Path:
+    """A copy of the workflow (not of results/) in a temporary folder."""
+    return copy_workflow(tmp_path / "wf")
 
 
 @pytest.fixture

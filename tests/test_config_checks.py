@@ -11,7 +11,7 @@ import yaml
 from snakemake.utils import update_config
 from conftest import REPO, snakemake
 
-from robustcert.config import load_yaml_strictly, validate_config
+from robustcert.config import load_yaml_strictly, main, validate_config
 from robustcert.workflow import poison
 from robustcert.workflow.common import sigma_label
 
@@ -66,6 +66,11 @@ def test_meaningless_config_is_refused_naming_the_key(edit, named):
     assert named in _refusal(edit)
 
 
+def test_a_bogus_device_override_is_refused_before_any_job(monkeypatch):
+    monkeypatch.setenv("ROBUSTCERT_DEVICE", "bogus")
+    assert "$ROBUSTCERT_DEVICE is 'bogus'; accepted values: auto, cpu, cuda or cuda:N" in _refusal(lambda c: None)
+
+
 def test_default_and_shipped_configs_pass_the_checks():
     for path in sorted((REPO / "config").glob("*.yaml")) + sorted((REPO / "tests/configs").glob("*.yaml")):
         config = load_yaml_strictly(path)
@@ -93,6 +98,15 @@ def test_strict_yaml_names_the_file_and_line_of_a_duplicate_key(tmp_path: Path):
     path.write_text("a: [1, 2\nb: 3\n")
     with pytest.raises(ValueError, match=r"dup.yaml:\d+:\d+: "):
         load_yaml_strictly(path)
+
+
+def test_the_config_checker_names_the_file_and_line_that_snakemake_does_not(tmp_path: Path, capsys):
+    """Snakemake's loader says only "Config file is not valid JSON or YAML"; README points here."""
+    path = tmp_path / "broken.yaml"
+    path.write_text("attacks: [none,\n  backdoor\ndefenses: {}\n")
+    assert main([str(REPO / "config/config.yaml"), str(path)]) == 1
+    assert re.fullmatch(rf"invalid config file {re.escape(str(path))}:3:\d+: .*\n", capsys.readouterr().err)
+    assert main([str(REPO / "config/config.yaml")]) == 0 and capsys.readouterr().err == ""
 
 
 @pytest.mark.workflow

@@ -340,6 +340,36 @@ def test_select_device_cpu_takes_no_lease(children, tmp_path, extra):
     assert not locks.exists()
 
 
+@pytest.mark.parametrize("env,spec,where", [
+    ("bogus", "auto", "$ROBUSTCERT_DEVICE is 'bogus'"),
+    ("cuda:x", "cpu", "$ROBUSTCERT_DEVICE is 'cuda:x'"),
+    (None, "mps", "the config key device is 'mps'"),
+])
+def test_select_device_refuses_unknown_devices_naming_where_they_came_from(monkeypatch, env, spec, where):
+    from robustcert import device
+
+    if env is None:
+        monkeypatch.delenv("ROBUSTCERT_DEVICE", raising=False)
+    else:
+        monkeypatch.setenv("ROBUSTCERT_DEVICE", env)
+    with pytest.raises(ValueError) as err:
+        device.select_device(spec)
+    assert str(err.value) == f"{where}; accepted values: auto, cpu, cuda or cuda:N (the N-th visible GPU)"
+
+
+def test_device_values_are_those_of_the_config_schema():
+    import re
+
+    import yaml
+
+    from robustcert.device import DEVICE_SPEC
+
+    schema = yaml.safe_load((Path(__file__).parents[1] / "config/schemas/config.schema.yaml").read_text())
+    assert schema["properties"]["device"]["pattern"] == f"^({DEVICE_SPEC.pattern})$"
+    assert [bool(re.fullmatch(DEVICE_SPEC, v)) for v in ("auto", "cpu", "cuda", "cuda:12", "cuda:", "meta")] == \
+        [True, True, True, True, False, False]
+
+
 def test_select_device_without_cuda_build_is_cpu(monkeypatch, tmp_path):
     """This torch may well be a CPU build: then "auto" is the CPU, with no lease, whatever the ids say."""
     import torch

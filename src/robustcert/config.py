@@ -62,9 +62,12 @@ def entry_schemas(config: Config, schema_dir: str | Path) -> Iterator[tuple[str,
 
 def validate_config(config: dict[str, Any], schema_dir: str | Path) -> None:
     """Validate a config in place with Snakemake's validator, filling defaults: the top level, each
-    attack by its type, each defense by its method, then the names that refer to each other."""
+    attack by its type, each defense by its method, then the names that refer to each other, the values
+    the datasets make meaningless and the device ($ROBUSTCERT_DEVICE overriding the config)."""
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
+
+    from robustcert.device import effective_spec
 
     schema_dir = Path(schema_dir)
     validate(config, schema=str(schema_dir / "config.schema.yaml"))
@@ -75,6 +78,7 @@ def validate_config(config: dict[str, Any], schema_dir: str | Path) -> None:
             raise ValueError(f"invalid config: {section}.{name} ({schema.name}): {error}") from None
     check_references(config)
     check_values(config)
+    effective_spec(config["device"])  # $ROBUSTCERT_DEVICE, which overrides it, too
 
 
 def check_references(config: Config) -> None:
@@ -186,3 +190,25 @@ def canonical(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [canonical(v) for v in value]
     return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m robustcert.config FILE…``: read each config file strictly and say where the first
+    YAML syntax error or duplicate key is (Snakemake's own "Config file is not valid JSON or YAML"
+    names neither the file nor the line)."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m robustcert.config", description=main.__doc__)
+    parser.add_argument("files", nargs="+", help="config files, e.g. config/config.yaml and your --configfile")
+    try:
+        for path in parser.parse_args(argv).files:
+            load_yaml_strictly(path)
+    except (ValueError, OSError) as error:
+        print(error, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -10,16 +10,27 @@ Sources:
   root (``<root>/MNIST/raw/train-images-idx3-ubyte`` …), 60 000 training and 10 000 test images.
 - ``cifar10``: torchvision's ``<root>/cifar-10-batches-py`` (``data_batch_1..5``, ``test_batch``,
   ``batches.meta``).
+
+The files are read here, not by torchvision (which only downloads them): every idx header and
+every batch is checked, and a bad one is an :class:`~robustcert.artifacts.ArtifactError` naming the
+file and the data root. The CIFAR-10 batches are pickles; they are loaded by an unpickler that
+admits only what a real batch holds, so that no setting makes the data folder an execution path.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
+import pickle
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy._core.multiarray import _reconstruct
+from numpy._core.numeric import _frombuffer
 
 from robustcert.artifacts import Array, ArtifactError, NpzFormat
 
@@ -101,16 +112,18 @@ class Split:
 
 def load_source(name: str, root: str | Path, download: bool = False,
                 verify_checksums: bool = True) -> Source:
-    """Read the named dataset from its standard on-disk format (or from scikit-learn)."""
+    """Read the named dataset from its standard on-disk format (or from scikit-learn); ``download``
+    fetches missing files, ``verify_checksums`` compares CIFAR-10's with the published MD5 sums."""
     if name == "digits":
         return _load_digits()
     if name not in _TORCHVISION_FOLDERS:
         raise ValueError(f"unknown dataset source {name!r}; known: {list(SOURCES)}")
-    if not download:
-        _require_files(name, Path(root))
-    train = _torchvision_dataset(name, root, True, download, verify_checksums)
-    test = _torchvision_dataset(name, root, False, download, verify_checksums)
-    source = Source(*_as_arrays(train), *_as_arrays(test))
+    root = Path(root)
+    if download and _missing_files(name, root):
+        _download(name, root)
+    _require_files(name, root)
+    folder = root / _TORCHVISION_FOLDERS[name][0]
+    source = _read_cifar10(folder, root, verify_checksums) if name == "cifar10" else _read_mnist(folder, root)
     for part, x, y in (("training", source.x_pool, source.y_pool), ("test", source.x_test, source.y_test)):
         check_images(x, y, _SHAPES[name], f"{name} {part} set under {root}")
     return source
@@ -186,9 +199,14 @@ def _load_digits() -> Source:
     return Source(x, digits.target.astype(np.int64), None, None)
 
 
+def _missing_files(name: str, root: Path) -> list[str]:
+    folder, files = _TORCHVISION_FOLDERS[name]
+    return [f for f in files if not (root / folder / f).exists()]
+
+
 def _require_files(name: str, root: Path) -> None:
     folder, files = _TORCHVISION_FOLDERS[name]
-    missing = [f for f in files if not (root / folder / f).exists()]
+    missing = _missing_files(name, root)
     if missing:
         raise FileNotFoundError(
             f"dataset {name!r} not found: expected {', '.join(files)} in {root / folder} "
@@ -197,39 +215,122 @@ def _require_files(name: str, root: Path) -> None:
         )
 
 
-def _torchvision_dataset(name: str, root: str | Path, train: bool, download: bool, verify_checksums: bool):
+def _download(name: str, root: Path) -> None:
+    """Fetch a missing dataset with torchvision, which checks the MD5 sums of what it downloads."""
     from robustcert.tv import torchvision
 
     datasets = torchvision.datasets
-    if name == "cifar10":
-        cls = datasets.CIFAR10 if verify_checksums else _UncheckedCIFAR10()
-        return cls(str(root), train=train, download=download)
-    cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
-    return cls(str(root), train=train, download=download)
+    cls = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST, "cifar10": datasets.CIFAR10}[name]
+    cls(str(root), train=True, download=True)
 
 
-def _UncheckedCIFAR10():  # noqa: N802 - a class factory, imported lazily with torchvision
+def _bad_file(path: Path, root: Path, problem: str) -> ArtifactError:
+    return ArtifactError(f"{path}: {problem} (a dataset file under data_root {root})")
+
+
+def _read_idx(path: Path, ndim: int, root: Path) -> np.ndarray:
+    """An idx file of unsigned bytes with ``ndim`` dimensions (MNIST's format), checked against its header."""
+    raw = path.read_bytes()
+    header = 4 * (ndim + 1)
+    if len(raw) < header:
+        raise _bad_file(path, root, f"{len(raw)} bytes, shorter than the {header}-byte header of an idx file")
+    magic, *shape = struct.unpack(f">{ndim + 1}I", raw[:header])
+    if magic != 0x800 + ndim:
+        raise _bad_file(path, root, f"not an idx file of unsigned bytes in {ndim} dimension(s) "
+                                    f"(magic number {magic}, expected {0x800 + ndim})")
+    if len(raw) - header != math.prod(shape):
+        raise _bad_file(path, root, f"its header declares {math.prod(shape)} bytes of shape {shape}, "
+                                    f"but {len(raw) - header} follow (truncated or padded)")
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
+
+
+def _read_mnist(folder: Path, root: Path) -> Source:
+    """MNIST or Fashion-MNIST from the four idx files of ``folder``."""
+    parts = []
+    for prefix in ("train", "t10k"):
+        images, labels = folder / f"{prefix}-images-idx3-ubyte", folder / f"{prefix}-labels-idx1-ubyte"
+        x, y = _read_idx(images, 3, root), _read_idx(labels, 1, root)
+        if len(y) != len(x) or (len(y) and y.max() >= NUM_CLASSES):
+            raise _bad_file(labels, root, f"{len(y)} labels up to {y.max(initial=0)}; {images.name} holds {len(x)} "
+                                          f"images, and labels lie in [0, {NUM_CLASSES})")
+        parts += [x[:, None], y.astype(np.int64)]
+    return Source(*parts)
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles only what a CIFAR-10 batch holds (dicts, lists, str, bytes, numbers, numpy arrays):
+    any other global is refused, so a tampered batch cannot run code, whatever ``verify_checksums`` says."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = _BATCH_GLOBALS.get((module.replace("numpy.core.", "numpy._core."), name))  # numpy 1.x pickles
+        if found is None:
+            raise pickle.UnpicklingError(f"refused global {module}.{name}: a CIFAR-10 batch holds only "
+                                         "dicts, lists, str, bytes, numbers and numpy arrays")
+        return found
+
+
+def _latin1_bytes(text: str, encoding: str) -> bytes:
+    """``_codecs.encode`` as pickle protocols ≤ 2 of Python 3 use it for bytes, and for nothing else."""
+    if encoding != "latin1":
+        raise pickle.UnpicklingError(f"refused _codecs.encode(..., {encoding!r}) in a CIFAR-10 batch")
+    return text.encode("latin1")
+
+
+_BATCH_GLOBALS = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+                  ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+                  ("numpy._core.numeric", "_frombuffer"): _frombuffer, ("_codecs", "encode"): _latin1_bytes}
+
+
+def _unpickle(path: Path, root: Path) -> Any:
+    try:
+        with open(path, "rb") as handle:
+            return _BatchUnpickler(handle, encoding="latin1").load()
+    except Exception as err:  # noqa: BLE001 - a foreign or truncated pickle fails in many ways; all mean the same
+        raise _bad_file(path, root, f"not a readable CIFAR-10 pickle ({type(err).__name__}: {err})") from None
+
+
+def _read_cifar_batch(path: Path, root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images [n, 3, 32, 32] and labels [n] of one CIFAR-10 batch, checked."""
+    entry = _unpickle(path, root)
+    if not isinstance(entry, dict) or not {"data", "labels"} <= entry.keys():
+        found = sorted(map(str, entry)) if isinstance(entry, dict) else type(entry).__name__
+        raise _bad_file(path, root, f"not a CIFAR-10 batch: expected a dict with 'data' and 'labels', found {found}")
+    x, labels = entry["data"], entry["labels"]
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.shape[1:] != (3 * 32 * 32,):
+        found = f"{x.dtype} {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
+        raise _bad_file(path, root, f"'data' must be uint8 of shape [n, 3072] (3×32×32 per row), found {found}")
+    integers = isinstance(labels, list) and all(isinstance(label, int) for label in labels) or \
+        isinstance(labels, np.ndarray) and labels.dtype.kind in "iu" and labels.ndim == 1
+    y = np.asarray(labels, np.int64) if integers else None
+    if y is None or len(y) != len(x) or (len(y) and not 0 <= y.min() <= y.max() < NUM_CLASSES):
+        raise _bad_file(path, root, f"'labels' must be a list of {len(x)} integers in [0, {NUM_CLASSES})")
+    return x.reshape(-1, 3, 32, 32), y
+
+
+def _read_cifar10(folder: Path, root: Path, verify_checksums: bool) -> Source:
+    """CIFAR-10 from torchvision's ``cifar-10-batches-py`` folder."""
+    if verify_checksums:
+        _verify_cifar10_checksums(folder, root)
+    meta = _unpickle(folder / "batches.meta", root)
+    if not isinstance(meta, dict) or not isinstance(meta.get("label_names"), list) or \
+            len(meta["label_names"]) != NUM_CLASSES:
+        raise _bad_file(folder / "batches.meta", root, f"not CIFAR-10's batches.meta: expected a dict whose "
+                                                       f"'label_names' lists {NUM_CLASSES} names")
+    train = [_read_cifar_batch(folder / f"data_batch_{i}", root) for i in range(1, 6)]
+    x_test, y_test = _read_cifar_batch(folder / "test_batch", root)
+    return Source(np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]), x_test, y_test)
+
+
+def _verify_cifar10_checksums(folder: Path, root: Path) -> None:
     from robustcert.tv import torchvision
 
-    base = torchvision.datasets.CIFAR10
-
-    class UncheckedCIFAR10(base):
-        """CIFAR10 that checks the files exist instead of their MD5 sums (for subsets, test files)."""
-
-        train_list = [(name, None) for name, _ in base.train_list]
-        test_list = [(name, None) for name, _ in base.test_list]
-        meta = {**base.meta, "md5": None}
-
-    return UncheckedCIFAR10
-
-
-def _as_arrays(dataset) -> tuple[np.ndarray, np.ndarray]:
-    data = np.asarray(dataset.data)
-    if data.ndim == 3:  # MNIST-like: [n, H, W]
-        x = data[:, None, :, :]
-    else:  # CIFAR: [n, H, W, C]
-        x = data.transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(x, dtype=np.uint8), np.asarray(dataset.targets, dtype=np.int64)
+    published = torchvision.datasets.CIFAR10
+    for name, md5 in [*published.train_list, *published.test_list, (published.meta["filename"], published.meta["md5"])]:
+        found = hashlib.md5((folder / name).read_bytes()).hexdigest()
+        if found != md5:
+            raise _bad_file(folder / name, root, f"MD5 sum {found} is not that of the published file ({md5}): "
+                                                 "corrupted, or not the original (set verify_checksums: false for "
+                                                 "this dataset to read a subset or other files)")
 
 
 STANDARD_TEST_SIZE = {name: facts.test_size for name, facts in FACTS.items() if facts.test_size}

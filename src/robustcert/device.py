@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import threading
-
-import torch
+from typing import TYPE_CHECKING
 
 from robustcert.gpulease import (
     LOCK_DIR_ENV,
@@ -27,7 +27,13 @@ from robustcert.gpulease import (
     visible_gpus,
 )
 
+if TYPE_CHECKING:
+    import torch
+
 DEVICE_ENV = "ROBUSTCERT_DEVICE"
+# the values of the config key `device` (its pattern in config/schemas/config.schema.yaml) and of $ROBUSTCERT_DEVICE
+DEVICE_SPEC = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N (the N-th visible GPU)"
 GPU_LOCK_DIR_ENV = LOCK_DIR_ENV  # "ROBUSTCERT_GPU_LOCK_DIR"
 
 _log = logging.getLogger(__name__)
@@ -39,14 +45,17 @@ _last_summary = ""
 
 
 def select_device(spec: str | None = "auto") -> torch.device:
-    """The device named by ``spec`` ("auto", "cpu", "cuda", "cuda:N", or any torch device).
+    """The device named by ``spec`` ("auto", "cpu", "cuda" or "cuda:N"; anything else is a ValueError
+    naming where it came from and the accepted values).
 
     ``$ROBUSTCERT_DEVICE`` overrides the config. "auto" is CUDA when a GPU is visible and this
     torch build can use it, else the CPU. Asking for CUDA where there is none is an error, not a
     silent fall-back. A CUDA result holds a GPU lease for the rest of the process (one per
     process: calling again returns the same device); "cuda:N" leases the N-th visible GPU.
     """
-    spec = (os.environ.get(DEVICE_ENV) or spec or "auto").strip()
+    import torch
+
+    spec = effective_spec(spec)
     auto = spec == "auto"
     if not auto:
         device = torch.device(spec)
@@ -94,6 +103,17 @@ def select_device(spec: str | None = "auto") -> torch.device:
         return device
 
 
+def effective_spec(spec: str | None) -> str:
+    """``$ROBUSTCERT_DEVICE`` if set, else ``spec`` (default "auto"); a ValueError naming the variable
+    or the config key and the accepted values if it is not one of them (checked before any job, too)."""
+    override = os.environ.get(DEVICE_ENV, "").strip()
+    chosen = override or (spec or "auto").strip()
+    if not DEVICE_SPEC.fullmatch(chosen):
+        where = f"${DEVICE_ENV}" if override else "the config key device"
+        raise ValueError(f"{where} is {chosen!r}; accepted values: {DEVICE_CHOICES}")
+    return chosen
+
+
 def lock_dir() -> str:
     """The GPU lock folder: ``$ROBUSTCERT_GPU_LOCK_DIR`` or the default of :mod:`robustcert.gpulease`."""
     return str(default_lock_dir())
@@ -110,6 +130,8 @@ def device_summary() -> str:
 
 
 def _cpu_or_fail(auto: bool, spec: str, why: str) -> torch.device:
+    import torch
+
     if not auto:
         raise RuntimeError(f"device {spec!r} was asked for, but CUDA is not available on this machine: {why}")
     _report(f"cpu: {why}")
