@@ -84,7 +84,7 @@ def test_rows_of_a_certify_tsv(tmp_path):
         (0, 1, 0, "top_one", 1, 1, 3, 0.5), (1, 2, 0, "top_one", 2, 2, 1, 0.75), (2, 0, 0, "top_one", 1, 1, 2, 0.25),
         (0, 1, 1, "top_one", 1, 1, 3, 0.5), (1, 2, 1, "top_one", 7, 7, 1, 0.0)]
     frame = pd.DataFrame(rows, columns=["idx", "label", "triggered", "rule", "predict", "certified_class",
-                                        "certified_patch", "base_correct"]).assign(count_0=0, seconds_per_image=0.1)
+                                        "certified_patch", "base_correct"]).assign(count_0=0)
     write_tsv(frame, tmp_path / "certify.tsv")
     mask = np.zeros((1, 8, 8), bool)
     mask[0, 0:3, 0:3] = True
