@@ -118,7 +118,6 @@ def certify_rab(scores_path: str, certificate: str, sigma: float, alpha: float, 
     import pandas as pd
 
     from robustcert import evaluate, rab
-    from robustcert.artifacts import write_tsv
 
     if certificate not in rab.CERTIFICATES:
         raise ValueError(f"unknown RAB certificate {certificate!r}; known: {sorted(rab.CERTIFICATES)}")
@@ -128,12 +127,12 @@ def certify_rab(scores_path: str, certificate: str, sigma: float, alpha: float, 
                                  (scores["triggered_logits"], index, triggered_output)):
         prediction, radius = rab.CERTIFICATES[certificate](rab.softmax(logits), sigma, alpha)
         frame = pd.DataFrame({"idx": rows, "label": labels[rows], "predict": prediction, "radius": radius,
-                              "correct": (prediction == labels[rows]).astype(np.int64)}, columns=evaluate.COLUMNS)
+                              "correct": (prediction == labels[rows]).astype(np.int64)})
         if output == triggered_output:
-            frame["target"] = int(scores["target"])
+            evaluate.TRIGGERED_CERTIFICATE.write(frame.assign(target=int(scores["target"])), output)
         else:
             log_summary(certificate, frame)
-        write_tsv(frame, output)
+            evaluate.CERTIFICATE.write(frame, output)
 
 
 def log_summary(certificate: str, frame: Any) -> None:
@@ -150,12 +149,12 @@ def summarize_rab(split_path: str, poison_path: str, scores_path: str, clean_pat
     import numpy as np
 
     from robustcert import evaluate, metrics, rab
-    from robustcert.artifacts import read_tsv
     from robustcert.poison import load_poisoned_training_set
 
     split, attack, _, _ = load_poisoned_training_set(split_path, poison_path)
     scores = evaluate.load_scores(scores_path)
-    clean, triggered = read_tsv(clean_path), read_tsv(triggered_path)
+    clean = evaluate.CERTIFICATE.read(clean_path, rows=len(scores["labels"]))
+    triggered = evaluate.TRIGGERED_CERTIFICATE.read(triggered_path, rows=len(scores["triggered_index"]))
     training_l2, needed = rab.total_trigger_norms(attack, split)
     if len(needed) != len(triggered) or not np.array_equal(triggered["idx"], scores["triggered_index"]):
         raise ValueError(f"{triggered_path}: the triggered test points do not match the attack {poison_path}")
@@ -181,9 +180,9 @@ def plot_l2_budget(tsv_paths: Sequence[str], curves: Sequence[Mapping[str, str]]
     """Plot certified accuracy against the L2 radius of the total trigger: a panel per attack, a line per
     RAB defense (σ in its label) and certificate, the undefended model's accuracy as the panel's reference."""
     from robustcert import plot, results
-    from robustcert.artifacts import read_tsv
+    from robustcert.evaluate import CERTIFICATE
 
-    drawn = [plot.Curve(curve["attack"], curve["defense"], curve["certificate"], read_tsv(path), curve["label"])
+    drawn = [plot.Curve(curve["attack"], curve["defense"], curve["certificate"], CERTIFICATE.read(path), curve["label"])
              for curve, path in zip(curves, tsv_paths)]
     rows = results.concatenate(results.read_rows(p) for p in undefended_rows)
     accuracy = rows[rows["metric"] == "accuracy"]
