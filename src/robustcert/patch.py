@@ -30,12 +30,13 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import beta, binomtest
+from scipy.stats import binomtest
 from torch import nn
 
 from robustcert.ablation import KINDS, Ablation, check_ablation
 from robustcert.metrics import ABSTAIN
 from robustcert.pgd import PGD
+from robustcert.smoothing import lower_confidence_bound
 
 __all__ = ["KINDS", "Ablation", "PatchSmooth", "certify_votes", "check_ablation", "encode", "largest_certified",
            "patch_attack"]
@@ -120,12 +121,6 @@ def largest_certified(counts: np.ndarray, ablation: Ablation, patch_sizes: range
         still &= certify_votes(counts, ablation.delta(m))[1]
         largest[still] = m
     return largest
-
-
-def lower_confidence_bound(n_a: np.ndarray, n: int, alpha: float) -> np.ndarray:
-    """One-sided (1 − alpha) Clopper–Pearson lower bound on a proportion (0 when n_a = 0)."""
-    n_a = np.asarray(n_a)
-    return np.where(n_a > 0, beta.ppf(alpha, np.maximum(n_a, 1), n - n_a + 1), 0.0)
 
 
 class PatchSmooth:

@@ -39,6 +39,22 @@ def resolve_batch_size(setting: int | str, device: torch.device, sample_shape: t
     return auto_batch_size(device, sample_shape) if setting == "auto" else int(setting)
 
 
+def lower_confidence_bound(n_a: np.ndarray | int, n: int, alpha: float) -> np.ndarray:
+    """A one-sided (1 − alpha) lower confidence bound on a Bernoulli proportion (Clopper–Pearson).
+
+    Equals ``proportion_confint(n_a, n, alpha=2 * alpha, method="beta")[0]``
+    = ``beta.ppf(alpha, n_a, n − n_a + 1)``, and 0 when n_a = 0.
+
+    :param n_a: the number of successes (scalar or array)
+    :param n: the number of draws
+    :param alpha: the failure probability
+    :return: lower bounds that hold with probability at least 1 − alpha over the draws
+    """
+    n_a = np.asarray(n_a)
+    bound = beta.ppf(alpha, np.maximum(n_a, 1), n - n_a + 1)
+    return np.where(n_a > 0, bound, 0.0)
+
+
 class Smooth:
     """A smoothed classifier g around a base classifier f, certified with Monte Carlo sampling."""
 
@@ -193,21 +209,7 @@ class Smooth:
     def _autocast(self) -> AbstractContextManager:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
-    @staticmethod
-    def _lower_confidence_bound(n_a: np.ndarray | int, n: int, alpha: float) -> np.ndarray:
-        """A one-sided (1 − alpha) lower confidence bound on a Bernoulli proportion (Clopper–Pearson).
-
-        Equals ``proportion_confint(n_a, n, alpha=2 * alpha, method="beta")[0]``
-        = ``beta.ppf(alpha, n_a, n − n_a + 1)``, and 0 when n_a = 0.
-
-        :param n_a: the number of successes (scalar or array)
-        :param n: the number of draws
-        :param alpha: the failure probability
-        :return: lower bounds that hold with probability at least 1 − alpha over the draws
-        """
-        n_a = np.asarray(n_a)
-        bound = beta.ppf(alpha, np.maximum(n_a, 1), n - n_a + 1)
-        return np.where(n_a > 0, bound, 0.0)
+    _lower_confidence_bound = staticmethod(lower_confidence_bound)  # the reference's name
 
 
 def gaussian_augment(x: torch.Tensor, sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
