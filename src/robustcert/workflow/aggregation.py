@@ -12,7 +12,7 @@ from typing import Any
 from robustcert.config import Config
 from robustcert.results import Metric, on_axis, tidy_rows, write_rows
 from robustcert.workflow import undefended
-from robustcert.workflow.common import common_params, defense_colors, experiments_of, one_of, row_keys
+from robustcert.workflow.common import common_params, experiments_of, one_of
 from robustcert.workflow.ensemble import Layout
 
 METHODS = ("dpa", "fa")
@@ -26,7 +26,7 @@ def layout(defense: Mapping[str, Any]) -> Layout:
     return Layout("hash", int(defense["k"]), int(defense.get("d", 1)), int(defense["partitions_per_job"]))
 
 
-class Plan:
+class Plan(undefended.BesideUndefended):
     """The certificates, rows and plots that the config asks of DPA and FA defenses."""
 
     def __init__(self, config: Config) -> None:
@@ -60,20 +60,6 @@ class Plan:
     def dataset_curves(self, wildcards: Any) -> list[dict[str, str]]:
         """What each of those TSVs is (attack, defense, certificate), for the panels and the legend."""
         return [{"attack": e.attack, "defense": e.defense, "certificate": c} for e, c in self.cells(wildcards.dataset)]
-
-    def dataset_colors(self, wildcards: Any) -> dict[str, str]:
-        """The colours of the defenses in the dataset's plot (the same in every figure of the run)."""
-        return defense_colors(self.config, (e.defense for e, _ in self.cells(wildcards.dataset)))
-
-    def dataset_undefended(self, wildcards: Any) -> list[str]:
-        """The undefended model's rows on the dataset's attacks: its accuracy is each panel's reference."""
-        attacks = {e.attack for e, _ in self.cells(wildcards.dataset)}
-        return [undefended.ROW.format(**vars(e)) for e in experiments_of(self.config, [undefended.METHOD])
-                if e.dataset == wildcards.dataset and e.attack in attacks]
-
-    def row_keys(self, wildcards: Any) -> dict[str, str]:
-        """The names that open the certificate's rows."""
-        return row_keys(self.config, wildcards, wildcards.certificate)
 
     def row_params(self, wildcards: Any) -> dict[str, Any]:
         """The parameters that change the certificate's numbers."""

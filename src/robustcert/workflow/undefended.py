@@ -10,7 +10,7 @@ from typing import Any
 
 from robustcert.config import Config
 from robustcert.results import Metric, tidy_rows, write_rows
-from robustcert.workflow.common import common_params, experiments_of, row_keys
+from robustcert.workflow.common import common_params, defense_colors, experiments_of, row_keys
 from robustcert.workflow.ensemble import Layout
 
 METHOD = "undefended"
@@ -56,3 +56,24 @@ def summarize_undefended(scores_path: str, output: str, keys: Mapping[str, str],
                Metric("asr", metrics.attack_success_rate(triggered, target)),
                Metric("ra", metrics.robust_accuracy(triggered, true_labels))]
     write_rows(output, tidy_rows(keys, params, numbers))
+
+
+class BesideUndefended:
+    """What the plan of a method whose per-dataset plot sets it beside the undefended model shares: its
+    ``cells(dataset)`` are (experiment, certificate) pairs, and each certificate has its own rows."""
+
+    config: Config
+
+    def dataset_colors(self, wildcards: Any) -> dict[str, str]:
+        """The colours of the defenses in the dataset's plot (the same in every figure of the run)."""
+        return defense_colors(self.config, (e.defense for e, _ in self.cells(wildcards.dataset)))
+
+    def dataset_undefended(self, wildcards: Any) -> list[str]:
+        """The undefended model's rows on the dataset's attacks: its accuracy is each panel's reference."""
+        attacks = {e.attack for e, _ in self.cells(wildcards.dataset)}
+        return [ROW.format(**vars(e)) for e in experiments_of(self.config, [METHOD])
+                if e.dataset == wildcards.dataset and e.attack in attacks]
+
+    def row_keys(self, wildcards: Any) -> dict[str, str]:
+        """The names that open the certificate's rows."""
+        return row_keys(self.config, wildcards, wildcards.certificate)
