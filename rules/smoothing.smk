@@ -9,6 +9,7 @@ from robustcert.workflow.common import one_of
 SMOOTHING = smoothing.Plan(config)
 RESULT_ROWS["smoothing"] = SMOOTHING.rows()
 FINAL_OUTPUT += SMOOTHING.plots()
+FINAL_OUTPUT += SMOOTHING.radius_plots()
 FINAL_OUTPUT += SMOOTHING.noisy_examples()
 
 
@@ -206,3 +207,30 @@ rule plot_noisy_examples:
         "results/benchmarks/plot_noisy_examples/{dataset}.tsv"
     script:
         "../scripts/plot_noisy_examples.py"
+
+
+rule plot_smoothing_radius:
+    input:
+        certificates=SMOOTHING.dataset_certificates,
+        undefended=SMOOTHING.dataset_undefended,
+    output:
+        png=report(
+            smoothing.RADIUS_PLOT.replace("{ext}", "png"),
+            caption="../report/smoothing_radius.rst",
+            category="{dataset}",
+            subcategory="randomized smoothing",
+            labels={"item": "certified accuracy vs radius, every attack"},
+        ),
+        pdf=smoothing.RADIUS_PLOT.replace("{ext}", "pdf"),
+    params:
+        code=code_of("scripts/plot_smoothing_radius.py"),
+        curves=SMOOTHING.dataset_curves,
+        colors=SMOOTHING.dataset_colors,
+    conda:
+        "../envs/robustcert.yaml"
+    log:
+        "results/logs/plot_smoothing_radius/{dataset}.log",
+    benchmark:
+        "results/benchmarks/plot_smoothing_radius/{dataset}.tsv"
+    script:
+        "../scripts/plot_smoothing_radius.py"

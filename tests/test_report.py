@@ -65,6 +65,9 @@ def test_html_report_holds_the_plots_and_the_table_with_captions(html_report, wo
     noisy = results["results/plots/digits/smoothing/noisy_examples.png"]
     assert "under the Gaussian noise" in noisy["caption"] and noisy["mime_type"] == "image/png"
 
+    radius = results["results/plots/digits/smoothing_radius.png"]
+    assert "Randomized smoothing on digits at a glance" in radius["caption"] and radius["mime_type"] == "image/png"
+
     smoothing = results[SMOOTHING_PLOT]
     assert "Randomized smoothing on digits under the attack none" in smoothing["caption"]
     assert smoothing["mime_type"] == "image/png"

@@ -159,9 +159,15 @@ def test_default_config_end_to_end(workflow_copy):
     assert np.array_equal(poison["y"], split["y_train"][poison["index"]]) and (poison["y"] == 8).all()
 
     for name in ("poison_budget", "smoothing/none/smoothing", "smoothing/backdoor/smoothing",
-                 "smoothing/bilevel/smoothing", "bilevel_bilevel_objective", "smoothing/noisy_examples"):
+                 "smoothing/bilevel/smoothing", "bilevel_bilevel_objective", "smoothing/noisy_examples",
+                 "smoothing_radius", "patch/patch"):
         for ext in ("png", "pdf"):
             assert (workflow_copy / f"results/plots/digits/{name}.{ext}").stat().st_size > 1000
+    for ext in ("png", "pdf"):
+        assert (workflow_copy / f"results/plots/digits_binary/rab_l2_budget.{ext}").stat().st_size > 1000
+    rab = pd.read_csv(workflow_copy / "results/tables/rab.tsv", sep="\t")  # digits 6 vs 8 × {none, four pixel}
+    assert sorted(rab["certificate"]) == ["rab", "rab", "rab_expected", "rab_expected"]
+    assert (rab["n_test"] == 118).all() and rab["cert_acc@l2_train=0"].between(0, 1).all()
     certify = pd.read_csv(workflow_copy / "results/certify/digits/none/dpa/dpa.tsv", sep="\t")
     assert list(certify.columns) == ["idx", "label", "predict", "radius", "correct"] and len(certify) == 360
     # the table's numbers are those of the certificates (the reshaping changed none of them)

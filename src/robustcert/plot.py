@@ -64,19 +64,38 @@ def plot_l2_budget(curves: Sequence[Curve], undefended: Mapping[str, float], col
     """Certified accuracy (y, radius R > r, strictly, as RAB counts) against the L2 norm r of the whole
     trigger over the training set and the test input (x), in the panels and styles of
     :func:`plot_poison_budget`."""
-    largest = max((float(c.frame["radius"].max()) for c in curves if len(c.frame)), default=0.0)
-    fig = _budget_panels(curves, np.linspace(0.0, max(largest, 1e-3) * 1.05, points), True, undefended, colors)
+    fig = _budget_panels(curves, _radii(curves, points), True, undefended, colors)
     fig.supxlabel("L2 norm of the trigger over the training set and the test input (radius)")
     fig.suptitle(title)
     _save(fig, outputs)
 
 
+def plot_smoothing_radius(curves: Sequence[Curve], undefended: Mapping[str, float], colors: Mapping[str, str],
+                          title: str, outputs: Sequence[str | Path], points: int = 200) -> None:
+    """Certified accuracy of randomized smoothing (y, radius ≥ r, as Cohen et al. count) against the L2
+    radius r of a perturbation of the test input (x): a panel per attack (small multiples), a colour per
+    defense, a line style per σ (each curve's ``certificate``, "σ=0.25"), the defenses without attack in
+    grey and the undefended model's accuracy dotted."""
+    sigmas = sorted({c.certificate for c in curves}, key=lambda label: float(label.split("=")[-1]))
+    styles = dict(zip(sigmas, itertools.cycle(VARIANT_STYLES)))
+    fig = _budget_panels(curves, _radii(curves, points), False, undefended, colors, styles)
+    fig.supxlabel("L2 radius of the perturbation of the test input")
+    fig.suptitle(title)
+    _save(fig, outputs)
+
+
+def _radii(curves: Sequence[Curve], points: int) -> np.ndarray:
+    """Radii from 0 to a little beyond the largest certified one."""
+    largest = max((float(c.frame["radius"].max()) for c in curves if len(c.frame)), default=0.0)
+    return np.linspace(0.0, max(largest, 1e-3) * 1.05, points)
+
+
 def _budget_panels(curves: Sequence[Curve], budgets: np.ndarray, strict: bool, undefended: Mapping[str, float],
-                   colors: Mapping[str, str]) -> plt.Figure:
+                   colors: Mapping[str, str], styles: Mapping[str, str] | None = None) -> plt.Figure:
     """The panels of the budget plots: one per attack, its curves, the clean curves in grey, the undefended
-    accuracy dotted."""
+    accuracy dotted; line style per certificate (``styles``, or by certificate family)."""
     attacks = list(dict.fromkeys(c.attack for c in curves))
-    styles = _variant_styles(c.certificate for c in curves)
+    styles = styles or _variant_styles(c.certificate for c in curves)
     fig, axes = _panels(len(attacks))
 
     def share(curve: Curve) -> np.ndarray:

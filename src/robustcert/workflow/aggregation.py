@@ -110,10 +110,7 @@ def plot_poison_budget(tsv_paths: Sequence[str], curves: Sequence[Mapping[str, s
                        colors: Mapping[str, str], title: str, outputs: Sequence[str]) -> None:
     """Plot certified accuracy against the poisoning budget: a panel per attack, a line per certificate TSV,
     the undefended model's accuracy under each attack as the panel's reference."""
-    from robustcert import plot, results
-    from robustcert.evaluate import CERTIFICATE
+    from robustcert import plot
 
-    drawn = [plot.Curve(**curve, frame=CERTIFICATE.read(path)) for curve, path in zip(curves, tsv_paths)]
-    rows = results.concatenate(results.read_rows(p) for p in undefended_rows)
-    accuracy = rows[rows["metric"] == "accuracy"]
-    plot.plot_poison_budget(drawn, dict(zip(accuracy["attack"], accuracy["value"])), colors, title, outputs)
+    plot.plot_poison_budget(*undefended.curves_beside_undefended(tsv_paths, curves, undefended_rows), colors, title,
+                            outputs)

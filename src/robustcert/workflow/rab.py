@@ -165,11 +165,6 @@ def plot_l2_budget(tsv_paths: Sequence[str], curves: Sequence[Mapping[str, str]]
                    colors: Mapping[str, str], title: str, outputs: Sequence[str]) -> None:
     """Plot certified accuracy against the L2 radius of the total trigger: a panel per attack, a line per
     RAB defense (σ in its label) and certificate, the undefended model's accuracy as the panel's reference."""
-    from robustcert import plot, results
-    from robustcert.evaluate import CERTIFICATE
+    from robustcert import plot
 
-    drawn = [plot.Curve(curve["attack"], curve["defense"], curve["certificate"], CERTIFICATE.read(path), curve["label"])
-             for curve, path in zip(curves, tsv_paths)]
-    rows = results.concatenate(results.read_rows(p) for p in undefended_rows)
-    accuracy = rows[rows["metric"] == "accuracy"]
-    plot.plot_l2_budget(drawn, dict(zip(accuracy["attack"], accuracy["value"])), colors, title, outputs)
+    plot.plot_l2_budget(*undefended.curves_beside_undefended(tsv_paths, curves, undefended_rows), colors, title, outputs)

@@ -21,6 +21,7 @@ from robustcert.data import expected_test_size
 from robustcert.results import Metric, on_axis, tidy_rows, write_rows
 from robustcert.workflow import compute_prologue, log
 from robustcert.workflow.common import common_params, experiments_of, row_keys, sigma_label
+from robustcert.workflow.undefended import BesideUndefended, curves_beside_undefended
 
 METHOD = "smoothing"
 CERTIFICATE = "cohen_certify"
@@ -31,6 +32,7 @@ GATHERED = SIGMA + "/{algorithm}.tsv"
 ROW = "results/tables/rows/{dataset}/{attack}/{defense}/smoothing_sigma_{sigma}.tsv"
 PLOT = "results/plots/{dataset}/smoothing/{attack}/{defense}.{ext}"
 NOISY_EXAMPLES = "results/plots/{dataset}/smoothing/noisy_examples.{ext}"
+RADIUS_PLOT = "results/plots/{dataset}/smoothing_radius.{ext}"
 # the keys of train.objective of each objective, and the TrainConfig field each sets
 OBJECTIVE_FIELDS = {
     "gaussian_augmentation": {},
@@ -59,7 +61,7 @@ def point_shards(n_test: int, settings: Mapping[str, Any]) -> list[np.ndarray]:
     return [points[i:i + per_job] for i in range(0, len(points), per_job)]
 
 
-class Plan:
+class Plan(BesideUndefended):
     """The smoothing jobs, rows and plots of a config."""
 
     def __init__(self, config: Config) -> None:
@@ -93,6 +95,25 @@ class Plan:
     def plots(self) -> list[str]:
         """The certified-accuracy plot of every experiment."""
         return [PLOT.format(**vars(e), ext=ext) for e in self.experiments for ext in ("png", "pdf")]
+
+    def cells(self, dataset: str | None = None) -> list[tuple[Any, float]]:
+        """(experiment, σ) of every smoothed classifier, of one dataset or of all."""
+        return [(e, s) for e in self.experiments if dataset in (None, e.dataset) for s in self.sigmas(e.defense)]
+
+    def radius_plots(self) -> list[str]:
+        """The small multiples of every dataset: certified accuracy against the radius, a panel per attack."""
+        datasets = dict.fromkeys(e.dataset for e in self.experiments)
+        return [RADIUS_PLOT.format(dataset=d, ext=ext) for d in datasets for ext in ("png", "pdf")]
+
+    def dataset_certificates(self, wildcards: Any) -> list[str]:
+        """The gathered certify TSV of every experiment and σ of a dataset (the radius plot's curves)."""
+        return [GATHERED.format(**vars(e), sigma=sigma_label(s), algorithm="certify")
+                for e, s in self.cells(wildcards.dataset)]
+
+    def dataset_curves(self, wildcards: Any) -> list[dict[str, str]]:
+        """What each of those TSVs is: attack, defense and σ (as the curve's certificate)."""
+        return [{"attack": e.attack, "defense": e.defense, "certificate": f"σ={s:g}"}
+                for e, s in self.cells(wildcards.dataset)]
 
     def noisy_examples(self) -> list[str]:
         """The picture of noisy test images of every dataset that smoothing certifies."""
@@ -196,6 +217,15 @@ def plot_noisy_examples(split_path: str, settings: Mapping[str, Any], seed: int,
 
     images = data.load_split(split_path).x_test[: settings["images"]]
     plot(noisy_examples(images, settings["sigmas"], derive_seed(seed)), settings["sigmas"], title, outputs)
+
+
+def plot_radius(tsv_paths: Sequence[str], curves: Sequence[Mapping[str, str]], undefended_rows: Sequence[str],
+                colors: Mapping[str, str], title: str, outputs: Sequence[str]) -> None:
+    """Certified accuracy against the L2 radius on one dataset: a panel per attack, a colour per defense,
+    a line style per σ, the undefended model's accuracy as each panel's reference."""
+    from robustcert import plot
+
+    plot.plot_smoothing_radius(*curves_beside_undefended(tsv_paths, curves, undefended_rows), colors, title, outputs)
 
 
 def objective_params(defense: Mapping[str, Any]) -> dict[str, Any]:

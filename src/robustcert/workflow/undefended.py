@@ -5,7 +5,7 @@ the model's clean accuracy and, for attacks with a trigger, its attack success r
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from robustcert.config import Config
@@ -60,7 +60,7 @@ def summarize_undefended(scores_path: str, output: str, keys: Mapping[str, str],
 
 class BesideUndefended:
     """What the plan of a method whose per-dataset plot sets it beside the undefended model shares: its
-    ``cells(dataset)`` are (experiment, certificate) pairs, and each certificate has its own rows."""
+    ``cells(dataset)`` are (experiment, certificate or σ) pairs."""
 
     config: Config
 
@@ -77,3 +77,16 @@ class BesideUndefended:
     def row_keys(self, wildcards: Any) -> dict[str, str]:
         """The names that open the certificate's rows."""
         return row_keys(self.config, wildcards, wildcards.certificate)
+
+
+def curves_beside_undefended(tsv_paths: Sequence[str], curves: Sequence[Mapping[str, str]],
+                             undefended_rows: Sequence[str]) -> tuple[list[Any], dict[str, float]]:
+    """The curves of a per-dataset plot (each certificate TSV with its attack, defense, certificate and
+    optional label) and the undefended model's accuracy per attack, each panel's reference."""
+    from robustcert import plot, results
+    from robustcert.evaluate import CERTIFICATE
+
+    drawn = [plot.Curve(**curve, frame=CERTIFICATE.read(path)) for curve, path in zip(curves, tsv_paths)]
+    rows = results.concatenate(results.read_rows(p) for p in undefended_rows)
+    accuracy = rows[rows["metric"] == "accuracy"]
+    return drawn, dict(zip(accuracy["attack"], accuracy["value"]))
