@@ -329,3 +329,32 @@ def test_dvc_repro_after_a_config_change_reruns_only_what_it_affects(pulled):
     assert "cert_acc@poison_samples=2" not in (pulled.repo / "results/tables/dpa.tsv").read_text()
     assert dvc(pulled.repo, "status", "--json").stdout.strip() == "{}"
     assert "Nothing to be done" in dry_run(pulled.repo)
+
+
+def test_an_old_local_record_does_not_describe_a_pulled_file(origin):
+    """Records left in .snakemake by an earlier local run of another config (its results since moved
+    away) name the same paths as the pulled files; the pulled files' own records replace them."""
+    clone = fresh_clone(origin, "stale-records")
+    (clone / "other.yaml").write_text("datasets:\n  digits:\n    n_test: 300\n")
+    snakemake(clone, "--cores", "1", "--configfile", SMALL, "other.yaml", "--", "results/data/digits/split.npz",
+              env=own_package(clone))
+    assert "Params have changed" in dry_run(clone, "results/data/digits/split.npz")
+    (clone / "results").rename(clone / "my-old-results")
+    result = sharing(clone, "pull")
+    assert result.returncode == 0 and "plans nothing" in result.stdout, result.stdout + result.stderr
+
+
+def test_results_pushed_without_their_records_are_refused_before_the_checkout(origin):
+    """A plain `dvc commit` + `dvc push` shares results/ without provenance.json: pulled, a change of code
+    or config would go unseen, so `pull` refuses and checks nothing out."""
+    author = fresh_clone(origin, "plain-pusher")
+    assert sharing(author, "pull").returncode == 0
+    (author / "results/provenance.json").unlink()
+    dvc(author, "commit", "--force", "workflow")
+    dvc(author, "push")
+    git(author, "commit", "-qam", "results, plainly")
+    puller = fresh_clone(SimpleNamespace(root=origin.root, repo=author), "plain-puller")
+    result = sharing(puller, "pull")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stdout + result.stderr
+    assert "provenance.json" in result.stderr and "make push" in result.stderr
+    assert not (puller / "results").exists()

@@ -52,11 +52,13 @@ import yaml
 STAGE = "workflow"
 #: Loaded by the Snakefile's ``configfile:`` directive before any ``--configfile``.
 DEFAULT_CONFIG = "config/config.yaml"
-#: Options of the stage's command that decide how, not what, Snakemake runs; dropped for --touch/-n.
+#: Options of the stage's command that decide how, not what, Snakemake runs; dropped for -n.
 EXECUTION_OPTIONS = {"--cores", "-c", "--jobs", "-j", "--resources", "--res", "--local-cores"}
 PROG = "python -m robustcert.sharing"
 #: Written into each output folder of the stage at push: Snakemake's records of its files.
 PROVENANCE = "provenance.json"
+#: The folder of the workflow's results (the stage's output).
+RESULTS = "results"
 #: Files under the output folders that are not shared (.dvcignore).
 NOT_SHARED = {"results/report.html", "results/report.zip"}
 say_now = functools.partial(print, flush=True)
@@ -337,7 +339,7 @@ def unrestored(root: Path | str = ".") -> list[str]:
     by a plain ``dvc pull`` (or ``dvc checkout``). The Snakefile refuses to plan on them."""
     root = Path(root)
     missing = []
-    for provenance in sorted(root.glob(f"*/{PROVENANCE}")):
+    for provenance in sorted(root.glob(f"{RESULTS}/{PROVENANCE}")):
         marker = _marker(root, provenance)
         digest = hashlib.sha256(provenance.read_bytes()).hexdigest()
         if not marker.exists() or marker.read_text().strip() != digest:
@@ -345,12 +347,26 @@ def unrestored(root: Path | str = ".") -> list[str]:
     return missing
 
 
-def restore_provenance(root: Path, stage: Stage, since: float) -> tuple[int, int]:
-    """Give Snakemake back what it knew of the pulled results: the metadata record of every file that has
-    none here (a local record is never replaced), and modification times in the pushed order, all newer
-    than ``since`` (the start of the pull: later than every file of the checkout, scripts included, so
-    neither the mtime nor the script trigger fires spuriously) and not in the future. Returns (records
-    restored, files dated)."""
+def _pushed_without_provenance(root: Path, stage: Stage) -> list[str]:
+    """The fetched output folders of dvc.lock whose listing (DVC's ``.dir`` object in the cache) has no
+    provenance file."""
+    missing = []
+    for out in (_lock_entry(root, stage.name) or {}).get("outs", []):
+        digest = str(out.get("md5", ""))
+        listing = root / ".dvc" / "cache" / "files" / "md5" / digest[:2] / digest[2:]
+        if digest.endswith(".dir") and listing.is_file():
+            if PROVENANCE not in {entry.get("relpath") for entry in json.loads(listing.read_text())}:
+                missing.append(out["path"])
+    return missing
+
+
+def restore_provenance(root: Path, stage: Stage, since: float, kept: set[str]) -> tuple[int, int]:
+    """Give Snakemake back what it knew of the pulled results: the pushed metadata record of every file
+    the checkout wrote (an old record of a file of that name no longer describes it) and of every kept
+    file (``kept``: there before the pull, identical) that has no record here — a local record of a
+    kept file stays. Then modification times in the pushed order, all newer than ``since`` (the start
+    of the pull: later than every file of the checkout, scripts included, so neither the mtime nor the
+    script trigger fires spuriously) and not in the future. Returns (records restored, files dated)."""
     from snakemake.persistence import MetadataRecord
 
     store = _persistence(root)
@@ -362,7 +378,7 @@ def restore_provenance(root: Path, stage: Stage, since: float) -> tuple[int, int
         files = {key: entry for key, entry in json.loads(provenance.read_text())["files"].items()
                  if (root / key).is_file()}
         for key, entry in files.items():
-            if entry["metadata"] is not None and store._read_record(key) is None:
+            if entry["metadata"] is not None and (key not in kept or store._read_record(key) is None):
                 store._write_record(key, MetadataRecord.model_validate(entry["metadata"]))
                 restored += 1
         ranks = {mtime: rank for rank, mtime in enumerate(sorted({e["mtime"] for e in files.values()}), 1)}
@@ -384,8 +400,9 @@ def restore_provenance(root: Path, stage: Stage, since: float) -> tuple[int, int
 
 def pull(root: Path, remote_name: str | None = None, targets: list[str] | None = None,
          stage_name: str = STAGE, say=say_now) -> dict[str, int]:
-    """Fetch the pushed results of this commit and mark them up to date; returns the jobs Snakemake
-    still plans for the stage's targets and ``targets`` (by rule; empty when everything was pushed)."""
+    """Fetch the results dvc.lock records (at any commit) with Snakemake's records of them; returns the
+    jobs Snakemake then plans for the stage's targets and ``targets`` (by rule; empty when nothing that
+    made them changed). Runs none of them."""
     root = root.resolve()
     stage = load_stage(root, stage_name)
     # Always the stage's targets (everything the pushed results hold), plus any asked for.
@@ -422,6 +439,13 @@ def pull(root: Path, remote_name: str | None = None, targets: list[str] | None =
             + f": were they pushed there (`{PROG} push`)? Nothing was pulled and results/ is untouched."
             + (f"\n{_tail(fetched, 8)}" if fetched.returncode != 0 else ""))
 
+    unrecorded = _pushed_without_provenance(root, stage)
+    if unrecorded:
+        raise SharingError(
+            f"the pushed {', '.join(unrecorded)} hold no {PROVENANCE} (pushed by a plain `dvc push`?): without "
+            "Snakemake's records of them a change of code or config since the push would go unseen. Nothing "
+            f"was checked out. Their author shares them with `{PROG} push` (`make push`) and commits dvc.lock.")
+    kept = {path.relative_to(root).as_posix() for path in _result_files(root, stage.outs)}
     checkout = dvc(root, "checkout", stage.name)  # never --force: local changes stay
     if checkout.returncode != 0:
         listed = [line.strip() for line in (checkout.stdout + checkout.stderr).splitlines()
@@ -435,7 +459,7 @@ def pull(root: Path, remote_name: str | None = None, targets: list[str] | None =
     if outs:
         raise SharingError(f"after the pull, `dvc status {stage.name}` still reports changed results: {outs}")
 
-    restored, dated = restore_provenance(root, stage, since)
+    restored, dated = restore_provenance(root, stage, since, kept)
     say(f"restored Snakemake's records of {restored} pulled files (params, code fingerprints, input "
         f"checksums) and dated {dated} files in the order they were made")
 
@@ -480,9 +504,9 @@ def push(root: Path, remote_name: str | None = None, stage_name: str = STAGE, sa
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    pull_parser = sub.add_parser("pull", help="fetch the pushed results of this commit and mark them up to date")
+    pull_parser = sub.add_parser("pull", help="fetch the pushed results with Snakemake's records of them; report its plan, run nothing")
     pull_parser.add_argument("targets", nargs="*",
-                             help="more Snakemake targets to mark up to date, besides the stage's own")
+                             help="more Snakemake targets to plan for, besides the stage's own")
     push_parser = sub.add_parser("push", help="record the results in dvc.lock and push them to the remote")
     for each in (pull_parser, push_parser):
         each.add_argument("--remote", "-r", help="DVC remote name (default: the default remote)")
