@@ -34,7 +34,7 @@ clean:
 # TARGETS=…: Snakemake targets to mark up to date other than the stage's.
 .PHONY: pull push
 
-pull: setup  ## fetch the pushed results of this commit and mark them up to date (nothing retrains)
+pull: setup  ## fetch the pushed results (any commit), restore Snakemake's records of them, report its plan (runs nothing)
 	$(BIN)/python -m robustcert.sharing pull $(if $(REMOTE),--remote $(REMOTE)) $(TARGETS)
 
 push: setup  ## record the up-to-date results in dvc.lock and push them to the DVC remote

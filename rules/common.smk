@@ -19,10 +19,16 @@ from pathlib import Path
 
 from robustcert.config import check_config_files, validate_config
 from robustcert.fingerprint import code_of as fingerprint_of
+from robustcert.sharing import PROG as SHARING, unrestored
 
 
 check_config_files(workflow.configfiles)
 validate_config(config, Path(workflow.basedir) / "config/schemas")
+if unrestored():
+    # Results checked out by a plain `dvc pull`: without their Snakemake records a change of config or
+    # code would go unseen, and their checkout-time dates would retrain what is up to date.
+    raise WorkflowError(f"{', '.join(unrestored())}: these results were pulled without Snakemake's records "
+                        f"of them. Run `make pull` (`{SHARING} pull`), not a plain `dvc pull`, then snakemake.")
 
 FINAL_OUTPUT = ["results/tables/all.tsv"]
 RESULT_ROWS = {}

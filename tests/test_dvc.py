@@ -1,7 +1,10 @@
 """Sharing results through DVC, end to end: a real run of a small config in a git repository, a real DVC
 remote in a temporary folder, `python -m robustcert.sharing push`, a fresh `git clone`, `… pull` — and
-then Snakemake, `dvc status` and `dvc repro` agree that nothing is to run. Changes of config are never
-hidden; an unreachable remote is one clear error and nothing computed is deleted."""
+then Snakemake, `dvc status` and `dvc repro` agree that nothing is to run. Pulled on a later commit, the
+results come with Snakemake's records of them, so Snakemake plans exactly what the later code or config
+changes (only the plots after a plotting change, the training and what follows after a training change)
+and the pull itself runs nothing. Changes of config are never hidden; an unreachable remote is one clear
+error and nothing computed is deleted."""
 
 from __future__ import annotations
 
@@ -41,8 +44,15 @@ def environment():
         yield
 
 
+def own_package(repo: Path) -> dict[str, str]:
+    """The environment in which a repository's commands import its own package (src/, as after
+    `pip install -e .` there): the code a later commit changed is the code Snakemake fingerprints."""
+    return {"PYTHONPATH": str(repo / "src")} if (repo / "src").is_dir() else {}
+
+
 def run(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, timeout=900,
+                            env={**os.environ, **own_package(cwd)})
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
     return result
@@ -61,7 +71,27 @@ def git(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def dry_run(repo: Path, *targets: str) -> str:
-    return snakemake(repo, "-n", "--configfile", SMALL, "--cores", "1", "--", *(targets or ("all",))).stdout
+    return snakemake(repo, "-n", "--configfile", SMALL, "--cores", "1", "--", *(targets or ("all",)),
+                     env=own_package(repo)).stdout
+
+
+def contents(folder: Path) -> dict[str, str]:
+    """Every file under folder: its content hash."""
+    return {path: digest for path, (_, digest) in snapshot(folder).items()}
+
+
+def planned_by_pull(output: str) -> dict[str, int]:
+    """The jobs per rule that `… pull` reports Snakemake plans."""
+    return {rule: int(count) for rule, count in re.findall(r"^  (\w+) ×(\d+): ", output, flags=re.M)}
+
+
+def commit_edit(repo: Path, path: str, old: str, new: str) -> None:
+    """A later commit: one edit of one file."""
+    file = repo / path
+    text = file.read_text()
+    assert old in text, (path, old)
+    file.write_text(text.replace(old, new, 1))
+    git(repo, "commit", "-qam", f"edit {path}")
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, str]]:
@@ -93,7 +123,7 @@ def origin(tmp_path_factory) -> SimpleNamespace:
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "workflow")
 
-    snakemake(repo, "--cores", "2", "--configfile", SMALL, "--", "all")
+    snakemake(repo, "--cores", "2", "--configfile", SMALL, "--", "all", env=own_package(repo))
     pushed = sharing(repo, "push")
     assert pushed.returncode == 0, pushed.stdout + pushed.stderr
     assert (repo / "dvc.lock").exists() and any(remote.rglob("*.dir"))
@@ -152,12 +182,14 @@ def test_a_config_change_after_the_pull_is_seen_by_snakemake_and_dvc(pulled):
         status = dvc(pulled.repo, "status")
         assert SMALL in status.stdout and "modified" in status.stdout
         assert "Running stage 'workflow'" in dvc(pulled.repo, "repro", "--dry").stdout
-        before = snapshot(pulled.repo / "results")
-        refused = sharing(pulled.repo, "pull")
-        assert refused.returncode == 1 and SMALL in refused.stderr and "Traceback" not in refused.stderr
-        assert snapshot(pulled.repo / "results") == before
+        before = contents(pulled.repo / "results")
+        again = sharing(pulled.repo, "pull")  # pulling again does not hide it either
+        assert again.returncode == 0, again.stderr
+        assert planned_by_pull(again.stdout)["train_shard"] == 2 and "Params have changed" in again.stdout
+        assert contents(pulled.repo / "results") == before
     finally:
         config.write_text(text)
+    assert "Nothing to be done" in dry_run(pulled.repo)
 
 
 def test_unreachable_remote_is_one_error_and_the_results_stay(pulled, origin):
@@ -190,16 +222,55 @@ def test_local_changes_to_results_are_never_overwritten(pulled):
         extra.unlink()
 
 
-def test_a_config_change_before_the_pull_is_refused_and_nothing_is_fetched(origin):
+def test_a_config_change_before_the_pull_is_planned_not_hidden(origin):
     clone = fresh_clone(origin, "changed")
     config = clone / SMALL
     config.write_text(config.read_text().replace("epochs: 2", "epochs: 3"))
     result = sharing(clone, "pull")
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "refusing to pull" in result.stderr and SMALL in result.stderr
-    assert not (clone / "results").exists()
-    assert not [p for p in (clone / ".dvc").rglob("*") if "cache" in p.parts and p.is_file()]
-    assert "train_shard" in dry_run(clone)  # Snakemake will retrain: the change is not hidden
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert SMALL in result.stdout and "nothing was run" in result.stdout
+    jobs = planned_by_pull(result.stdout)
+    assert jobs["train_shard"] == 2 and "Params have changed" in result.stdout, result.stdout
+    assert not {"split_dataset", "partition_training_set"} & set(jobs), jobs
+    assert contents(clone / "results") == contents(origin.repo / "results")  # pulled, not retrained
+    assert dry_run(clone).count("rule train_shard:") == 2
+
+
+def test_pull_after_a_plotting_change_plans_only_the_plots(origin):
+    clone = fresh_clone(origin, "plotting")
+    commit_edit(clone, "src/robustcert/plot.py", "largest = max((int(c.frame", "largest = 0 + max((int(c.frame")
+    result = sharing(clone, "pull")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert planned_by_pull(result.stdout) == {"plot_poison_budget": 1, "all": 1}, result.stdout
+    assert "Params have changed since last execution" in result.stdout
+    plan = dry_run(clone)
+    assert set(re.findall(r"^(?:local)?rule (\w+):", plan, flags=re.M)) == {"plot_poison_budget", "all"}, plan
+
+
+def test_pull_after_a_training_change_plans_the_training_and_runs_nothing(origin):
+    clone = fresh_clone(origin, "training")
+    commit_edit(clone, "src/robustcert/train.py", "return self.lr * self.gamma", "return 1.0 * self.lr * self.gamma")
+    result = sharing(clone, "pull")
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = planned_by_pull(result.stdout)
+    assert jobs["train_shard"] == 2 and {"score_ensemble", "certify_ensemble", "summarize_certificates",
+                                         "tabulate_results", "plot_poison_budget"} <= set(jobs), jobs
+    assert not {"split_dataset", "partition_training_set"} & set(jobs), jobs
+    # Nothing retrained during the pull: the author's models, logs and benchmarks, byte for byte.
+    assert contents(clone / "results") == contents(origin.repo / "results")
+    assert dry_run(clone).count("rule train_shard:") == 2
+
+
+def test_a_plain_dvc_pull_is_stopped_before_snakemake_plans_on_it(origin):
+    clone = fresh_clone(origin, "plain")
+    dvc(clone, "pull")
+    stopped = snakemake(clone, "-n", "--configfile", SMALL, "--cores", "1", "--", "all", check=False,
+                        env=own_package(clone))
+    message = stopped.stdout + stopped.stderr
+    assert stopped.returncode != 0 and "results/provenance.json" in message and "make pull" in message, message
+    result = sharing(clone, "pull")  # the one command, after the fact
+    assert result.returncode == 0 and "plans nothing" in result.stdout, result.stdout + result.stderr
+    assert "Nothing to be done" in dry_run(clone)
 
 
 def _closed_port() -> int:
@@ -258,3 +329,32 @@ def test_dvc_repro_after_a_config_change_reruns_only_what_it_affects(pulled):
     assert "cert_acc@poison_samples=2" not in (pulled.repo / "results/tables/dpa.tsv").read_text()
     assert dvc(pulled.repo, "status", "--json").stdout.strip() == "{}"
     assert "Nothing to be done" in dry_run(pulled.repo)
+
+
+def test_an_old_local_record_does_not_describe_a_pulled_file(origin):
+    """Records left in .snakemake by an earlier local run of another config (its results since moved
+    away) name the same paths as the pulled files; the pulled files' own records replace them."""
+    clone = fresh_clone(origin, "stale-records")
+    (clone / "other.yaml").write_text("datasets:\n  digits:\n    n_test: 300\n")
+    snakemake(clone, "--cores", "1", "--configfile", SMALL, "other.yaml", "--", "results/data/digits/split.npz",
+              env=own_package(clone))
+    assert "Params have changed" in dry_run(clone, "results/data/digits/split.npz")
+    (clone / "results").rename(clone / "my-old-results")
+    result = sharing(clone, "pull")
+    assert result.returncode == 0 and "plans nothing" in result.stdout, result.stdout + result.stderr
+
+
+def test_results_pushed_without_their_records_are_refused_before_the_checkout(origin):
+    """A plain `dvc commit` + `dvc push` shares results/ without provenance.json: pulled, a change of code
+    or config would go unseen, so `pull` refuses and checks nothing out."""
+    author = fresh_clone(origin, "plain-pusher")
+    assert sharing(author, "pull").returncode == 0
+    (author / "results/provenance.json").unlink()
+    dvc(author, "commit", "--force", "workflow")
+    dvc(author, "push")
+    git(author, "commit", "-qam", "results, plainly")
+    puller = fresh_clone(SimpleNamespace(root=origin.root, repo=author), "plain-puller")
+    result = sharing(puller, "pull")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stdout + result.stderr
+    assert "provenance.json" in result.stderr and "make push" in result.stderr
+    assert not (puller / "results").exists()

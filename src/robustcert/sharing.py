@@ -1,31 +1,31 @@
-"""Share the workflow's results through DVC: push them once, pull them on a fresh clone, rerun nothing.
+"""Share the workflow's results through DVC: push them once, pull them at any later commit, rerun only
+what the later code or config changes.
 
     python -m robustcert.sharing push [--remote NAME]
     python -m robustcert.sharing pull [--remote NAME] [TARGET ...]
 
-DVC tracks ``results/`` as the one output of the stage ``workflow`` of ``dvc.yaml``, whose command
-runs Snakemake and whose dependencies are everything that decides the numbers (Snakefile, rules,
-scripts, the package, the schema and the config files). ``dvc.lock`` records their hashes next to the
-hash of the results they produced.
+DVC tracks ``results/`` as the one output of the stage ``workflow`` of ``dvc.yaml`` (its command runs
+Snakemake). What Snakemake needs to judge pulled files travels with them: ``push`` writes
+``results/provenance.json``, per file its date and Snakemake's own metadata record (rule, params — with
+the code fingerprint of ``robustcert.fingerprint`` —, input list, input checksums, start and end time).
 
 ``push`` refuses unless Snakemake plans nothing for the stage's targets (the results are complete and
-up to date, by Snakemake's own provenance), then ``dvc commit`` (writes ``dvc.lock``) and ``dvc push``.
+up to date, by Snakemake's own provenance), writes the provenance, then ``dvc commit`` (``dvc.lock``)
+and ``dvc push``.
 
-``pull`` is the one command that makes pulled results count as up to date:
+``pull`` is the one command (a plain ``dvc pull`` brings no records; the Snakefile then refuses to plan,
+see ``unrestored``):
 
-1. ``dvc status`` of the stage, before anything is fetched: if a dependency or the command differs
-   from ``dvc.lock`` — the config or the code changed since the results were made — it refuses and
-   names what changed. Nothing is fetched or written, so the change cannot be hidden (pulled files
-   with pull-time modification dates and no Snakemake metadata could otherwise look up to date).
-2. the remote is probed; unreachable or missing, the error names it and its URL.
+1. says which deps differ from ``dvc.lock`` (code or config changed since the push) — not a refusal.
+2. the remote is probed; unreachable or missing, the error names it and its URL; nothing is touched.
 3. ``dvc fetch`` (into ``.dvc/cache`` only), then ``dvc checkout`` without ``--force``: DVC refuses
    to overwrite or delete local files that differ from the pushed ones, and so does this command.
-4. ``dvc status`` again: results and dependencies must now match ``dvc.lock`` exactly.
-5. ``snakemake --touch --forceall`` over the stage's targets (with its ``--configfile``): every output
-   is touched in DAG order and Snakemake records its metadata (params, code, input checksums) for the
-   current config — which step 1 proved is the one that made them. From then on a change of config or
-   code is a change Snakemake sees (``params``/``code`` rerun triggers), as after a local run.
-6. ``snakemake -n``: says what, if anything, is still to run.
+4. restores the records into ``.snakemake/metadata`` where there is none (a local record stays) and
+   dates the files in the pushed order, all after the start of the pull (so later than the checkout's
+   scripts) and not in the future: neither the mtime nor the script trigger fires spuriously, while the
+   params trigger compares the pushed params and code fingerprints with this checkout's. No ``--touch``:
+   it would record the current params and hide a change.
+5. ``snakemake -n``: reports the jobs it plans per rule and why; runs nothing.
 
 Nothing here deletes or overwrites results: no ``--force`` is ever passed to DVC.
 """
@@ -34,12 +34,14 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import os
 import re
 import shlex
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -50,9 +52,15 @@ import yaml
 STAGE = "workflow"
 #: Loaded by the Snakefile's ``configfile:`` directive before any ``--configfile``.
 DEFAULT_CONFIG = "config/config.yaml"
-#: Options of the stage's command that decide how, not what, Snakemake runs; dropped for --touch/-n.
+#: Options of the stage's command that decide how, not what, Snakemake runs; dropped for -n.
 EXECUTION_OPTIONS = {"--cores", "-c", "--jobs", "-j", "--resources", "--res", "--local-cores"}
 PROG = "python -m robustcert.sharing"
+#: Written into each output folder of the stage at push: Snakemake's records of its files.
+PROVENANCE = "provenance.json"
+#: The folder of the workflow's results (the stage's output).
+RESULTS = "results"
+#: Files under the output folders that are not shared (.dvcignore).
+NOT_SHARED = {"results/report.html", "results/report.zip"}
 say_now = functools.partial(print, flush=True)
 
 
@@ -244,51 +252,147 @@ def _git_changes(root: Path, paths: list[str]) -> list[str]:
     return result.stdout.splitlines() if result.returncode == 0 else []
 
 
-def _refuse_changed(root: Path, stage: Stage, deps: dict[str, str], other: list[str]) -> SharingError:
-    lines = ["refusing to pull: the results in dvc.lock were made by other config or code than this checkout's."]
-    if deps:
-        lines.append("Changed since they were made (dvc status): "
-                     + ", ".join(f"{path} ({how})" for path, how in deps.items()))
-        files = _git_changes(root, list(deps))
-        if files:
-            lines.append("Uncommitted changes (git status): " + "; ".join(line.strip() for line in files))
-    if "changed command" in other:
-        locked = (_lock_entry(root, stage.name) or {}).get("cmd")
-        lines.append(f"The stage's command changed: dvc.lock has `{locked}`, dvc.yaml has `{stage.cmd}`.")
-    rest = [item for item in other if item != "changed command"]
-    if rest:
-        lines.append("Also: " + ", ".join(rest))
-    lines.append(
-        "Nothing was fetched and results/ is untouched: pulled results stamped as up to date would hide "
-        "this change. To reuse them, pull on the code and config that made them (e.g. `git stash`, "
-        f"`{PROG} pull`, `git stash pop`): Snakemake then reruns exactly what your change affects.")
-    return SharingError("\n".join(lines))
-
-
 # ---------------------------------------------------------------- snakemake's view
 
 
 def planned_jobs(root: Path, stage: Stage, targets: list[str]) -> dict[str, int]:
     """Jobs ``snakemake -n`` plans for the targets, by rule (empty: nothing to be done)."""
+    return {rule: count for rule, (count, _) in plan(root, stage, targets).items()}
+
+
+def plan(root: Path, stage: Stage, targets: list[str]) -> dict[str, tuple[int, set[str]]]:
+    """What ``snakemake -n`` plans for the targets: by rule, the number of jobs and the reasons Snakemake
+    gives (the part of each ``reason:`` before its details, e.g. "Params have changed since last
+    execution"). Empty: nothing to be done."""
     result = snakemake(root, "-n", "--cores", "1", *stage.options, "--", *targets)
     output = result.stdout + result.stderr
     if result.returncode != 0:
         raise SharingError(f"`snakemake -n` failed:\n{_tail(result)}")
     if "Nothing to be done" in output:
         return {}
-    counts: dict[str, int] = {}
-    table = output.split("Job stats:", 1)[-1].splitlines()
-    for line in table:
-        match = re.match(r"^(\w+)\s+(\d+)\s*$", line)
-        if match and match.group(1) != "total":
-            counts[match.group(1)] = int(match.group(2))
-        elif line.startswith("total"):
-            break
-    return counts
+    planned: dict[str, tuple[int, set[str]]] = {}
+    for rule, block in re.findall(r"^(?:local)?rule (\w+):\n((?:[ \t]+.*\n?)*)", output, flags=re.M):
+        count, reasons = planned.get(rule, (0, set()))
+        for reason in re.findall(r"^\s+reason: (.*)$", block, flags=re.M):
+            reasons |= {part.split(":", 1)[0].strip() for part in reason.split(";")}
+        planned[rule] = (count + 1, reasons)
+    return planned
 
 
 def _describe(counts: dict[str, int]) -> str:
     return ", ".join(f"{rule} ×{count}" for rule, count in counts.items())
+
+
+def _describe_plan(planned: dict[str, tuple[int, set[str]]]) -> str:
+    return "\n".join(f"  {rule} ×{count}: {'; '.join(sorted(reasons)) or 'needed by the targets'}"
+                     for rule, (count, reasons) in planned.items())
+
+
+# ---------------------------------------------------------------- provenance: what Snakemake knows of the results
+
+
+def _persistence(root: Path):
+    """Snakemake's own store of job metadata (``.snakemake/metadata``, its default file backend)."""
+    from snakemake.persistence.file import FilePersistence
+
+    return FilePersistence(nolock=True, path=root / ".snakemake")
+
+
+def _result_files(root: Path, outs: list[str]) -> list[Path]:
+    files = [f for out in outs for f in sorted((root / out).rglob("*")) if f.is_file()]
+    return [f for f in files if f.name != PROVENANCE and f.relative_to(root).as_posix() not in NOT_SHARED]
+
+
+def write_provenance(root: Path, stage: Stage) -> list[Path]:
+    """Write ``<out>/provenance.json`` for each output folder of the stage: per file, its modification
+    time and Snakemake's metadata record (rule, params with the code fingerprint, input list, input
+    checksums, start and end time). It travels with the results; ``pull`` restores it."""
+    store = _persistence(root)
+    written = []
+    for out in stage.outs:
+        records = {}
+        for path in _result_files(root, [out]):
+            key = path.relative_to(root).as_posix()
+            record = store._read_record(key)
+            records[key] = {"mtime": path.stat().st_mtime,
+                            "metadata": dict(record.items()) if record is not None else None}
+        target = root / out / PROVENANCE
+        target.write_text(json.dumps({"format": 1, "files": records}, indent=None, sort_keys=True))
+        _mark_restored(root, target)
+        written.append(target)
+    return written
+
+
+def _marker(root: Path, provenance: Path) -> Path:
+    name = provenance.relative_to(root).as_posix().replace("/", "__")
+    return root / ".snakemake" / "robustcert-restored" / name
+
+
+def _mark_restored(root: Path, provenance: Path) -> None:
+    marker = _marker(root, provenance)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(hashlib.sha256(provenance.read_bytes()).hexdigest())
+
+
+def unrestored(root: Path | str = ".") -> list[str]:
+    """The pulled ``provenance.json`` files whose records Snakemake does not have yet: results brought
+    by a plain ``dvc pull`` (or ``dvc checkout``). The Snakefile refuses to plan on them."""
+    root = Path(root)
+    missing = []
+    for provenance in sorted(root.glob(f"{RESULTS}/{PROVENANCE}")):
+        marker = _marker(root, provenance)
+        digest = hashlib.sha256(provenance.read_bytes()).hexdigest()
+        if not marker.exists() or marker.read_text().strip() != digest:
+            missing.append(provenance.relative_to(root).as_posix())
+    return missing
+
+
+def _pushed_without_provenance(root: Path, stage: Stage) -> list[str]:
+    """The fetched output folders of dvc.lock whose listing (DVC's ``.dir`` object in the cache) has no
+    provenance file."""
+    missing = []
+    for out in (_lock_entry(root, stage.name) or {}).get("outs", []):
+        digest = str(out.get("md5", ""))
+        listing = root / ".dvc" / "cache" / "files" / "md5" / digest[:2] / digest[2:]
+        if digest.endswith(".dir") and listing.is_file():
+            if PROVENANCE not in {entry.get("relpath") for entry in json.loads(listing.read_text())}:
+                missing.append(out["path"])
+    return missing
+
+
+def restore_provenance(root: Path, stage: Stage, since: float, kept: set[str]) -> tuple[int, int]:
+    """Give Snakemake back what it knew of the pulled results: the pushed metadata record of every file
+    the checkout wrote (an old record of a file of that name no longer describes it) and of every kept
+    file (``kept``: there before the pull, identical) that has no record here — a local record of a
+    kept file stays. Then modification times in the pushed order, all newer than ``since`` (the start
+    of the pull: later than every file of the checkout, scripts included, so neither the mtime nor the
+    script trigger fires spuriously) and not in the future. Returns (records restored, files dated)."""
+    from snakemake.persistence import MetadataRecord
+
+    store = _persistence(root)
+    restored = dated = 0
+    for out in stage.outs:
+        provenance = root / out / PROVENANCE
+        if not provenance.exists():
+            continue
+        files = {key: entry for key, entry in json.loads(provenance.read_text())["files"].items()
+                 if (root / key).is_file()}
+        for key, entry in files.items():
+            if entry["metadata"] is not None and (key not in kept or store._read_record(key) is None):
+                store._write_record(key, MetadataRecord.model_validate(entry["metadata"]))
+                restored += 1
+        ranks = {mtime: rank for rank, mtime in enumerate(sorted({e["mtime"] for e in files.values()}), 1)}
+        now = time.time()
+        step = min(1e-3, (now - since) / (len(ranks) + 1))
+        if step < 1e-5:  # too little time since the checkout to space the files apart
+            time.sleep(1e-5 * (len(ranks) + 1))
+            now, step = time.time(), 1e-5
+        for key, entry in files.items():
+            stamp = now - (len(ranks) - ranks[entry["mtime"]]) * step
+            os.utime(root / key, (stamp, stamp))
+            dated += 1
+        _mark_restored(root, provenance)
+    return restored, dated
 
 
 # ---------------------------------------------------------------- the commands
@@ -296,8 +400,9 @@ def _describe(counts: dict[str, int]) -> str:
 
 def pull(root: Path, remote_name: str | None = None, targets: list[str] | None = None,
          stage_name: str = STAGE, say=say_now) -> dict[str, int]:
-    """Fetch the pushed results of this commit and mark them up to date; returns the jobs Snakemake
-    still plans for the stage's targets and ``targets`` (by rule; empty when everything was pushed)."""
+    """Fetch the results dvc.lock records (at any commit) with Snakemake's records of them; returns the
+    jobs Snakemake then plans for the stage's targets and ``targets`` (by rule; empty when nothing that
+    made them changed). Runs none of them."""
     root = root.resolve()
     stage = load_stage(root, stage_name)
     # Always the stage's targets (everything the pushed results hold), plus any asked for.
@@ -309,9 +414,11 @@ def pull(root: Path, remote_name: str | None = None, targets: list[str] | None =
             f"'{stage.name}' (dvc.lock {'has no such stage' if (root / 'dvc.lock').exists() else 'is missing'}). "
             f"The results of this commit were never pushed: their author runs `{PROG} push` and commits dvc.lock.")
 
+    since = time.time()
     deps, _, other = stage_changes(root, stage.name)
     if deps or other:
-        raise _refuse_changed(root, stage, deps, other)
+        say("the code or config differs from the commit that pushed the results (dvc status: "
+            + ", ".join([*deps, *other]) + "); Snakemake will judge which jobs that affects")
 
     remote = resolve_remote(root, remote_name)
     reason = unreachable(root, remote)
@@ -332,6 +439,13 @@ def pull(root: Path, remote_name: str | None = None, targets: list[str] | None =
             + f": were they pushed there (`{PROG} push`)? Nothing was pulled and results/ is untouched."
             + (f"\n{_tail(fetched, 8)}" if fetched.returncode != 0 else ""))
 
+    unrecorded = _pushed_without_provenance(root, stage)
+    if unrecorded:
+        raise SharingError(
+            f"the pushed {', '.join(unrecorded)} hold no {PROVENANCE} (pushed by a plain `dvc push`?): without "
+            "Snakemake's records of them a change of code or config since the push would go unseen. Nothing "
+            f"was checked out. Their author shares them with `{PROG} push` (`make push`) and commits dvc.lock.")
+    kept = {path.relative_to(root).as_posix() for path in _result_files(root, stage.outs)}
     checkout = dvc(root, "checkout", stage.name)  # never --force: local changes stay
     if checkout.returncode != 0:
         listed = [line.strip() for line in (checkout.stdout + checkout.stderr).splitlines()
@@ -341,25 +455,21 @@ def pull(root: Path, remote_name: str | None = None, targets: list[str] | None =
             "(DVC would have to replace or delete them):\n  " + "\n  ".join(listed[:40] or [_tail(checkout)])
             + "\nNothing was deleted. Move results/ aside (or push those results first) and pull again.")
 
-    deps, outs, other = stage_changes(root, stage.name)
-    if deps or outs or other:
-        raise SharingError(f"after the pull, `dvc status {stage.name}` still reports changes: "
-                           f"deps {deps or '-'}, outs {outs or '-'}, {other or ''}; nothing was touched")
+    _, outs, _ = stage_changes(root, stage.name)
+    if outs:
+        raise SharingError(f"after the pull, `dvc status {stage.name}` still reports changed results: {outs}")
 
-    say("marking the pulled results up to date for Snakemake (snakemake --touch --forceall) …")
-    touched = snakemake(root, "--touch", "--forceall", "--cores", "1", *stage.options, "--", *targets)
-    if touched.returncode != 0:
-        raise SharingError(f"`snakemake --touch` failed (the pulled files are in place):\n{_tail(touched)}")
-    absent = re.findall(r"Output files not touched because they don't exist: (.*)", touched.stdout + touched.stderr)
-    if absent:
-        say(f"not in the pushed results (Snakemake will make them): {', '.join(absent)}")
+    restored, dated = restore_provenance(root, stage, since, kept)
+    say(f"restored Snakemake's records of {restored} pulled files (params, code fingerprints, input "
+        f"checksums) and dated {dated} files in the order they were made")
 
-    remaining = planned_jobs(root, stage, targets)
-    if remaining:
-        say(f"pulled; Snakemake still plans {sum(remaining.values())} jobs: {_describe(remaining)}")
+    planned = plan(root, stage, targets)
+    if planned:
+        say(f"pulled; nothing was run. Snakemake plans {sum(n for n, _ in planned.values())} jobs "
+            f"(`snakemake -n` for the details; run them with `snakemake`):\n{_describe_plan(planned)}")
     else:
         say("pulled; the results are up to date: `snakemake -n` plans nothing")
-    return remaining
+    return {rule: count for rule, (count, _) in planned.items()}
 
 
 def push(root: Path, remote_name: str | None = None, stage_name: str = STAGE, say=say_now) -> None:
@@ -380,6 +490,7 @@ def push(root: Path, remote_name: str | None = None, stage_name: str = STAGE, sa
     if dirty:
         say("note: dvc.lock will record uncommitted changes of " + "; ".join(line.strip() for line in dirty)
             + " — commit them together with dvc.lock")
+    write_provenance(root, stage)
     dvc(root, "commit", "--force", stage.name, check=True)
     say(f"pushing results/ to '{remote.name}' ({remote.url}) …")
     pushed = dvc(root, "push", "--remote", remote.name, stage.name)
@@ -393,9 +504,9 @@ def push(root: Path, remote_name: str | None = None, stage_name: str = STAGE, sa
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    pull_parser = sub.add_parser("pull", help="fetch the pushed results of this commit and mark them up to date")
+    pull_parser = sub.add_parser("pull", help="fetch the pushed results with Snakemake's records of them; report its plan, run nothing")
     pull_parser.add_argument("targets", nargs="*",
-                             help="more Snakemake targets to mark up to date, besides the stage's own")
+                             help="more Snakemake targets to plan for, besides the stage's own")
     push_parser = sub.add_parser("push", help="record the results in dvc.lock and push them to the remote")
     for each in (pull_parser, push_parser):
         each.add_argument("--remote", "-r", help="DVC remote name (default: the default remote)")
