@@ -142,3 +142,26 @@ def test_given_test_indices_are_certified_in_their_order_and_refused_beyond_the_
         patch.Plan(given)
     with pytest.raises(ValueError, match="test indices up to 360 given, but the test set has 360 points"):
         certified_points(360, 1, None, [3, 360])
+
+
+@pytest.mark.workflow
+def test_patch_smoothing_on_a_tiny_mnist_format_dataset(workflow_copy, tiny_mnist):
+    """The MNIST-format instance (METHODS.md §4: column and row bands s = 4 on 28×28 images), through the
+    real idx loader: rows for every ablation and rule, and certified patch sizes bounded by the image."""
+    config = yaml.safe_load((REPO / "tests/configs/tiny_mnist.yaml").read_text())
+    config["data_root"] = str(tiny_mnist)
+    config["defenses"] = {"patch": {
+        "method": "patch", "arch": "small_cnn", "ablations": [{"kind": "band", "size": 4}, {"kind": "row", "size": 4}],
+        "patch_sizes": [1, 3, 5], "skip": 3, "max": 20, "points_per_job": 10,
+        "train": {"epochs": 10, "batch_size": 32, "lr": 0.05, "milestones": [8]}}}
+    config["experiments"] = [{"datasets": ["mnist"], "attacks": ["none", "backdoor"], "defenses": ["patch"]}]
+    (workflow_copy / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    snakemake(workflow_copy, "-c2", "results/tables/patch.tsv", "results/plots/mnist/patch/patch.png")
+    table = pd.read_csv(workflow_copy / "results/tables/patch.tsv", sep="\t")
+    assert len(table) == 2 * 2 * 2 and (table["n_test"] == 20).all() and set(table["source"]) == {"mnist"}
+    assert sorted(table["ablation"].unique()) == ["band_s4", "row_s4"]
+    curve = table[[f"cert_acc@patch_size={m}" for m in (1, 3, 5)]].to_numpy()
+    assert (curve[:, :-1] >= curve[:, 1:]).all() and (curve <= table[["accuracy"]].to_numpy()).all()
+    assert (table.loc[table["ablation"] == "band_s4", "accuracy"] >= 0.5).all()  # the test images' classes are columns
+    print(table[["attack", "ablation", "certificate", "accuracy", "base_accuracy", "cert_acc@patch_size=1",
+                 "cert_acc@patch_size=5", "asr"]].to_string())
