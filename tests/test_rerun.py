@@ -20,7 +20,7 @@ pytestmark = pytest.mark.workflow
 CONFIG = REPO / "tests" / "configs" / "rerun_small.yaml"
 TABLES = {"tabulate_results", "tabulate_method", "export_backdoorbench", "plot_headline", "all"}
 SMOOTHING_AFTER_TRAINING = {"certify_smoothed", "predict_smoothed", "gather_smoothed", "summarize_smoothing",
-                            "analyze_smoothing"}
+                            "analyze_smoothing", "plot_smoothing_radius"}
 
 
 @pytest.fixture(scope="module")
