@@ -14,8 +14,8 @@ rule poison_bilevel_radius:
     input:
         split=rules.split_dataset.output.split,
     output:
-        poison="results/poison/{dataset}/{attack}.npz",
-        objective="results/poison/{dataset}/{attack}.objective.tsv",
+        poison="<results>/poison/{dataset}/{attack}.npz",
+        objective="<results>/poison/{dataset}/{attack}.objective.tsv",
         png=report(
             bilevel.OBJECTIVE_PLOT.replace("{ext}", "png"),
             caption="../report/bilevel_objective.rst",
@@ -39,9 +39,9 @@ rule poison_bilevel_radius:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "results/logs/poison_bilevel_radius/{dataset}/{attack}.log",
+        "<results>/logs/poison_bilevel_radius/{dataset}/{attack}.log",
     benchmark:
-        "results/benchmarks/poison_bilevel_radius/{dataset}/{attack}.tsv"
+        "<results>/benchmarks/poison_bilevel_radius/{dataset}/{attack}.tsv"
     script:
         "../scripts/poison_bilevel_radius.py"
 
@@ -72,8 +72,8 @@ rule evaluate_bilevel_radius:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "results/logs/evaluate_bilevel_radius/{dataset}/{attack}/{defense}/sigma_{sigma}.log",
+        "<results>/logs/evaluate_bilevel_radius/{dataset}/{attack}/{defense}/sigma_{sigma}.log",
     benchmark:
-        "results/benchmarks/evaluate_bilevel_radius/{dataset}/{attack}/{defense}/sigma_{sigma}.tsv"
+        "<results>/benchmarks/evaluate_bilevel_radius/{dataset}/{attack}/{defense}/sigma_{sigma}.tsv"
     script:
         "../scripts/evaluate_bilevel_radius.py"

@@ -30,7 +30,7 @@ if unrestored():
     raise WorkflowError(f"{', '.join(unrestored())}: these results were pulled without Snakemake's records "
                         f"of them. Run `make pull` (`{SHARING} pull`), not a plain `dvc pull`, then snakemake.")
 
-FINAL_OUTPUT = ["results/tables/all.tsv"]
+FINAL_OUTPUT = ["<results>/tables/all.tsv"]
 RESULT_ROWS = {}
 
 

@@ -33,9 +33,9 @@ rule train_patch:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "results/logs/train_patch/{dataset}/{attack}/{defense}/{ablation}.log",
+        "<results>/logs/train_patch/{dataset}/{attack}/{defense}/{ablation}.log",
     benchmark:
-        "results/benchmarks/train_patch/{dataset}/{attack}/{defense}/{ablation}.tsv"
+        "<results>/benchmarks/train_patch/{dataset}/{attack}/{defense}/{ablation}.tsv"
     script:
         "../scripts/train_patch.py"
 
@@ -60,9 +60,9 @@ rule certify_patch:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "results/logs/certify_patch/{dataset}/{attack}/{defense}/{ablation}/shard_{shard}.log",
+        "<results>/logs/certify_patch/{dataset}/{attack}/{defense}/{ablation}/shard_{shard}.log",
     benchmark:
-        "results/benchmarks/certify_patch/{dataset}/{attack}/{defense}/{ablation}/shard_{shard}.tsv"
+        "<results>/benchmarks/certify_patch/{dataset}/{attack}/{defense}/{ablation}/shard_{shard}.tsv"
     script:
         "../scripts/certify_patch.py"
 
@@ -77,7 +77,7 @@ rule gather_patch:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "results/logs/gather_patch/{dataset}/{attack}/{defense}/{ablation}.log",
+        "<results>/logs/gather_patch/{dataset}/{attack}/{defense}/{ablation}.log",
     script:
         "../scripts/gather_patch.py"
 
@@ -102,9 +102,9 @@ rule attack_patch:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "results/logs/attack_patch/{dataset}/{attack}/{defense}/{ablation}.log",
+        "<results>/logs/attack_patch/{dataset}/{attack}/{defense}/{ablation}.log",
     benchmark:
-        "results/benchmarks/attack_patch/{dataset}/{attack}/{defense}/{ablation}.tsv"
+        "<results>/benchmarks/attack_patch/{dataset}/{attack}/{defense}/{ablation}.tsv"
     script:
         "../scripts/attack_patch.py"
 
@@ -125,9 +125,9 @@ rule summarize_patch:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "results/logs/summarize_patch/{dataset}/{attack}/{defense}/{ablation}.log",
+        "<results>/logs/summarize_patch/{dataset}/{attack}/{defense}/{ablation}.log",
     benchmark:
-        "results/benchmarks/summarize_patch/{dataset}/{attack}/{defense}/{ablation}.tsv"
+        "<results>/benchmarks/summarize_patch/{dataset}/{attack}/{defense}/{ablation}.tsv"
     script:
         "../scripts/summarize_patch.py"
 
@@ -150,8 +150,8 @@ rule plot_patch:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "results/logs/plot_patch/{dataset}/{defense}.log",
+        "<results>/logs/plot_patch/{dataset}/{defense}.log",
     benchmark:
-        "results/benchmarks/plot_patch/{dataset}/{defense}.tsv"
+        "<results>/benchmarks/plot_patch/{dataset}/{defense}.tsv"
     script:
         "../scripts/plot_patch.py"

@@ -13,7 +13,7 @@ rule poison_training_set:
     input:
         split=rules.split_dataset.output.split,
     output:
-        poison="results/poison/{dataset}/{attack}.npz",
+        poison="<results>/poison/{dataset}/{attack}.npz",
     wildcard_constraints:
         attack=POISON_ATTACKS,
     params:
@@ -23,9 +23,9 @@ rule poison_training_set:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "results/logs/poison_training_set/{dataset}/{attack}.log",
+        "<results>/logs/poison_training_set/{dataset}/{attack}.log",
     benchmark:
-        "results/benchmarks/poison_training_set/{dataset}/{attack}.tsv"
+        "<results>/benchmarks/poison_training_set/{dataset}/{attack}.tsv"
     script:
         "../scripts/poison_training_set.py"
 
@@ -43,8 +43,8 @@ rule summarize_attack:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "results/logs/summarize_attack/{dataset}/{attack}.log",
+        "<results>/logs/summarize_attack/{dataset}/{attack}.log",
     benchmark:
-        "results/benchmarks/summarize_attack/{dataset}/{attack}.tsv"
+        "<results>/benchmarks/summarize_attack/{dataset}/{attack}.tsv"
     script:
         "../scripts/summarize_attack.py"

@@ -5,7 +5,7 @@ from robustcert.workflow import split
 
 rule split_dataset:
     output:
-        split="results/data/{dataset}/split.npz",
+        split="<results>/data/{dataset}/split.npz",
     params:
         code=code_of("scripts/split_dataset.py"),
         dataset=lambda wildcards: split.dataset_params(config, wildcards),
@@ -14,8 +14,8 @@ rule split_dataset:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "results/logs/split_dataset/{dataset}.log",
+        "<results>/logs/split_dataset/{dataset}.log",
     benchmark:
-        "results/benchmarks/split_dataset/{dataset}.tsv"
+        "<results>/benchmarks/split_dataset/{dataset}.tsv"
     script:
         "../scripts/split_dataset.py"

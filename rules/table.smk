@@ -25,9 +25,9 @@ rule tabulate_results:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "results/logs/tabulate_results.log",
+        "<results>/logs/tabulate_results.log",
     benchmark:
-        "results/benchmarks/tabulate_results.tsv"
+        "<results>/benchmarks/tabulate_results.tsv"
     script:
         "../scripts/tabulate_results.py"
 
@@ -49,9 +49,9 @@ rule tabulate_method:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "results/logs/tabulate_method/{method}.log",
+        "<results>/logs/tabulate_method/{method}.log",
     benchmark:
-        "results/benchmarks/tabulate_method/{method}.tsv"
+        "<results>/benchmarks/tabulate_method/{method}.tsv"
     script:
         "../scripts/tabulate_method.py"
 
@@ -66,9 +66,9 @@ rule export_backdoorbench:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "results/logs/export_backdoorbench.log",
+        "<results>/logs/export_backdoorbench.log",
     benchmark:
-        "results/benchmarks/export_backdoorbench.tsv"
+        "<results>/benchmarks/export_backdoorbench.tsv"
     script:
         "../scripts/export_backdoorbench.py"
 
@@ -89,8 +89,8 @@ rule plot_headline:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "results/logs/plot_headline.log",
+        "<results>/logs/plot_headline.log",
     benchmark:
-        "results/benchmarks/plot_headline.tsv"
+        "<results>/benchmarks/plot_headline.tsv"
     script:
         "../scripts/plot_headline.py"

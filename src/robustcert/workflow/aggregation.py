@@ -16,9 +16,9 @@ from robustcert.workflow.common import common_params, experiments_of, one_of
 from robustcert.workflow.ensemble import Layout
 
 METHODS = ("dpa", "fa")
-CERTIFY = "results/certify/{dataset}/{attack}/{defense}/{certificate}.tsv"
-ROW = "results/tables/rows/{dataset}/{attack}/{defense}/{certificate}.tsv"
-PLOT = "results/plots/{dataset}/poison_budget.{ext}"
+CERTIFY = "<results>/certify/{dataset}/{attack}/{defense}/{certificate}.tsv"
+ROW = "<results>/tables/rows/{dataset}/{attack}/{defense}/{certificate}.tsv"
+PLOT = "<results>/plots/{dataset}/poison_budget.{ext}"
 
 
 def layout(defense: Mapping[str, Any]) -> Layout:

@@ -19,8 +19,8 @@ from robustcert.workflow.smoothing import METHOD as SMOOTHING, MODEL as SMOOTHED
 
 ATTACK_TYPE = "bilevel_radius"
 CERTIFICATE = "target_class_certify"
-ROW = "results/tables/rows/{dataset}/{attack}/{defense}/bilevel_sigma_{sigma}.tsv"
-OBJECTIVE_PLOT = "results/plots/{dataset}/bilevel_{attack}_objective.{ext}"
+ROW = "<results>/tables/rows/{dataset}/{attack}/{defense}/bilevel_sigma_{sigma}.tsv"
+OBJECTIVE_PLOT = "<results>/plots/{dataset}/bilevel_{attack}_objective.{ext}"
 # what evaluation reads of the smoothing defense
 EVALUATION_KEYS = ("n0", "n", "alpha", "batch_size")
 

@@ -24,15 +24,15 @@ from robustcert.workflow.ensemble import SHARD, Layout
 
 METHOD = "detection"
 CERTIFICATE = "translation_clusters"
-FOLDER = "results/detection/{dataset}/{attack}/{defense}"
+FOLDER = "<results>/detection/{dataset}/{attack}/{defense}"
 ADVERSARIAL = FOLDER + "/adversarial.tsv"
 CLUSTERS = FOLDER + "/clusters.tsv"
 EMBEDDING = FOLDER + "/embedding.npz"
 GALLERY = FOLDER + "/gallery.npz"
-CLUSTER_PLOT = "results/plots/{dataset}/detection/{attack}/{defense}_clusters.{ext}"
-GALLERY_PLOT = "results/plots/{dataset}/detection/{attack}/{defense}_gallery.{ext}"
-ROW = "results/tables/rows/{dataset}/{attack}/{defense}/detection.tsv"
-VERDICTS = "results/tables/detection/verdicts.tsv"
+CLUSTER_PLOT = "<results>/plots/{dataset}/detection/{attack}/{defense}_clusters.{ext}"
+GALLERY_PLOT = "<results>/plots/{dataset}/detection/{attack}/{defense}_gallery.{ext}"
+ROW = "<results>/tables/rows/{dataset}/{attack}/{defense}/detection.tsv"
+VERDICTS = "<results>/tables/detection/verdicts.tsv"
 _COUNT = Column("int", minimum=0)
 # clusters.tsv: a row per label; embedding.npz: a point per translated or clean image probed;
 # gallery.npz: translated images per label

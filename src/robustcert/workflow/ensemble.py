@@ -15,7 +15,7 @@ from typing import Any
 from robustcert.config import Config, canonical, derive_seed
 from robustcert.workflow import compute_prologue, log
 
-SHARD = "results/models/{dataset}/{attack}/{defense}/shard_{shard}.pt"
+SHARD = "<results>/models/{dataset}/{attack}/{defense}/shard_{shard}.pt"
 
 
 @dataclass(frozen=True)

@@ -30,14 +30,14 @@ from robustcert.workflow.common import common_params, experiments_of, row_keys
 from robustcert.workflow.smoothing import certified_points, point_shards
 
 METHOD = "patch"
-ABLATION = "results/patch/{dataset}/{attack}/{defense}/{ablation}"
+ABLATION = "<results>/patch/{dataset}/{attack}/{defense}/{ablation}"
 MODEL = ABLATION + "/model.pt"
 SHARD = ABLATION + "/certify/shard_{shard}.tsv"
 GATHERED = ABLATION + "/certify.tsv"
 ATTACK = ABLATION + "/attack.tsv"
-UNDEFENDED_MODEL = "results/models/{dataset}/{attack}/{defense}/shard_0.pt"  # the ensemble stage's checkpoint
-ROW = "results/tables/rows/{dataset}/{attack}/{defense}/patch_{ablation}.tsv"
-PLOT = "results/plots/{dataset}/patch/{defense}.{ext}"
+UNDEFENDED_MODEL = "<results>/models/{dataset}/{attack}/{defense}/shard_0.pt"  # the ensemble stage's checkpoint
+ROW = "<results>/tables/rows/{dataset}/{attack}/{defense}/patch_{ablation}.tsv"
+PLOT = "<results>/plots/{dataset}/patch/{defense}.{ext}"
 ABLATION_LABEL = r"(band|row|block)_s\d+(_k\d+)?"
 SETTINGS_KEYS = ("thresholds", "randomized", "batch_size", "skip", "max", "test_indices", "points_per_job")
 ATTACK_KEYS = ("thresholds", "batch_size", "skip", "max", "test_indices", "attack")

@@ -16,7 +16,7 @@ from robustcert.workflow import log
 from robustcert.workflow.common import attacks_of, common_params, one_of
 
 BUDGET_TABLE = "attacks"
-BUDGET_ROW = "results/tables/rows/{dataset}/{attack}/budget.tsv"
+BUDGET_ROW = "<results>/tables/rows/{dataset}/{attack}/budget.tsv"
 
 
 def attack_constraint(config: Config) -> str:

@@ -25,14 +25,14 @@ from robustcert.workflow.undefended import BesideUndefended, curves_beside_undef
 
 METHOD = "smoothing"
 CERTIFICATE = "cohen_certify"
-SIGMA = "results/smoothing/{dataset}/{attack}/{defense}/sigma_{sigma}"
+SIGMA = "<results>/smoothing/{dataset}/{attack}/{defense}/sigma_{sigma}"
 MODEL = SIGMA + "/model.pt"
 SHARD = SIGMA + "/{algorithm}/shard_{shard}.tsv"
 GATHERED = SIGMA + "/{algorithm}.tsv"
-ROW = "results/tables/rows/{dataset}/{attack}/{defense}/smoothing_sigma_{sigma}.tsv"
-PLOT = "results/plots/{dataset}/smoothing/{attack}/{defense}.{ext}"
-NOISY_EXAMPLES = "results/plots/{dataset}/smoothing/noisy_examples.{ext}"
-RADIUS_PLOT = "results/plots/{dataset}/smoothing_radius.{ext}"
+ROW = "<results>/tables/rows/{dataset}/{attack}/{defense}/smoothing_sigma_{sigma}.tsv"
+PLOT = "<results>/plots/{dataset}/smoothing/{attack}/{defense}.{ext}"
+NOISY_EXAMPLES = "<results>/plots/{dataset}/smoothing/noisy_examples.{ext}"
+RADIUS_PLOT = "<results>/plots/{dataset}/smoothing_radius.{ext}"
 # the keys of train.objective of each objective, and the TrainConfig field each sets
 OBJECTIVE_FIELDS = {
     "gaussian_augmentation": {},

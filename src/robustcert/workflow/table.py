@@ -9,10 +9,10 @@ from collections.abc import Mapping, Sequence
 
 from robustcert.workflow import log
 
-ALL = "results/tables/all.tsv"
-WIDE = "results/tables/{method}.tsv"
-BACKDOORBENCH = "results/tables/backdoorbench.csv"
-HEADLINE = "results/plots/headline.{ext}"
+ALL = "<results>/tables/all.tsv"
+WIDE = "<results>/tables/{method}.tsv"
+BACKDOORBENCH = "<results>/tables/backdoorbench.csv"
+HEADLINE = "<results>/plots/headline.{ext}"
 # the numbers of the overview figure: what each defense certifies at the attack's own budget, and
 # what the attack achieves against it
 HEADLINE_METRICS = {"certified_vs_attack": "certified accuracy at the attack's budget",

@@ -15,7 +15,7 @@ from robustcert.workflow.ensemble import Layout
 
 METHOD = "undefended"
 CERTIFICATE = "uncertified"
-ROW = "results/tables/rows/{dataset}/{attack}/{defense}/undefended.tsv"
+ROW = "<results>/tables/rows/{dataset}/{attack}/{defense}/undefended.tsv"
 
 
 def layout(defense: Mapping[str, Any]) -> Layout:
