@@ -24,10 +24,11 @@ from robustcert.sharing import PROG as SHARING, unrestored
 
 check_config_files(workflow.configfiles)
 validate_config(config, Path(workflow.basedir) / "config/schemas")
-if unrestored():
+PULLED_WITHOUT_RECORDS = unrestored(config["pathvars"]["results"])
+if PULLED_WITHOUT_RECORDS:
     # Results checked out by a plain `dvc pull`: without their Snakemake records a change of config or
     # code would go unseen, and their checkout-time dates would retrain what is up to date.
-    raise WorkflowError(f"{', '.join(unrestored())}: these results were pulled without Snakemake's records "
+    raise WorkflowError(f"{', '.join(PULLED_WITHOUT_RECORDS)}: these results were pulled without Snakemake's records "
                         f"of them. Run `make pull` (`{SHARING} pull`), not a plain `dvc pull`, then snakemake.")
 
 FINAL_OUTPUT = ["<results>/tables/all.tsv"]

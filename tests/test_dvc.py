@@ -19,13 +19,15 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
 from conftest import REPO, WORKFLOW_FILES, snakemake
 
 pytestmark = [pytest.mark.workflow, pytest.mark.skipif(shutil.which("git") is None, reason="needs git")]
 
 SMALL = "tests/configs/dvc_small.yaml"
+SIDE = "tests/configs/dvc_side.yaml"  # another config, with its own results folder
 # What a clone needs besides the workflow: the package (a dep of the stage) and DVC's files.
-SHARING_FILES = ["src/robustcert", "dvc.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore", SMALL]
+SHARING_FILES = ["src/robustcert", "dvc.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore", SMALL, SIDE]
 ENV = {
     "DVC_NO_ANALYTICS": "1",
     "ROBUSTCERT_DEVICE": "cpu",
@@ -70,9 +72,18 @@ def git(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     return run(cwd, "git", *args)
 
 
-def dry_run(repo: Path, *targets: str) -> str:
-    return snakemake(repo, "-n", "--configfile", SMALL, "--cores", "1", "--", *(targets or ("all",)),
+def dry_run(repo: Path, *targets: str, configfile: str = SMALL) -> str:
+    return snakemake(repo, "-n", "--configfile", configfile, "--cores", "1", "--", *(targets or ("all",)),
                      env=own_package(repo)).stdout
+
+
+def share_configs(repo: Path, configs: dict[str, tuple[str, str]]) -> None:
+    """dvc.yaml's stage, one entry per config shared (name: config file, its results folder): the
+    documented way to share the runs of a config."""
+    dvc_yaml = yaml.safe_load((repo / "dvc.yaml").read_text())
+    dvc_yaml["stages"]["workflow"]["foreach"] = {name: {"configfile": configfile, "results": results}
+                                                 for name, (configfile, results) in configs.items()}
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml, sort_keys=False))
 
 
 def contents(folder: Path) -> dict[str, str]:
@@ -112,10 +123,7 @@ def origin(tmp_path_factory) -> SimpleNamespace:
             shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         else:
             shutil.copy2(source, target)
-    # The documented way to share the runs of another config: the one `configfile:` line of dvc.yaml.
-    dvc_yaml = (repo / "dvc.yaml").read_text()
-    assert "- configfile: config/config.yaml" in dvc_yaml
-    (repo / "dvc.yaml").write_text(dvc_yaml.replace("- configfile: config/config.yaml", f"- configfile: {SMALL}"))
+    share_configs(repo, {"default": (SMALL, "results")})
     remote = root / "remote"
     remote.mkdir()
     git(repo, "init", "-q")
@@ -181,7 +189,7 @@ def test_a_config_change_after_the_pull_is_seen_by_snakemake_and_dvc(pulled):
         assert plan.count("rule train_shard:") == 2 and "Params have changed" in plan
         status = dvc(pulled.repo, "status")
         assert SMALL in status.stdout and "modified" in status.stdout
-        assert "Running stage 'workflow'" in dvc(pulled.repo, "repro", "--dry").stdout
+        assert "Running stage 'workflow@default'" in dvc(pulled.repo, "repro", "--dry").stdout
         before = contents(pulled.repo / "results")
         again = sharing(pulled.repo, "pull")  # pulling again does not hide it either
         assert again.returncode == 0, again.stderr
@@ -309,8 +317,48 @@ def test_nothing_pushed_for_this_commit(origin):
 def test_push_refuses_results_that_are_not_up_to_date(origin):
     clone = fresh_clone(origin, "incomplete")
     result = sharing(clone, "push")
+    assert result.returncode == 1 and "nothing to push" in result.stderr and "results/" in result.stderr
+    result = sharing(clone, "push", "--stage", "workflow@default")
     assert result.returncode == 1 and "refusing to push" in result.stderr and "train_shard" in result.stderr
     assert not (clone / "results").exists()
+
+
+def test_results_of_two_configs_pushed_by_two_people_are_pulled_side_by_side(origin):
+    """A colleague adds a config of their own (its results folder beside results/), runs it and pushes
+    it; the author's results stay as pushed. A fresh clone pulls both, and Snakemake plans nothing for
+    either config."""
+    colleague = fresh_clone(origin, "colleague")
+    assert sharing(colleague, "pull").returncode == 0
+    share_configs(colleague, {"default": (SMALL, "results"), "side": (SIDE, "results-side")})
+    git(colleague, "commit", "-qam", "share the side config")
+    snakemake(colleague, "--cores", "2", "--configfile", SIDE, "--", "all", env=own_package(colleague))
+    pushed = sharing(colleague, "push")
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    assert "workflow@default: results/ is as dvc.lock records it" in pushed.stdout, pushed.stdout
+    git(colleague, "commit", "-qam", "results of the side config")
+    lock = yaml.safe_load((colleague / "dvc.lock").read_text())["stages"]
+    assert lock["workflow@default"] == yaml.safe_load((origin.repo / "dvc.lock").read_text())["stages"]["workflow@default"]
+
+    clone = fresh_clone(SimpleNamespace(root=origin.root, repo=colleague), "both")
+    result = sharing(clone, "pull")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("plans nothing") == 2, result.stdout
+    assert contents(clone / "results") == contents(origin.repo / "results")
+    assert contents(clone / "results-side") == contents(colleague / "results-side")
+    assert (clone / "results-side/tables/all.tsv").is_file()
+    assert "Nothing to be done" in dry_run(clone) and "Nothing to be done" in dry_run(clone, configfile=SIDE)
+    assert dvc(clone, "status", "--json").stdout.strip() == "{}"
+
+
+def test_results_folders_of_two_configs_must_not_overlap(origin):
+    clone = fresh_clone(origin, "overlap")
+    share_configs(clone, {"default": (SMALL, "results"), "side": (SMALL, "results")})
+    result = sharing(clone, "pull")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "'workflow@default' and 'workflow@side'" in result.stderr and "folder of its own" in result.stderr
+    share_configs(clone, {"default": (SIDE, "results")})
+    result = sharing(clone, "pull")
+    assert result.returncode == 1 and "its config's results folder 'results-side'" in result.stderr, result.stderr
 
 
 def test_dvc_repro_after_a_config_change_reruns_only_what_it_affects(pulled):
@@ -321,7 +369,7 @@ def test_dvc_repro_after_a_config_change_reruns_only_what_it_affects(pulled):
     models = snapshot(pulled.repo / "results/models")
     repro = dvc(pulled.repo, "repro")
     log = repro.stdout + repro.stderr
-    assert "Running stage 'workflow'" in log
+    assert "Running stage 'workflow@default'" in log
     ran = set(re.findall(r"^(?:local)?rule (\w+):", log, flags=re.M))
     assert ran == {"summarize_certificates", "tabulate_results", "tabulate_method", "export_backdoorbench",
                    "plot_headline", "all"}, log[-3000:]

@@ -4,17 +4,23 @@ what the later code or config changes.
     python -m robustcert.sharing push [--remote NAME]
     python -m robustcert.sharing pull [--remote NAME] [TARGET ...]
 
-DVC tracks ``results/`` as the one output of the stage ``workflow`` of ``dvc.yaml`` (its command runs
-Snakemake). What Snakemake needs to judge pulled files travels with them: ``push`` writes
-``results/provenance.json``, per file its date and Snakemake's own metadata record (rule, params — with
-the code fingerprint of ``robustcert.fingerprint`` —, input list, input checksums, start and end time).
+``dvc.yaml`` has one stage per config, ``workflow@<name>`` (a ``foreach``); each runs Snakemake on its
+config and tracks that config's results folder (its ``pathvars: results``: ``results/`` for the default,
+``results-mnist/`` for config/mnist.yaml, …) as its one output, so the results of several configs are
+shared side by side. What Snakemake needs to judge pulled files travels with them: ``push`` writes
+``<results>/provenance.json``, per file its date and Snakemake's own metadata record (rule, params —
+with the code fingerprint of ``robustcert.fingerprint`` —, input list, input checksums, start and end
+time).
 
-``push`` refuses unless Snakemake plans nothing for the stage's targets (the results are complete and
-up to date, by Snakemake's own provenance), writes the provenance, then ``dvc commit`` (``dvc.lock``)
-and ``dvc push``.
+``push`` takes the stages whose results folder is here and differs from ``dvc.lock`` (or the one
+``--stage`` names); for each it refuses unless Snakemake plans nothing for the stage's targets (the
+results are complete and up to date, by Snakemake's own provenance), writes the provenance, then
+``dvc commit`` (``dvc.lock``) and ``dvc push``.
 
-``pull`` is the one command (a plain ``dvc pull`` brings no records; the Snakefile then refuses to plan,
-see ``unrestored``):
+``pull`` takes every stage that ``dvc.lock`` records (or the one ``--stage`` names) and, per stage:
+
+(``pull`` is the one command: a plain ``dvc pull`` brings no records; the Snakefile then refuses to plan,
+see ``unrestored``.)
 
 1. says which deps differ from ``dvc.lock`` (code or config changed since the push) — not a refusal.
 2. the remote is probed; unreachable or missing, the error names it and its URL; nothing is touched.
@@ -49,6 +55,7 @@ from pathlib import Path
 
 import yaml
 
+#: The stage of dvc.yaml, a ``foreach`` over configs: ``workflow@default``, ``workflow@mnist``, …
 STAGE = "workflow"
 #: Loaded by the Snakefile's ``configfile:`` directive before any ``--configfile``.
 DEFAULT_CONFIG = "config/config.yaml"
@@ -57,10 +64,10 @@ EXECUTION_OPTIONS = {"--cores", "-c", "--jobs", "-j", "--resources", "--res", "-
 PROG = "python -m robustcert.sharing"
 #: Written into each output folder of the stage at push: Snakemake's records of its files.
 PROVENANCE = "provenance.json"
-#: The folder of the workflow's results (the stage's output).
+#: The folder of the workflow's results unless a config's ``pathvars: results`` says otherwise.
 RESULTS = "results"
-#: Files under the output folders that are not shared (.dvcignore).
-NOT_SHARED = {"results/report.html", "results/report.zip"}
+#: Files of each results folder that are not shared (.dvcignore): the report is made from the results.
+NOT_SHARED = ("report.html", "report.zip")
 say_now = functools.partial(print, flush=True)
 
 
@@ -77,6 +84,11 @@ class Stage:
     options: list[str] = field(default_factory=list)  # Snakemake options of the command, minus execution ones
     targets: list[str] = field(default_factory=list)
     configfiles: list[str] = field(default_factory=list)
+
+    @property
+    def results(self) -> str:
+        """The stage's one output: its config's results folder."""
+        return self.outs[0]
 
 
 @dataclass
@@ -116,8 +128,9 @@ def _tail(result: subprocess.CompletedProcess, lines: int = 30) -> str:
 # ---------------------------------------------------------------- the stage and the remote
 
 
-def load_stage(root: Path, name: str = STAGE) -> Stage:
-    """The stage of dvc.yaml (templating resolved by DVC) and the Snakemake arguments of its command."""
+def load_stages(root: Path, name: str = STAGE) -> list[Stage]:
+    """The stages of dvc.yaml that ``name`` names (``workflow``: one per config; ``workflow@mnist``: that
+    one), templating resolved by DVC, with the Snakemake arguments of their commands."""
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
@@ -125,11 +138,19 @@ def load_stage(root: Path, name: str = STAGE) -> Stage:
         raise SharingError(f"{root}/dvc.yaml not found: run this in the repository's root folder")
     try:
         with Repo(str(root)) as repo:
-            (stage,) = repo.stage.collect(name)
-            result = Stage(name=name, cmd=stage.cmd, deps=[d.def_path for d in stage.deps],
-                           outs=[o.def_path for o in stage.outs])
+            collected = [Stage(name=stage.addressing, cmd=stage.cmd, deps=[d.def_path for d in stage.deps],
+                               outs=[o.def_path for o in stage.outs]) for stage in repo.stage.collect(name)]
     except DvcException as error:
         raise SharingError(f"cannot read the stage '{name}' of dvc.yaml: {error}") from error
+    stages = [_parse_command(root, stage) for stage in collected]
+    _check_folders_apart(stages)
+    return stages
+
+
+def _parse_command(root: Path, result: Stage) -> Stage:
+    """Fill in the Snakemake options, targets and config files of the stage's command; check that the
+    stage tracks its config files and exactly its config's results folder."""
+    name = result.name
     words = shlex.split(result.cmd)
     if not words or Path(words[0]).name != "snakemake" or "--" not in words:
         raise SharingError(f"the stage '{name}' must run `snakemake [options] -- targets`; dvc.yaml has: {result.cmd}")
@@ -155,7 +176,39 @@ def load_stage(root: Path, name: str = STAGE) -> Stage:
     if untracked:
         raise SharingError(f"dvc.yaml: the stage '{name}' reads {', '.join(untracked)} but does not list it under "
                            "deps, so a change to it would go unnoticed; add it to deps")
+    folder = results_folder(root, result.configfiles)
+    if [os.path.normpath(out) for out in result.outs] != [folder]:
+        raise SharingError(f"dvc.yaml: the stage '{name}' must have as its one output its config's results folder "
+                           f"'{folder}' (pathvars: results of {', '.join([DEFAULT_CONFIG, *result.configfiles])}); "
+                           f"it has {', '.join(result.outs) or 'none'}")
     return result
+
+
+def results_folder(root: Path, configfiles: list[str]) -> str:
+    """The results folder of a run on these config files: the last ``pathvars: results`` of the default
+    config and of each file (Snakemake merges them in that order), else ``results``."""
+    folder = RESULTS
+    for configfile in [DEFAULT_CONFIG, *configfiles]:
+        path = root / configfile
+        if not path.is_file():
+            raise SharingError(f"the config file {configfile} of dvc.yaml does not exist")
+        settings = yaml.safe_load(path.read_text())
+        pathvars = settings.get("pathvars") if isinstance(settings, dict) else None
+        if isinstance(pathvars, dict) and pathvars.get("results"):
+            folder = pathvars["results"]
+    return os.path.normpath(folder)
+
+
+def _check_folders_apart(stages: list[Stage]) -> None:
+    """Refuse two stages whose results folders are one or inside one another (DVC's outputs may not
+    overlap, and one config's run would change the other's shared results)."""
+    for i, first in enumerate(stages):
+        for second in stages[i + 1:]:
+            a, b = Path(first.results), Path(second.results)
+            if a == b or a in b.parents or b in a.parents:
+                raise SharingError(f"dvc.yaml: the stages '{first.name}' and '{second.name}' write to "
+                                   f"'{first.results}' and '{second.results}': give each config a results "
+                                   "folder of its own (pathvars: results)")
 
 
 def resolve_remote(root: Path, name: str | None) -> Remote:
@@ -299,8 +352,8 @@ def _persistence(root: Path):
 
 
 def _result_files(root: Path, outs: list[str]) -> list[Path]:
-    files = [f for out in outs for f in sorted((root / out).rglob("*")) if f.is_file()]
-    return [f for f in files if f.name != PROVENANCE and f.relative_to(root).as_posix() not in NOT_SHARED]
+    return [path for out in outs for path in sorted((root / out).rglob("*"))
+            if path.is_file() and path.name != PROVENANCE and path.relative_to(root / out).as_posix() not in NOT_SHARED]
 
 
 def write_provenance(root: Path, stage: Stage) -> list[Path]:
@@ -334,12 +387,12 @@ def _mark_restored(root: Path, provenance: Path) -> None:
     marker.write_text(hashlib.sha256(provenance.read_bytes()).hexdigest())
 
 
-def unrestored(root: Path | str = ".") -> list[str]:
-    """The pulled ``provenance.json`` files whose records Snakemake does not have yet: results brought
-    by a plain ``dvc pull`` (or ``dvc checkout``). The Snakefile refuses to plan on them."""
+def unrestored(results: str = RESULTS, root: Path | str = ".") -> list[str]:
+    """The pulled ``provenance.json`` of the results folder whose records Snakemake does not have yet:
+    results brought by a plain ``dvc pull`` (or ``dvc checkout``). The Snakefile refuses to plan on them."""
     root = Path(root)
     missing = []
-    for provenance in sorted(root.glob(f"{RESULTS}/{PROVENANCE}")):
+    for provenance in sorted(root.glob(f"{results}/{PROVENANCE}")):
         marker = _marker(root, provenance)
         digest = hashlib.sha256(provenance.read_bytes()).hexdigest()
         if not marker.exists() or marker.read_text().strip() != digest:
@@ -399,32 +452,44 @@ def restore_provenance(root: Path, stage: Stage, since: float, kept: set[str]) -
 
 
 def pull(root: Path, remote_name: str | None = None, targets: list[str] | None = None,
-         stage_name: str = STAGE, say=say_now) -> dict[str, int]:
-    """Fetch the results dvc.lock records (at any commit) with Snakemake's records of them; returns the
-    jobs Snakemake then plans for the stage's targets and ``targets`` (by rule; empty when nothing that
-    made them changed). Runs none of them."""
+         stage_name: str = STAGE, say=say_now) -> dict[str, dict[str, int]]:
+    """Fetch the results dvc.lock records (at any commit; every config's, or the stage's that
+    ``stage_name`` names) with Snakemake's records of them; returns per stage the jobs Snakemake then
+    plans for the stage's targets and ``targets`` (by rule; empty when nothing that made them changed).
+    Runs none of them."""
     root = root.resolve()
-    stage = load_stage(root, stage_name)
-    # Always the stage's targets (everything the pushed results hold), plus any asked for.
-    targets = stage.targets + [target for target in targets or [] if target not in stage.targets]
-    entry = _lock_entry(root, stage.name)
-    if not entry or not entry.get("outs"):
+    stages = load_stages(root, stage_name)
+    recorded = [stage for stage in stages if (_lock_entry(root, stage.name) or {}).get("outs")]
+    if not recorded:
         raise SharingError(
-            "nothing to pull: dvc.lock has no results of the stage "
-            f"'{stage.name}' (dvc.lock {'has no such stage' if (root / 'dvc.lock').exists() else 'is missing'}). "
+            f"nothing to pull: dvc.lock has no results of {_named(stages)} "
+            f"(dvc.lock {'records none of them' if (root / 'dvc.lock').exists() else 'is missing'}). "
             f"The results of this commit were never pushed: their author runs `{PROG} push` and commits dvc.lock.")
-
-    since = time.time()
-    deps, _, other = stage_changes(root, stage.name)
-    if deps or other:
-        say("the code or config differs from the commit that pushed the results (dvc status: "
-            + ", ".join([*deps, *other]) + "); Snakemake will judge which jobs that affects")
-
+    if targets and len(recorded) > 1:
+        raise SharingError(f"more targets belong to one config: name its stage ({_named(recorded)}) with --stage")
     remote = resolve_remote(root, remote_name)
     reason = unreachable(root, remote)
     if reason:
         raise SharingError(f"the DVC remote '{remote.name}' ({remote.url}) is unreachable: {reason}. "
-                           "Nothing was pulled and results/ is untouched.")
+                           f"Nothing was pulled and {', '.join(f'{s.results}/' for s in recorded)} untouched.")
+    return {stage.name: _pull_stage(root, stage, remote, targets or [], say) for stage in recorded}
+
+
+def _named(stages: list[Stage]) -> str:
+    return ", ".join(f"'{stage.name}'" for stage in stages) or "no stage"
+
+
+def _pull_stage(root: Path, stage: Stage, remote: Remote, targets: list[str], say) -> dict[str, int]:
+    """``pull`` of one stage (its steps 1 and 3–5) from a reachable remote."""
+    untouched = f"Nothing was pulled and {stage.results}/ is untouched."
+    # Always the stage's targets (everything the pushed results hold), plus any asked for.
+    targets = stage.targets + [target for target in targets if target not in stage.targets]
+    since = time.time()
+    say(f"{stage.name}: the results of {', '.join(stage.configfiles) or DEFAULT_CONFIG} in {stage.results}/")
+    deps, _, other = stage_changes(root, stage.name)
+    if deps or other:
+        say("the code or config differs from the commit that pushed the results (dvc status: "
+            + ", ".join([*deps, *other]) + "); Snakemake will judge which jobs that affects")
 
     say(f"fetching the results of dvc.lock from '{remote.name}' ({remote.url}) …")
     fetched = dvc(root, "fetch", "--remote", remote.name, stage.name)
@@ -434,9 +499,9 @@ def pull(root: Path, remote_name: str | None = None, targets: list[str] | None =
         output = fetched.stdout + fetched.stderr
         count = len(re.findall(r"^md5: ", output, flags=re.M)) + len(re.findall(r"failed to transfer", output))
         raise SharingError(
-            f"the DVC remote '{remote.name}' ({remote.url}) does not hold the results recorded in dvc.lock"
-            + (f" ({count} files missing)" if count else "")
-            + f": were they pushed there (`{PROG} push`)? Nothing was pulled and results/ is untouched."
+            f"the DVC remote '{remote.name}' ({remote.url}) does not hold the results of '{stage.name}' recorded "
+            "in dvc.lock" + (f" ({count} files missing)" if count else "")
+            + f": were they pushed there (`{PROG} push`)? {untouched}"
             + (f"\n{_tail(fetched, 8)}" if fetched.returncode != 0 else ""))
 
     unrecorded = _pushed_without_provenance(root, stage)
@@ -453,7 +518,7 @@ def pull(root: Path, remote_name: str | None = None, targets: list[str] | None =
         raise SharingError(
             "refusing to overwrite local results: these files differ from the pushed ones "
             "(DVC would have to replace or delete them):\n  " + "\n  ".join(listed[:40] or [_tail(checkout)])
-            + "\nNothing was deleted. Move results/ aside (or push those results first) and pull again.")
+            + f"\nNothing was deleted. Move {stage.results}/ aside (or push those results first) and pull again.")
 
     _, outs, _ = stage_changes(root, stage.name)
     if outs:
@@ -466,39 +531,60 @@ def pull(root: Path, remote_name: str | None = None, targets: list[str] | None =
     planned = plan(root, stage, targets)
     if planned:
         say(f"pulled; nothing was run. Snakemake plans {sum(n for n, _ in planned.values())} jobs "
-            f"(`snakemake -n` for the details; run them with `snakemake`):\n{_describe_plan(planned)}")
+            f"(`snakemake -n {shlex.join(stage.options)}` for the details; run them with `snakemake`):\n"
+            f"{_describe_plan(planned)}")
     else:
         say("pulled; the results are up to date: `snakemake -n` plans nothing")
     return {rule: count for rule, (count, _) in planned.items()}
 
 
 def push(root: Path, remote_name: str | None = None, stage_name: str = STAGE, say=say_now) -> None:
-    """Record the (complete, up to date) results in dvc.lock and push them to the remote."""
+    """Record the (complete, up to date) results in dvc.lock and push them to the remote: those of the
+    stage ``stage_name`` names, or of every config whose results folder is here."""
     root = root.resolve()
-    stage = load_stage(root, stage_name)
+    stages = load_stages(root, stage_name)
+    if stage_name == STAGE:
+        stages = [stage for stage in stages if (root / stage.results).is_dir()]
+        if not stages:
+            raise SharingError(
+                "nothing to push: none of the results folders of dvc.yaml's stages is here ("
+                + ", ".join(f"{stage.results}/" for stage in load_stages(root, stage_name))
+                + "). Run the workflow first (`dvc repro workflow@default`, or snakemake).")
     remote = resolve_remote(root, remote_name)
     reason = unreachable(root, remote)
     if reason:
         raise SharingError(f"the DVC remote '{remote.name}' ({remote.url}) is unreachable: {reason}. Nothing was pushed.")
-    pending = planned_jobs(root, stage, stage.targets)
-    if pending:
-        raise SharingError(
-            f"refusing to push: the results are not complete and up to date for this config and code — "
-            f"Snakemake plans {sum(pending.values())} jobs ({_describe(pending)}). Run the workflow first "
-            f"(`dvc repro` or `{stage.cmd}`).")
+    for stage in stages:
+        pending = planned_jobs(root, stage, stage.targets)
+        if pending:
+            raise SharingError(
+                f"refusing to push {stage.results}/: the results of '{stage.name}' are not complete and up to "
+                f"date for this config and code — Snakemake plans {sum(pending.values())} jobs "
+                f"({_describe(pending)}). Run the workflow first (`dvc repro {stage.name}` or `{stage.cmd}`)."
+                + (" Nothing was pushed." if stage is stages[0] else ""))
+    for stage in stages:
+        _push_stage(root, stage, remote, say)
+    say("now commit dvc.lock (with the code and config it records), e.g. "
+        "`git add dvc.lock dvc.yaml .dvc/config && git commit -m 'results' && git push`")
+
+
+def _push_stage(root: Path, stage: Stage, remote: Remote, say) -> None:
+    """``push`` of one stage whose results Snakemake judges complete and up to date."""
     dirty = _git_changes(root, stage.deps)
     if dirty:
         say("note: dvc.lock will record uncommitted changes of " + "; ".join(line.strip() for line in dirty)
             + " — commit them together with dvc.lock")
-    write_provenance(root, stage)
-    dvc(root, "commit", "--force", stage.name, check=True)
-    say(f"pushing results/ to '{remote.name}' ({remote.url}) …")
+    deps, outs, other = stage_changes(root, stage.name)
+    if _lock_entry(root, stage.name) and not (deps or outs or other):
+        say(f"{stage.name}: {stage.results}/ is as dvc.lock records it; pushing what the remote lacks of it")
+    else:
+        write_provenance(root, stage)
+        dvc(root, "commit", "--force", stage.name, check=True)
+    say(f"pushing {stage.results}/ ({stage.name}) to '{remote.name}' ({remote.url}) …")
     pushed = dvc(root, "push", "--remote", remote.name, stage.name)
     if pushed.returncode != 0:
-        raise SharingError(f"`dvc push` to '{remote.name}' ({remote.url}) failed:\n{_tail(pushed)}")
+        raise SharingError(f"`dvc push {stage.name}` to '{remote.name}' ({remote.url}) failed:\n{_tail(pushed)}")
     say(pushed.stdout.strip().splitlines()[-1] if pushed.stdout.strip() else "pushed")
-    say("now commit dvc.lock (with the code and config it records), e.g. "
-        "`git add dvc.lock dvc.yaml .dvc/config && git commit -m 'results' && git push`")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -510,7 +596,8 @@ def main(argv: list[str] | None = None) -> int:
     push_parser = sub.add_parser("push", help="record the results in dvc.lock and push them to the remote")
     for each in (pull_parser, push_parser):
         each.add_argument("--remote", "-r", help="DVC remote name (default: the default remote)")
-        each.add_argument("--stage", default=STAGE, help=f"stage of dvc.yaml (default: {STAGE})")
+        each.add_argument("--stage", default=STAGE,
+                          help=f"one config's stage of dvc.yaml, e.g. {STAGE}@mnist (default: every config's)")
     args = parser.parse_args(argv)
     try:
         if args.command == "pull":
