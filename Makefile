@@ -28,14 +28,15 @@ lint: setup
 	$(BIN)/snakemake --lint
 
 clean:
-	rm -rf results .snakemake
+	rm -rf results results-* .snakemake
 
 # Sharing results through DVC (docs/sharing.md). REMOTE=name: a DVC remote other than the default;
-# TARGETS=…: Snakemake targets to mark up to date other than the stage's.
+# STAGE=workflow@mnist: one config's stage of dvc.yaml (default: every config's);
+# TARGETS=…: Snakemake targets to plan for besides the stage's (with one STAGE).
 .PHONY: pull push
 
 pull: setup  ## fetch the pushed results (any commit), restore Snakemake's records of them, report its plan (runs nothing)
-	$(BIN)/python -m robustcert.sharing pull $(if $(REMOTE),--remote $(REMOTE)) $(TARGETS)
+	$(BIN)/python -m robustcert.sharing pull $(if $(REMOTE),--remote $(REMOTE)) $(if $(STAGE),--stage $(STAGE)) $(TARGETS)
 
 push: setup  ## record the up-to-date results in dvc.lock and push them to the DVC remote
-	$(BIN)/python -m robustcert.sharing push $(if $(REMOTE),--remote $(REMOTE))
+	$(BIN)/python -m robustcert.sharing push $(if $(REMOTE),--remote $(REMOTE)) $(if $(STAGE),--stage $(STAGE))

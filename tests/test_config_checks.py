@@ -66,6 +66,17 @@ def test_meaningless_config_is_refused_naming_the_key(edit, named):
     assert named in _refusal(edit)
 
 
+@pytest.mark.parametrize("pathvars", [{"results": "../elsewhere"}, {"results": "results-mnist/"},
+                                      {"results": "/abs/results"}, {"results": "results", "logs": "logs"}])
+def test_a_results_folder_outside_the_workflow_or_another_path_variable_is_refused(pathvars):
+    from snakemake.exceptions import WorkflowError
+
+    config = copy.deepcopy(DEFAULT)
+    config["pathvars"] = pathvars
+    with pytest.raises(WorkflowError, match="pathvars"):
+        validate_config(config, SCHEMAS)
+
+
 def test_a_bogus_device_override_is_refused_before_any_job(monkeypatch):
     monkeypatch.setenv("ROBUSTCERT_DEVICE", "bogus")
     assert "$ROBUSTCERT_DEVICE is 'bogus'; accepted values: auto, cpu, cuda or cuda:N" in _refusal(lambda c: None)
