@@ -130,9 +130,9 @@ def test_the_plan_trains_one_adversarial_model_and_keeps_other_recipes():
     train.TrainConfig(**recipe)  # every key is a field of the trainer's recipe
     assert ensemble.recipe(SimpleNamespace(defense="dpa"))["train"] == cfg.canonical(config["defenses"]["dpa"]["train"])
     plan = stage.Plan(config)
-    assert plan.rows() == [f"results/tables/rows/digits/{a}/robust/detection.tsv"
+    assert plan.rows() == [f"<results>/tables/rows/digits/{a}/robust/detection.tsv"
                            for a in ("none", "backdoor", "backdoor_distributed")]
-    assert stage.VERDICTS in plan.plots() and plan.model(wc) == "results/models/digits/backdoor/robust/shard_0.pt"
+    assert stage.VERDICTS in plan.plots() and plan.model(wc) == "<results>/models/digits/backdoor/robust/shard_0.pt"
     assert set(plan.probe_params(wc)) == {"translation", "features", "clustering"}
     assert config["defenses"]["robust"]["clustering"]["threshold"] == 2  # the schema's default
 

@@ -97,8 +97,8 @@ def test_fa_shifts_are_the_references_at_seed_zero_and_change_with_the_seed():
 def test_aggregation_plan_rows_plots_and_the_keys_its_steps_read(default_config):
     plan = aggregation.Plan(default_config)
     assert len(plan.rows("dpa")) == 4 * 2 and len(plan.rows("fa")) == 2 * 2
-    assert "results/tables/rows/digits/backdoor/fa/fa_roe.tsv" in plan.rows("fa")
-    assert plan.plots() == ["results/plots/digits/poison_budget.png", "results/plots/digits/poison_budget.pdf"]
+    assert "<results>/tables/rows/digits/backdoor/fa/fa_roe.tsv" in plan.rows("fa")
+    assert plan.plots() == ["<results>/plots/digits/poison_budget.png", "<results>/plots/digits/poison_budget.pdf"]
     layout = aggregation.layout(default_config["defenses"]["fa"])
     assert (layout.assignment, layout.k, layout.d, layout.num_models) == ("hash", 20, 4, 80)
     params = plan.row_params(wildcards(dataset="digits", attack="none", defense="fa", certificate="fa"))
@@ -111,7 +111,7 @@ def test_ensemble_plan_reads_only_the_layout_and_the_recipe(default_config):
     wc = wildcards(dataset="digits", attack="none", defense="dpa", shard="1")
     assert plan.partition_params(wc) == {"assignment": "hash", "k": 20, "d": 1}
     assert plan.shard_subsets(wc) == list(range(10, 20))
-    assert plan.shard_checkpoints(wc)[-1] == "results/models/digits/none/dpa/shard_1.pt"
+    assert plan.shard_checkpoints(wc)[-1] == "<results>/models/digits/none/dpa/shard_1.pt"
     assert set(plan.recipe(wc)) == {"arch", "train"} and "certificates" not in repr(plan.recipe(wc))
     assert plan.test_noise(wc) == {}
     with pytest.raises(ValueError, match="trains no ensemble"):
@@ -133,7 +133,7 @@ def test_bilevel_plan_keeps_its_evaluation_out_of_the_attack(default_config):
     wc = wildcards(dataset="digits", attack="bilevel", defense="smoothing", sigma="0.5")
     assert "evaluation" not in plan.attack_params(wc) and plan.attack_params(wc)["epsilon"] == 0.1
     assert plan.evaluation_params(wc)["n_points"] == 40
-    assert plan.clean_victim(wc) == "results/smoothing/digits/none/smoothing/sigma_0.5/model.pt"
+    assert plan.clean_victim(wc) == "<results>/smoothing/digits/none/smoothing/sigma_0.5/model.pt"
     assert plan.attack_constraint() == "bilevel" and len(plan.rows()) == 2
     no_clean = copy.deepcopy(default_config)
     del no_clean["attacks"]["none"]

@@ -35,9 +35,9 @@ def test_the_plan_has_a_row_per_experiment_of_the_method():
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     cfg.validate_config(config, REPO / "config" / "schemas")
     plan = undefended.Plan(config)
-    assert plan.rows() == [*(f"results/tables/rows/digits/{a}/undefended/undefended.tsv"
+    assert plan.rows() == [*(f"<results>/tables/rows/digits/{a}/undefended/undefended.tsv"
                              for a in ("none", "backdoor", "label_flip", "bilevel")),
-                           *(f"results/tables/rows/digits_binary/{a}/undefended/undefended.tsv"
+                           *(f"<results>/tables/rows/digits_binary/{a}/undefended/undefended.tsv"
                              for a in ("none", "four_pixel"))]  # beside RAB
     wc = SimpleNamespace(dataset="digits", attack="backdoor", defense="undefended")
     assert plan.row_keys(wc)["method"] == "undefended" and plan.row_params(wc)["epochs"] == 30
