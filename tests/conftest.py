@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 WORKFLOW_FILES = ["Snakefile", "rules", "scripts", "config", "envs", "profiles", "report"]
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1200,
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 2400,
               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the real ``snakemake`` of this environment in ``workdir`` (``env``: more environment variables)."""
     exe = Path(sys.executable).with_name("snakemake")

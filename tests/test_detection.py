@@ -181,7 +181,7 @@ def test_detection_through_the_workflow_on_digits(tmp_path):
     flagged = table[[f"flagged@label={t}" for t in range(10)]].to_numpy()
     assert (flagged == (counts.to_numpy() > 2)).all()
     assert (table["n_flagged"] == flagged.sum(axis=1)).all()
-    verdicts = pd.read_csv(work / stage.VERDICTS, sep="\t").set_index("level")
+    verdicts = pd.read_csv(work / stage.VERDICTS.replace("<results>", "results"), sep="\t").set_index("level")
     assert verdicts.loc["label", "n"] == 20 and verdicts.loc["model", "n"] == 2
     # What holds on digits at this size (the cluster counts do not separate the target label reliably,
     # see README): the robust model paints the trigger into the images it translates into the target.
