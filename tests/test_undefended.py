@@ -75,7 +75,7 @@ def test_undefended_through_the_workflow(tmp_path):
     table = results.wide(results.read_rows(work / "results/tables/all.tsv")).set_index("attack")
     assert set(table["method"]) == {"undefended"} and (table["n_test"] == 360).all()
     assert table.loc["none", "accuracy"] > 0.3
-    assert pd.isna(table.loc["none", "asr"])  # no trigger, no attack success rate
-    assert 0 <= table.loc["backdoor", "asr"] <= 1
+    assert pd.isna(table.loc["none", "asr"]) and pd.isna(table.loc["none", "asr_all"])  # no trigger, no rate
+    assert 0 <= table.loc["backdoor", "asr"] <= 1 and 0 <= table.loc["backdoor", "asr_all"] <= 1
     assert (work / "results/tables/undefended.tsv").exists()
     assert len(list((work / "results/models/digits/backdoor/plain").glob("*.pt"))) == 1

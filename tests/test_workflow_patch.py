@@ -120,7 +120,7 @@ def test_patch_smoothing_through_the_workflow(workflow_copy):
     assert len(table) == 2 * 2 * 3 and (table["n_test"] == 30).all()
     assert table["cert_acc@patch_size=1"].between(0, 1).all()
     backdoor = table[table["attack"] == "backdoor"]
-    assert backdoor["asr"].notna().all() and (backdoor["trigger_side"] == 3).all()
+    assert backdoor["asr"].notna().all() and backdoor["asr_all"].notna().all() and (backdoor["trigger_side"] == 3).all()
     attacked = table[table["certificate"] != "randomized"]
     assert attacked["undefended_attack_acc@patch_size=2"].between(0, 1).all()
     # no point certified against a 2×2 patch is broken by one
