@@ -175,6 +175,7 @@ def test_detection_through_the_workflow_on_digits(tmp_path):
     table = results.wide(results.read_rows(work / "results/tables/all.tsv")).set_index("attack")
     assert set(table["method"]) == {"detection"} and (table["accuracy"] > 0.9).all()
     assert (table["adversarial_accuracy"] > 0.6).all() and table.loc["localised", "asr"] > 0.5
+    assert table.loc["localised", "asr_all"] > 0.5 and pd.isna(table.loc["none", "asr_all"])
     assert pd.isna(table.loc["none", "true_target"]) and table.loc["localised", "true_target"] == 7
     counts = table[[f"clusters@label={t}" for t in range(10)]]
     assert (counts >= 1).all().all()

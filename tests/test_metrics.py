@@ -30,21 +30,42 @@ def test_median_certified_both_conventions():
     assert metrics.median_certified(np.zeros(0), np.zeros(0, bool)) == (-1, 0)
 
 
-def test_attack_success_of_the_aggregate_and_of_each_model():
-    assert metrics.attack_success_rate(np.array([7, 7, 1, 7]), 7) == 0.75
-    assert np.isnan(metrics.attack_success_rate(np.zeros(0), 7))
-    logits = np.zeros((2, 3, 4))
-    logits[0, :, 2] = 1  # image 0: every model says 2
-    logits[1, 0, 2] = logits[1, 1, 0] = logits[1, 2, 2] = 1
-    assert metrics.attack_success_per_model(logits, 2).tolist() == [1.0, 0.5, 1.0]
-    assert len(metrics.attack_success_per_model(np.zeros((0, 3, 4)), 2)) == 0
+def test_attack_success_with_and_without_the_target_class():
+    # triggered copies of six test images of true classes 0, 1, 2, 7, 7, 3 (target 7), predicted as
+    predict, label = np.array([7, 7, 2, 7, 1, 7]), np.array([0, 1, 2, 7, 7, 3])
+    assert metrics.non_target(label, 7).tolist() == [True, True, True, False, False, True]
+    assert metrics.attack_success_rate(predict, label, 7) == 0.75  # 3 of the 4 non-target images
+    assert metrics.attack_success_rate_all(predict, 7) == pytest.approx(4 / 6)  # the target's 7→7, 7→1 count too
+    assert metrics.trigger_metrics(predict, label, 7) == pytest.approx({"asr": 0.75, "asr_all": 4 / 6, "ra": 0.25})
+
+
+def test_attack_success_of_an_empty_denominator_is_nan_not_zero():
+    # only target-class images: asr and ra have no image to count, asr_all has two
+    only_target = metrics.trigger_metrics(np.array([7, 1]), np.array([7, 7]), 7)
+    assert np.isnan(only_target["asr"]) and np.isnan(only_target["ra"]) and only_target["asr_all"] == 0.5
+    # no triggered image at all (an attack without a trigger): every rate undefined
+    assert all(np.isnan(v) for v in metrics.trigger_metrics(np.zeros(0), np.zeros(0), -1).values())
+    assert len(metrics.attack_success_per_model(np.zeros((2, 3, 4)), np.array([2, 2]), 2)) == 0
+
+
+def test_attack_success_of_each_model_leaves_out_the_target_class():
+    logits = np.zeros((3, 3, 4))
+    logits[0, :, 2] = 1  # image 0 (class 1): every model says 2
+    logits[1, 0, 2] = logits[1, 1, 0] = logits[1, 2, 2] = 1  # image 1 (class 0): models 0 and 2 say 2
+    logits[2, :, 3] = 1  # image 2 is of the target class 2: left out, whatever the models say
+    assert metrics.attack_success_per_model(logits, np.array([1, 0, 2]), 2).tolist() == [1.0, 0.5, 1.0]
+    assert len(metrics.attack_success_per_model(np.zeros((0, 3, 4)), np.zeros(0), 2)) == 0
 
 
 def test_robust_accuracy_and_its_certified_version():
-    predict, label, radius = np.array([0, 1, 7, 2]), np.array([0, 1, 2, 2]), np.array([3, 1, 5, 2])
-    assert metrics.robust_accuracy(predict, label) == 0.75
-    assert metrics.certified_robust_accuracy(predict, label, radius, budget=2) == 0.5  # idx 0 and 3
-    assert np.isnan(metrics.robust_accuracy([], [])) and np.isnan(metrics.certified_robust_accuracy([], [], [], 1))
+    # four non-target images (target 7) and one of class 7 that must not count
+    predict, label, radius = np.array([0, 1, 7, 2, 7]), np.array([0, 1, 2, 2, 7]), np.array([3, 1, 5, 2, 9])
+    assert metrics.robust_accuracy(predict, label, 7) == 0.75  # idx 0, 1, 3
+    assert metrics.certified_robust_accuracy(predict, label, radius, 2, 7) == 0.5  # idx 0 and 3
+    # a budget per image, counted strictly (as RAB): idx 1 and 3
+    assert metrics.certified_robust_accuracy(predict, label, radius, np.array([3, 0, 0, 0, 0]), 7, strict=True) == 0.5
+    assert np.isnan(metrics.robust_accuracy([], [], 7)) and np.isnan(metrics.certified_robust_accuracy([], [], [], 1, 7))
+    assert np.isnan(metrics.robust_accuracy([7], [7], 7))
 
 
 def test_der_and_rir_as_backdoorbench_defines_them():

@@ -79,12 +79,15 @@ def test_attacks_are_deterministic_for_a_seed():
     assert np.array_equal(a.index, b.index)
 
 
-def test_triggered_test_set_leaves_out_the_target_class():
+def test_triggered_test_set_has_every_class_the_target_included():
     x, y = _training_set(50)
     result = poison.generate_poison({"type": "backdoor", "preset": "localised", "value": 1.0, "target": 7,
                                      "fraction": 0.1}, x, y, 0)
     index, images = poison.triggered_test_set(result, x, y)
-    assert np.all(y[index] != 7) and len(index) == 45 and np.all(images[:, 0, 24:27, 24:27] == 255)
+    assert index.tolist() == list(range(50)) and (y[index] == 7).sum() == 5  # 45 non-target images, as before
+    assert np.all(images[:, 0, 24:27, 24:27] == 255)
+    none = poison.generate_poison({"type": "none"}, x, y, 0)
+    assert len(poison.triggered_test_set(none, x, y)[0]) == 0
 
 
 def test_poison_file_round_trip_and_checks(tmp_path):

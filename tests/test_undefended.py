@@ -46,15 +46,16 @@ def test_the_plan_has_a_row_per_experiment_of_the_method():
 def test_accuracy_and_attack_success_of_the_one_model(tmp_path):
     logits = np.zeros((4, 1, 3))
     logits[[0, 1, 2, 3], 0, [0, 1, 2, 0]] = 1.0  # predicts 0, 1, 2, 0
-    triggered = np.zeros((3, 1, 3))
-    triggered[[0, 1, 2], 0, [2, 2, 1]] = 1.0  # target 2: two of three
+    triggered = np.zeros((4, 1, 3))
+    triggered[[0, 1, 2, 3], 0, [2, 2, 2, 1]] = 1.0  # target 2: two of the three non-target images
     labels = np.array([0, 1, 2, 1])
     save_scores(tmp_path / "scores.npz", {
         "logits": logits, "labels": labels, "base_accuracy": np.array([0.75]), "triggered_logits": triggered,
-        "triggered_index": np.array([0, 1, 3]), "target": np.int64(2)})
+        "triggered_index": np.arange(4), "target": np.int64(2)})
     undefended.summarize_undefended(str(tmp_path / "scores.npz"), str(tmp_path / "rows.tsv"), KEYS, {"arch": "x"})
     row = results.wide(results.read_rows(tmp_path / "rows.tsv")).iloc[0]
     assert row["accuracy"] == 0.75 and row["asr"] == pytest.approx(2 / 3) and row["n_test"] == 4
+    assert row["asr_all"] == pytest.approx(3 / 4)  # the target-class image 2, predicted 2, counts too
     assert row["ra"] == pytest.approx(1 / 3)  # triggered images of labels 0, 1, 1 predicted 2, 2, 1
 
 
@@ -74,7 +75,7 @@ def test_undefended_through_the_workflow(tmp_path):
     table = results.wide(results.read_rows(work / "results/tables/all.tsv")).set_index("attack")
     assert set(table["method"]) == {"undefended"} and (table["n_test"] == 360).all()
     assert table.loc["none", "accuracy"] > 0.3
-    assert pd.isna(table.loc["none", "asr"])  # no trigger, no attack success rate
-    assert 0 <= table.loc["backdoor", "asr"] <= 1
+    assert pd.isna(table.loc["none", "asr"]) and pd.isna(table.loc["none", "asr_all"])  # no trigger, no rate
+    assert 0 <= table.loc["backdoor", "asr"] <= 1 and 0 <= table.loc["backdoor", "asr_all"] <= 1
     assert (work / "results/tables/undefended.tsv").exists()
     assert len(list((work / "results/models/digits/backdoor/plain").glob("*.pt"))) == 1

@@ -98,6 +98,19 @@ def test_tiny_mnist_through_the_whole_chain_and_deterministic_after_a_kill(workf
     assert (workflow_copy / "results/tables/all.tsv").read_text() == first
 
 
+def _assert_asr_all_beside_asr(tidy: pd.DataFrame, digits_labels: np.ndarray) -> None:
+    """Every result with an ``asr`` has an ``asr_all`` (every method with a trigger), and on digits
+    (target 7) asr_all = (1 − s)·asr + s·a with s the target class's share of the test set, a in [0, 1]
+    (for the methods on the whole test set: patch smoothing certifies every 3rd point)."""
+    rates = tidy[tidy["metric"].isin(["asr", "asr_all"])].pivot_table(
+        index=["dataset", "attack", "defense", "certificate", "params"], columns="metric", values="value")
+    assert rates.notna().all().all()
+    assert set(rates.index.get_level_values("defense")) == {"dpa", "fa", "undefended", "robust", "patch", "rab"}
+    digits, share = rates.xs("digits", level="dataset").drop("patch", level="defense"), float((digits_labels == 7).mean())
+    a = (digits["asr_all"] - (1 - share) * digits["asr"]) / share
+    assert a.between(-1e-9, 1 + 1e-9).all()
+
+
 def test_default_config_end_to_end(workflow_copy):
     """The README's main job (`make run`): every defense of the default config, on 2 cores."""
     snakemake(workflow_copy, "--cores", "2", "--resources", "gpu=1", "--", "all")
@@ -123,6 +136,8 @@ def test_default_config_end_to_end(workflow_copy):
     assert 0 <= dpa.loc["backdoor", "asr"] <= 1 and pd.isna(dpa.loc["none", "asr"])
     assert dpa.loc["backdoor", "poison_size"] == 2 * round(0.02 * 1257)
     assert dpa.loc["backdoor", "certified_ra"] <= dpa.loc["backdoor", "ra"] <= 1 - dpa.loc["backdoor", "asr"]
+    assert pd.isna(dpa.loc["none", "asr_all"])
+    _assert_asr_all_beside_asr(tidy, np.load(workflow_copy / "results/data/digits/split.npz")["y_test"])
 
     compared = tidy[tidy["metric"].isin(["der", "rir"])]
     # the attacks with a trigger and an undefended model: the backdoor on digits, RAB's four pixels on 6 vs 8

@@ -82,7 +82,8 @@ def test_a_trigger_side_is_the_square_that_covers_it():
 def test_rows_of_a_certify_tsv(tmp_path):
     rows = [  # idx label triggered rule predict certified_class certified_patch base_correct
         (0, 1, 0, "top_one", 1, 1, 3, 0.5), (1, 2, 0, "top_one", 2, 2, 1, 0.75), (2, 0, 0, "top_one", 1, 1, 2, 0.25),
-        (0, 1, 1, "top_one", 1, 1, 3, 0.5), (1, 2, 1, "top_one", 7, 7, 1, 0.0)]
+        (3, 7, 0, "top_one", 7, 7, 3, 1.0),  # of the target class 7
+        (0, 1, 1, "top_one", 1, 1, 3, 0.5), (1, 2, 1, "top_one", 7, 7, 1, 0.0), (3, 7, 1, "top_one", 7, 7, 3, 1.0)]
     frame = pd.DataFrame(rows, columns=["idx", "label", "triggered", "rule", "predict", "certified_class",
                                         "certified_patch", "base_correct"]).assign(count_0=0)
     write_tsv(frame, tmp_path / "certify.tsv")
@@ -96,10 +97,11 @@ def test_rows_of_a_certify_tsv(tmp_path):
     patch.summarize_patch(str(tmp_path / "certify.tsv"), str(tmp_path / "poison.npz"), [], str(tmp_path / "rows.tsv"),
                           keys, {"ablation": "band_s2"}, {"top_one": {}}, [1, 2, 3])
     row = results.wide(results.read_rows(tmp_path / "rows.tsv")).iloc[0]
-    assert row["certificate"] == "top_one" and row["n_test"] == 3
-    assert row["accuracy"] == pytest.approx(2 / 3) and row["base_accuracy"] == pytest.approx(0.5)
-    assert [row[f"cert_acc@patch_size={m}"] for m in (1, 2, 3)] == pytest.approx([2 / 3, 1 / 3, 1 / 3])
-    assert row["asr"] == 0.5 and row["ra"] == 0.5 and row["trigger_side"] == 3
+    assert row["certificate"] == "top_one" and row["n_test"] == 4
+    assert row["accuracy"] == pytest.approx(3 / 4) and row["base_accuracy"] == pytest.approx(0.625)
+    assert [row[f"cert_acc@patch_size={m}"] for m in (1, 2, 3)] == pytest.approx([3 / 4, 2 / 4, 2 / 4])
+    assert row["asr"] == 0.5 and row["ra"] == 0.5 and row["trigger_side"] == 3  # the target-class copy left out
+    assert row["asr_all"] == pytest.approx(2 / 3)  # … and counted
     assert row["certified_ra"] == 0.5 and row["trigger_within_certified"] == 0.5
 
 
@@ -118,7 +120,7 @@ def test_patch_smoothing_through_the_workflow(workflow_copy):
     assert len(table) == 2 * 2 * 3 and (table["n_test"] == 30).all()
     assert table["cert_acc@patch_size=1"].between(0, 1).all()
     backdoor = table[table["attack"] == "backdoor"]
-    assert backdoor["asr"].notna().all() and (backdoor["trigger_side"] == 3).all()
+    assert backdoor["asr"].notna().all() and backdoor["asr_all"].notna().all() and (backdoor["trigger_side"] == 3).all()
     attacked = table[table["certificate"] != "randomized"]
     assert attacked["undefended_attack_acc@patch_size=2"].between(0, 1).all()
     # no point certified against a 2×2 patch is broken by one

@@ -3,8 +3,8 @@
 A certificate TSV (``results/certify/…/<variant>.tsv``) has one row per test point:
 ``idx label predict radius correct`` where ``radius`` is the certified number of training-set
 insertions/deletions the prediction survives and ``correct`` is 1 when ``predict == label``.
-``<variant>.triggered.tsv`` has the same columns for the triggered test images plus ``target``
-(header only when the attack has no trigger).
+``<variant>.triggered.tsv`` has the same columns for the triggered copies of all test images (the
+target class's too) plus ``target`` (header only when the attack has no trigger).
 """
 
 from __future__ import annotations
@@ -55,11 +55,11 @@ def summarize(frame: pd.DataFrame, triggered: pd.DataFrame, base_accuracy: np.nd
         "certified_vs_attack": (float(metrics.certified_accuracy(frame["radius"], frame["correct"], [poison_size])[0])
                                 if poison_size else np.nan),
     }
-    row["asr"] = metrics.attack_success_rate(triggered["predict"], int(triggered["target"].iloc[0])) if len(triggered) else np.nan
+    target = int(triggered["target"].iloc[0]) if len(triggered) else -1
+    row |= metrics.trigger_metrics(triggered["predict"], triggered["label"], target)
     row["asr_base_mean"] = float(np.mean(base_asr)) if len(base_asr) else np.nan
-    row["ra"] = metrics.robust_accuracy(triggered["predict"], triggered["label"])
     row["certified_ra"] = metrics.certified_robust_accuracy(triggered["predict"], triggered["label"],
-                                                            triggered["radius"], poison_size)
+                                                            triggered["radius"], poison_size, target)
     return row
 
 
@@ -78,4 +78,7 @@ def load_scores(path: str | Path, models: int | None = None) -> dict[str, np.nda
         raise ArtifactError(f"{path}: logits {logits.shape} and labels {labels.shape} do not match")
     if trig.ndim != 3 or trig.shape[1:] != logits.shape[1:] or len(scores["triggered_index"]) != len(trig):
         raise ArtifactError(f"{path}: triggered logits {trig.shape} do not match logits {logits.shape}")
+    if len(trig) and not np.array_equal(scores["triggered_index"], np.arange(len(labels))):
+        raise ArtifactError(f"{path}: the triggered test set must be the whole test set, target class included "
+                            f"({len(trig)} of {len(labels)} points): score it again")
     return scores

@@ -2,7 +2,9 @@
 
 A prediction is correct when it equals the label; an abstention (:data:`ABSTAIN`) is never correct.
 A certified radius counts at r when it is ≥ r (> r with ``strict``, as RAB counts). Shares are over
-all the points given.
+all the points given, except that the backdoor metrics take the whole triggered test set (every class)
+and count in ``asr``, ``ra`` and ``certified_ra`` only the images whose true class is not the target
+(:func:`non_target`). A share of no points is NaN, never 0: the metric is undefined there.
 """
 
 from __future__ import annotations
@@ -44,32 +46,64 @@ def median_certified(radius: np.ndarray, correct: np.ndarray) -> tuple[int, int]
     return largest, largest + 1
 
 
-def attack_success_rate(predictions: np.ndarray, target: int) -> float:
-    """Share of triggered images predicted as the target (NaN for no images)."""
-    predictions = np.asarray(predictions)
-    return float((predictions == target).mean()) if len(predictions) else float("nan")
+def non_target(labels: np.ndarray, target: int) -> np.ndarray:
+    """Which triggered test images count in ``asr``, ``ra`` and ``certified_ra``: those whose true class
+    is not the attack's target."""
+    return np.asarray(labels) != target
 
 
-def attack_success_per_model(triggered_logits: np.ndarray, target: int) -> np.ndarray:
-    """The attack success rate of each model of a score matrix [n, models, classes] (empty for no images)."""
-    if len(triggered_logits) == 0:
+def attack_success_rate(predictions: np.ndarray, labels: np.ndarray, target: int) -> float:
+    """ASR (BackdoorBench's): among the triggered images whose true class is not the target, the share
+    predicted as the target. NaN when there is no such image (no trigger, or only target-class images)."""
+    keep = non_target(labels, target)
+    return _share(np.asarray(predictions)[keep] == target)
+
+
+def attack_success_rate_all(predictions: np.ndarray, target: int) -> float:
+    """ASR with the target class (TrojanZoo's, our ``asr_all``): among all triggered images, target-class
+    images included, the share predicted as the target. NaN when there is no triggered image (no trigger)."""
+    return _share(np.asarray(predictions) == target)
+
+
+def attack_success_per_model(triggered_logits: np.ndarray, labels: np.ndarray, target: int) -> np.ndarray:
+    """The ``asr`` of each model of a score matrix [n, models, classes] on triggered images of these
+    ``labels`` (empty when no image is of a class other than the target)."""
+    logits = np.asarray(triggered_logits)[non_target(labels, target)]
+    if len(logits) == 0:
         return np.zeros(0)
-    return (triggered_logits.argmax(axis=2) == target).mean(axis=0)
+    return (logits.argmax(axis=2) == target).mean(axis=0)
 
 
-def robust_accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
-    """RA: share of triggered non-target images predicted as their true label (NaN for no images)."""
-    predictions, labels = np.asarray(predictions), np.asarray(labels)
-    return float((predictions == labels).mean()) if len(predictions) else float("nan")
+def robust_accuracy(predictions: np.ndarray, labels: np.ndarray, target: int) -> float:
+    """RA: among the triggered images whose true class is not the target, the share predicted as their
+    true label. NaN when there is no such image."""
+    keep = non_target(labels, target)
+    return _share(np.asarray(predictions)[keep] == np.asarray(labels)[keep])
 
 
 def certified_robust_accuracy(predictions: np.ndarray, labels: np.ndarray, radius: np.ndarray,
-                              budget: float) -> float:
-    """Share of triggered non-target images predicted as their true label and certified for ≥ ``budget``."""
-    predictions, labels, radius = np.asarray(predictions), np.asarray(labels), np.asarray(radius, dtype=float)
-    if not len(predictions):
-        return float("nan")
-    return float(((predictions == labels) & (radius >= budget)).mean())
+                              budget: float | np.ndarray, target: int, strict: bool = False) -> float:
+    """Among the triggered images whose true class is not the target, the share predicted as their true
+    label with a radius ≥ ``budget`` (> with ``strict``; ``budget`` one number or one per image). NaN when
+    there is no such image."""
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    radius, budget = np.asarray(radius, dtype=float), np.broadcast_to(np.asarray(budget, dtype=float), labels.shape)
+    keep = non_target(labels, target)
+    holds = radius > budget if strict else radius >= budget
+    return _share(((predictions == labels) & holds)[keep])
+
+
+def trigger_metrics(predictions: np.ndarray, labels: np.ndarray, target: int) -> dict[str, float]:
+    """``asr``, ``asr_all`` and ``ra`` of one classifier's predictions on the triggered test images of
+    these true ``labels`` (every class, the target's included)."""
+    return {"asr": attack_success_rate(predictions, labels, target),
+            "asr_all": attack_success_rate_all(predictions, target),
+            "ra": robust_accuracy(predictions, labels, target)}
+
+
+def _share(hits: np.ndarray) -> float:
+    """The share of true entries; NaN (not 0) for none: the metric is undefined."""
+    return float(hits.mean()) if len(hits) else float("nan")
 
 
 def defense_effectiveness_rate(asr_undefended: float, acc_undefended: float, asr: float, acc: float) -> float:

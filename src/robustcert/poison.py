@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from robustcert import metrics
 from robustcert.artifacts import Array, ArtifactError, NpzFormat
 from robustcert.data import Split, load_split
 
@@ -166,11 +167,13 @@ def generate_poison(spec: Mapping[str, Any], x_train: np.ndarray, y_train: np.nd
 
 def triggered_test_set(poison: Poison, x_test: np.ndarray, y_test: np.ndarray
                        ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of test images not of the target class, and their triggered copies."""
+    """The triggered test set: the indices of all test images, of every class (the target's included, for
+    ``asr_all``; the other metrics keep :func:`robustcert.metrics.non_target` ones), and their triggered
+    copies. Empty without a trigger."""
     if poison.trigger is None:
         return np.zeros(0, np.int64), x_test[:0]
-    index = np.flatnonzero(y_test != poison.target)
-    return index, poison.trigger.apply(x_test[index])
+    index = np.arange(len(y_test), dtype=np.int64)
+    return index, poison.trigger.apply(x_test)
 
 
 def save_poison(path: str | Path, poison: Poison) -> None:
@@ -292,6 +295,8 @@ def budget(poison: Poison, split: Split, target: int | None) -> dict[str, float]
 
 def _trigger_size(poison: Poison, split: Split) -> dict[str, float]:
     index, triggered = triggered_test_set(poison, split.x_test, split.y_test)
+    keep = metrics.non_target(split.y_test[index], poison.target)
+    index, triggered = index[keep], triggered[keep]
     if poison.trigger is None or not len(index):
         return {"trigger_area": float("nan"), "trigger_l2": float("nan"), "trigger_linf": float("nan")}
     change = (triggered.astype(np.float64) - split.x_test[index]).reshape(len(index), -1) / 255

@@ -101,13 +101,10 @@ def certified_accuracy(radius: np.ndarray, correct: np.ndarray, at: Sequence[flo
 
 
 def certified_robust_accuracy(predictions: np.ndarray, labels: np.ndarray, radius: np.ndarray,
-                              needed: np.ndarray) -> float:
+                              needed: np.ndarray, target: int) -> float:
     """Share of triggered non-target test inputs predicted as their true label with a radius larger than
     ``needed``, the L2 norm of each one's total trigger (training-set change and test trigger together)."""
-    predictions, labels = np.asarray(predictions), np.asarray(labels)
-    if not len(predictions):
-        return float("nan")
-    return float(((predictions == labels) & (np.asarray(radius) > np.asarray(needed))).mean())
+    return metrics.certified_robust_accuracy(predictions, labels, radius, needed, target, strict=True)
 
 
 def total_trigger_norms(poison: Poison, split: Split) -> tuple[float, np.ndarray]:

@@ -2,9 +2,9 @@
 
 ``scores.npz`` (written and read by :mod:`robustcert.evaluate`) holds ``logits`` [n_test, m, C] (column j = the model of subset j, whatever order
 the shard files come in), ``labels`` [n_test], ``base_accuracy`` [m] on the clean test set, and,
-for attacks with a trigger, ``triggered_logits`` [n_t, m, C] on the triggered copies of the test
-images ``triggered_index`` (those not of class ``target``). Without a trigger these are empty and
-``target`` is −1.
+for attacks with a trigger, ``triggered_logits`` [n_test, m, C] on the triggered copies of the test
+images ``triggered_index`` (all of them, those of class ``target`` too:
+:func:`robustcert.poison.triggered_test_set`). Without a trigger these are empty and ``target`` is −1.
 
 With a :class:`ScoringNoise` (RAB) every model sees the test images plus its own fixed noise draw; a
 triggered copy carries the same draw as its clean image.

@@ -97,7 +97,8 @@ def summarize_certificates(scores_path: str, poison_path: str, clean_path: str, 
     triggered = evaluate.TRIGGERED_CERTIFICATE.read(triggered_path, rows=len(scores["triggered_index"]))
     summary = evaluate.summarize(
         clean, triggered, scores["base_accuracy"],
-        metrics.attack_success_per_model(scores["triggered_logits"], int(scores["target"])),
+        metrics.attack_success_per_model(scores["triggered_logits"], scores["labels"][scores["triggered_index"]],
+                                         int(scores["target"])),
         attack.symmetric_difference,
     )
     numbers = [Metric(name, value) for name, value in summary.items()]

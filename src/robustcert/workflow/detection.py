@@ -225,11 +225,13 @@ def summarize_detection(scores_path: str, adversarial_path: str, clusters_path: 
     adversarial = evaluate.PREDICTIONS.read(adversarial_path, rows=len(scores["labels"]))
     clusters = CLUSTERS_TSV.read(clusters_path, rows=scores["logits"].shape[2])
     target = int(scores["target"])
-    success = metrics.attack_success_per_model(scores["triggered_logits"], target)
+    triggered = scores["triggered_logits"][:, 0].argmax(axis=1)
+    true_labels = scores["labels"][scores["triggered_index"]]
     flagged = clusters.loc[clusters["flagged"] == 1, "label"].tolist()
     numbers = [Metric("n_test", len(scores["labels"])), Metric("accuracy", float(scores["base_accuracy"][0])),
                Metric("adversarial_accuracy", float(adversarial["correct"].mean())),
-               Metric("asr", float(success[0]) if len(success) else float("nan")),
+               Metric("asr", metrics.attack_success_rate(triggered, true_labels, target)),
+               Metric("asr_all", metrics.attack_success_rate_all(triggered, target)),
                *on_axis("clusters", "label", clusters["label"], clusters["clusters"]),
                *on_axis("flagged", "label", clusters["label"], clusters["flagged"]),
                Metric("n_flagged", len(flagged)), Metric("detected", float(bool(flagged))),

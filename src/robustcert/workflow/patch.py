@@ -6,7 +6,7 @@ defense.
 
 Certify TSVs (one row per test point, copy and rule) have the columns ``idx label triggered rule predict
 certified_class certified_patch base_correct count_0 … count_{C−1}``: ``triggered`` 1 for the
-triggered copy of a non-target test point (attacks with a trigger), ``rule`` the certificate
+triggered copy of a test point, of any class (attacks with a trigger), ``rule`` the certificate
 (``theta_<θ>``, ``top_one``, ``randomized``), ``predict`` the smoothed prediction (−1: abstain),
 ``certified_class`` the class the certificate is about, ``certified_patch`` the largest patch side it is
 certified for (0: none), ``base_correct`` the share of positions whose base prediction is the label,
@@ -246,8 +246,8 @@ def gather_patch(shard_paths: Sequence[str], output: str) -> None:
 
 def certify_patch(model_path: str, split_path: str, poison_path: str, output: str, settings: Mapping[str, Any],
                   seed: int, shard: int, device: str, threads: int) -> None:
-    """Certify the test points of one shard (and the triggered copies of its non-target points) under
-    every voting rule; the largest certified patch size of each."""
+    """Certify the test points of one shard (and their triggered copies) under every voting rule; the
+    largest certified patch size of each."""
     target = compute_prologue(threads, device)
     import pandas as pd
     import torch
@@ -345,7 +345,7 @@ def _attack_frame(points: np.ndarray, labels: Any, patch_size: int, names: Seque
 
 
 def _copies(split: Any, attack: Any, points: np.ndarray, triggered_test_set: Any) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(test indices, images): the shard's clean points, then the triggered copies of its non-target points."""
+    """(test indices, images): the shard's clean points, then their triggered copies."""
     copies = [(points, split.x_test[points])]
     if attack.trigger is not None:
         index, triggered = triggered_test_set(attack, split.x_test[points], split.y_test[points])
@@ -369,8 +369,9 @@ def summarize_patch(certify_path: str, poison_path: str, attack_paths: Sequence[
                     patch_sizes: Sequence[int]) -> None:
     """The results rows of one ablation, one certificate per voting rule: clean accuracy of the smoothed
     and of the base classifier, certified accuracy against the patch size and, for an attack with a
-    trigger, attack success rate, robust accuracy, and the robust accuracy certified for the trigger's
-    size (a trigger is a patch: its side is that of the square that covers it). With the empirical patch
+    trigger, attack success rate (without and with the target class), robust accuracy, and the robust
+    accuracy certified for the trigger's size (a trigger is a patch: its side is that of the square that
+    covers it). With the empirical patch
     attack (``attack_paths``: none or one TSV), its accuracy beside the certified accuracy on the same
     points, and the undefended model's."""
     from robustcert import metrics
@@ -430,12 +431,13 @@ def _trigger_metrics(triggered: Any, target: int, side: int) -> list[Metric]:
 
     predictions, labels = triggered["predict"].to_numpy(), triggered["label"].to_numpy()
     certified = triggered["certified_patch"].to_numpy()
-    return [Metric("asr", metrics.attack_success_rate(predictions, target)),
-            Metric("ra", metrics.robust_accuracy(predictions, labels)),
+    counted = metrics.non_target(labels, target)
+    return [*(Metric(name, value) for name, value in metrics.trigger_metrics(predictions, labels, target).items()),
             Metric("certified_ra", metrics.certified_robust_accuracy(triggered["certified_class"].to_numpy(), labels,
-                                                                     certified, side)),
+                                                                     certified, side, target)),
             Metric("trigger_side", side),
-            Metric("trigger_within_certified", float((certified >= side).mean()) if len(certified) else float("nan"))]
+            Metric("trigger_within_certified", float((certified[counted] >= side).mean()) if counted.any()
+                   else float("nan"))]
 
 
 def plot_patch(certify_paths: Sequence[str], curves: Sequence[Mapping[str, str]], title: str,

@@ -145,18 +145,19 @@ def summarize_rab(split_path: str, poison_path: str, scores_path: str, clean_pat
     if len(needed) != len(triggered) or not np.array_equal(triggered["idx"], scores["triggered_index"]):
         raise ValueError(f"{triggered_path}: the triggered test points do not match the attack {poison_path}")
     target = int(scores["target"])
-    total = float(np.mean(needed)) if len(needed) else float("nan")
+    counted = metrics.non_target(triggered["label"], target)
+    total = float(np.mean(needed[counted])) if counted.any() else float("nan")
     numbers = [Metric("n_test", len(clean)), Metric("accuracy", float(clean["correct"].mean())),
                Metric("base_accuracy_mean", float(np.mean(scores["base_accuracy"]))),
                Metric("certified_ratio", float((clean["radius"] > 0).mean())),
                Metric("poison_samples", len(attack.index)), Metric("poison_l2_train", training_l2),
                Metric("total_trigger_l2", total),
                Metric("certified_vs_attack", float(rab.certified_accuracy(clean["radius"], clean["correct"], [total])[0])
-                      if len(needed) else float("nan")),
-               Metric("asr", metrics.attack_success_rate(triggered["predict"], target)),
-               Metric("ra", metrics.robust_accuracy(triggered["predict"], triggered["label"])),
+                      if counted.any() else float("nan")),
+               *(Metric(name, value) for name, value in
+                 metrics.trigger_metrics(triggered["predict"], triggered["label"], target).items()),
                Metric("certified_ra", rab.certified_robust_accuracy(triggered["predict"], triggered["label"],
-                                                                    triggered["radius"], needed))]
+                                                                    triggered["radius"], needed, target))]
     numbers += on_axis("cert_acc", rab.AXIS, radii, rab.certified_accuracy(clean["radius"], clean["correct"], radii))
     write_rows(output, tidy_rows(keys, params, numbers))
 

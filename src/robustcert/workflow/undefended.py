@@ -46,15 +46,14 @@ class Plan:
 
 def summarize_undefended(scores_path: str, output: str, keys: Mapping[str, str], params: Mapping[str, Any]) -> None:
     """The results rows of the one model: test accuracy and, where the attack has a trigger, attack success
-    rate and robust accuracy on the triggered non-target test images."""
+    rate (without and with the target class) and robust accuracy on the triggered test images."""
     from robustcert import evaluate, metrics
 
     scores = evaluate.load_scores(scores_path, models=1)
     triggered = scores["triggered_logits"][:, 0].argmax(axis=1)
     target, true_labels = int(scores["target"]), scores["labels"][scores["triggered_index"]]
     numbers = [Metric("n_test", len(scores["labels"])), Metric("accuracy", float(scores["base_accuracy"][0])),
-               Metric("asr", metrics.attack_success_rate(triggered, target)),
-               Metric("ra", metrics.robust_accuracy(triggered, true_labels))]
+               *(Metric(name, value) for name, value in metrics.trigger_metrics(triggered, true_labels, target).items())]
     write_rows(output, tidy_rows(keys, params, numbers))
 
 
