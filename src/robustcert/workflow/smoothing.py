@@ -260,17 +260,16 @@ def train_smoothed(split_path: str, poison_path: str, output: str, recipe: Mappi
     Gaussian augmentation, MACER or SmoothAdv); a file-backed training set (ImageNet) is read from its
     files by ``threads`` loader workers, under the ImageFolder training transform."""
     target = compute_prologue(threads, device)
-    from robustcert import data, imagefolder, partition, train
-    from robustcert.poison import load_poisoned_training_set
+    from robustcert import imagefolder, partition, train
+    from robustcert.poison import load_split_and_poison
 
     cfg = training_config(recipe, seed)
-    split = data.load_split(split_path)
+    split, attack = load_split_and_poison(split_path, poison_path)
     spec = train.ModelSpec.for_split(recipe["arch"], split)
     if isinstance(split.x_train, imagefolder.ImageFiles):
         from robustcert.artifacts import ArtifactError
-        from robustcert.poison import load_poison
 
-        if len(load_poison(poison_path, len(split.y_train), split.image_shape).index):
+        if len(attack.index):
             raise ArtifactError(f"{poison_path}: changes training images of a file-backed split, which only "
                                 "attacks of type none can train on")
         split.x_train.check()
@@ -278,7 +277,7 @@ def train_smoothed(split_path: str, poison_path: str, output: str, recipe: Mappi
                                      imagefolder.MEAN, imagefolder.STD)
         train.save_shard(output, spec, [0], [state])
         return
-    _, _, x, y = load_poisoned_training_set(split_path, poison_path)
+    x, y = attack.apply(split.x_train, split.y_train)
     whole = partition.assign("whole", x, y, k=1)
     states = train.train_shard(x, y, whole, [0], spec, cfg, target)
     train.save_shard(output, spec, [0], states)
