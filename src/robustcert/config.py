@@ -136,7 +136,8 @@ def check_values(config: Config) -> None:
 def file_source_problems(config: Config) -> list[str]:
     """What a file-backed dataset (ImageNet, robustcert.imagefolder) cannot do: the transform sizes
     ``resize``/``crop`` belong to it alone (crop ≤ resize); no class subsets; it is certified by
-    randomized smoothing trained here (its own crops and flips, so no crop_padding or flip), on clean data."""
+    randomized smoothing (trained here with its own crops and flips, so no crop_padding or flip, or a
+    released checkpoint), on clean data."""
     from robustcert.data import FILE_SOURCES
 
     problems = []
@@ -158,11 +159,10 @@ def file_source_problems(config: Config) -> list[str]:
         if attack["type"] != "none":
             problems.append(f"{where} trains on clean data only: attack {cell.attack!r} is of type "
                             f"{attack['type']!r}, use an attack of type none")
-        if defense["method"] != "smoothing" or defense.get("checkpoint"):
-            problems.append(f"{where} is certified by randomized smoothing trained here only: defense "
-                            f"{cell.defense!r} is {defense['method']!r}" + (" with a released checkpoint"
-                                                                         if defense.get("checkpoint") else ""))
-        elif defense["train"].get("crop_padding") or defense["train"].get("flip"):
+        if defense["method"] != "smoothing":
+            problems.append(f"{where} is certified by randomized smoothing only: defense {cell.defense!r} is "
+                            f"{defense['method']!r}")
+        elif not defense.get("checkpoint") and (defense["train"].get("crop_padding") or defense["train"].get("flip")):
             problems.append(f"{where}: defenses.{cell.defense}.train.crop_padding/flip do not apply, the ImageFolder "
                             "training transform crops and flips (RandomResizedCrop, RandomHorizontalFlip)")
     return problems
