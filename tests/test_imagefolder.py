@@ -133,3 +133,17 @@ def test_config_checks_of_a_file_backed_dataset():
     for named in ("datasets.digits.crop", "datasets.imagenet.classes", "attack 'flip' is of type 'label_flip'",
                   "defense 'dpa' is 'dpa'", "defenses.smoothing.train.crop_padding/flip do not apply"):
         assert named in problems
+
+
+def test_a_released_resnet50_is_imported_for_a_file_backed_split(split_path, tmp_path):
+    from robustcert import released
+    from robustcert.workflow.smoothing import import_released
+
+    torch.manual_seed(0)
+    ours = build_model("imagenet_resnet50", 3, 3, 8, imagefolder.MEAN, imagefolder.STD)
+    torch.save(released.as_released("imagenet_resnet50", ours.state_dict()), tmp_path / "checkpoint.pth.tar")
+    import_released(str(tmp_path / "checkpoint.pth.tar"), str(split_path), str(tmp_path / "model.pt"))
+    spec, _, (model,) = train.load_shard(str(tmp_path / "model.pt"))
+    assert (spec.arch, spec.num_classes, spec.image_size) == ("imagenet_resnet50", 3, 8)
+    x = torch.rand(2, 3, 8, 8)
+    assert torch.allclose(model(x), ours.eval()(x), atol=1e-5)
