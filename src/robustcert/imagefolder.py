@@ -248,6 +248,8 @@ def load_file_split(path: str | Path) -> dict[str, Any]:
         files, sizes, labels = arrays[f"{part}_files"], arrays[f"{part}_sizes"], arrays[f"y_{part}"]
         if not len(files) == len(sizes) == len(labels):
             raise ArtifactError(f"{path}: {part}: {len(files)} files, {len(sizes)} sizes and {len(labels)} labels")
+        if len(labels) and labels.max() >= len(arrays["classes"]):
+            raise ArtifactError(f"{path}: {part}: labels up to {labels.max()}, but {len(arrays['classes'])} classes")
         digests = arrays["test_digests"] if part == "test" else None
         fields[f"x_{part}"] = ImageFiles(root, files, sizes, crop, resize, digests)
         fields[f"y_{part}"] = labels
