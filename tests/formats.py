@@ -54,3 +54,24 @@ def write_cifar10(root: Path, per_batch: int = 20, n_test: int = 20, seed: int =
             pickle.dump({"data": data, "labels": labels.tolist(), "batch_label": name}, handle)
     with open(folder / "batches.meta", "wb") as handle:
         pickle.dump({"label_names": [f"class{c}" for c in range(10)], "num_cases_per_batch": per_batch}, handle)
+
+
+def write_image_folder(root: Path, classes: tuple[str, ...] = ("n02", "n01", "n03"), train_per_class: int = 6,
+                       val_per_class: int = 2, size: tuple[int, int] = (20, 16), seed: int = 0) -> Path:
+    """``root/imagenet/{train,val}/<class>/<image>`` (ImageNet's ImageFolder layout): small RGB images,
+    JPEG and PNG alternately, whose colour is their class (a tiny model learns them under noise and
+    random crops); the classes are given out of order, so sorting them is the loader's job."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for part, count in (("train", train_per_class), ("val", val_per_class)):
+        for name in classes:
+            label = sorted(classes).index(name)
+            folder = root / "imagenet" / part / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 50, size=(size[1], size[0], 3))
+                pixels[..., label % 3] += 200
+                suffix = "JPEG" if i % 2 == 0 else "png"
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{name}_{i}.{suffix}")
+    return root / "imagenet"

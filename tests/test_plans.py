@@ -239,8 +239,8 @@ def test_certificates_by_name_take_shifts_only_when_they_need_them():
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 def test_penultimate_features_of_every_architecture(arch):
-    size = 28 if arch in ("lenet", "nin") else 32 if arch.startswith("resnet") else 8
-    channels = 3 if arch.startswith("resnet") else 1
+    size = 28 if arch in ("lenet", "nin") else 32 if "resnet" in arch else 8
+    channels = 3 if "resnet" in arch else 1
     model = build_model(arch, channels, 10, size, [0.5] * channels, [0.25] * channels).eval()
     x = torch.rand(2, channels, size, size)
     features = penultimate_features(model, x)

@@ -77,11 +77,29 @@ def test_a_released_checkpoint_maps_onto_our_model_with_the_same_outputs(tmp_pat
     assert released.as_released(arch, ours.state_dict())["state_dict"].keys() == checkpoint["state_dict"].keys()
 
 
+def test_their_imagenet_resnet50_maps_onto_ours_behind_the_imagenet_statistics(tmp_path):
+    from robustcert.imagefolder import MEAN, STD
+    from robustcert.tv import torchvision
+
+    torch.manual_seed(0)
+    network = torchvision.models.resnet50(weights=None, num_classes=1000).eval()
+    state = {f"1.module.{key}": value for key, value in network.state_dict().items()}  # under DataParallel
+    torch.save({"arch": "resnet50", "epoch": 90, "state_dict": state, "optimizer": {}}, tmp_path / "checkpoint.pth.tar")
+    arch, ours_state = released.load_released(tmp_path / "checkpoint.pth.tar")
+    ours = build_model(arch, 3, 1000, 224, [0.0] * 3, [1.0] * 3)
+    ours.load_state_dict(ours_state)
+    x = torch.rand(2, 3, 64, 64)
+    mean, std = (torch.tensor(v).reshape(1, 3, 1, 1) for v in (MEAN, STD))
+    assert arch == "imagenet_resnet50"
+    assert torch.allclose(ours.eval()(x), network((x - mean) / std), atol=1e-4)
+    assert released.as_released(arch, ours.state_dict())["state_dict"].keys() == state.keys()
+
+
 def test_foreign_checkpoints_are_refused_naming_the_file(tmp_path):
     path = tmp_path / "checkpoint.pth.tar"
     checkpoint, _ = their_checkpoint()
-    torch.save({**checkpoint, "arch": "resnet50"}, path)
-    with pytest.raises(ArtifactError, match="'resnet50' is not supported.*ImageNet"):
+    torch.save({**checkpoint, "arch": "imagenet32_resnet110"}, path)
+    with pytest.raises(ArtifactError, match="'imagenet32_resnet110' is not supported"):
         released.load_released(path)
     del checkpoint["state_dict"]["1.fc.bias"]
     torch.save(checkpoint, path)

@@ -101,10 +101,12 @@ def check_values(config: Config) -> None:
     sets as large as the dataset, class labels (an attack's ``target``/``source``) outside its classes,
     more partitions (a defense's ``k``) than training images, learning-rate milestones beyond the
     epochs. Sizes are the published datasets' (:data:`robustcert.data.FACTS`), known without loading them."""
-    from robustcert.data import FACTS, NUM_CLASSES, held_out, planned_train_size
+    from robustcert.data import FACTS, FILE_SOURCES, NUM_CLASSES, held_out, planned_train_size
 
-    problems = []
+    problems = file_source_problems(config)
     for name, spec in config["datasets"].items():
+        if spec["source"] in FILE_SOURCES:
+            continue  # sizes known once the tree is listed: the split checks them
         pool = FACTS[spec["source"]].pool_size
         if held_out(spec) >= pool:
             problems.append(f"datasets.{name}: n_val + n_test = {held_out(spec)} leaves no training image of the "
@@ -117,6 +119,8 @@ def check_values(config: Config) -> None:
                             f"epochs (train.epochs)")
     for cell in experiments(config):
         attack, defense = config["attacks"].get(cell.attack, {}), config["defenses"].get(cell.defense, {})
+        if config["datasets"][cell.dataset]["source"] in FILE_SOURCES:
+            continue  # file_source_problems
         for key in ("target", "source"):
             label = attack.get(key)
             if label is not None and not 0 <= label < NUM_CLASSES:
@@ -127,6 +131,41 @@ def check_values(config: Config) -> None:
             problems.append(f"defenses.{cell.defense}.k is {defense['k']}, more partitions than the {n_train} "
                             f"training images of datasets.{cell.dataset}")
     refuse(list(dict.fromkeys(problems)))
+
+
+def file_source_problems(config: Config) -> list[str]:
+    """What a file-backed dataset (ImageNet, robustcert.imagefolder) cannot do: the transform sizes
+    ``resize``/``crop`` belong to it alone (crop ≤ resize); no class subsets; it is certified by
+    randomized smoothing (trained here with its own crops and flips, so no crop_padding or flip, or a
+    released checkpoint), on clean data."""
+    from robustcert.data import FILE_SOURCES
+
+    problems = []
+    for name, spec in config["datasets"].items():
+        sizes = [key for key in ("resize", "crop") if key in spec]
+        if spec["source"] not in FILE_SOURCES:
+            problems += [f"datasets.{name}.{key}: only a file-backed source ({', '.join(FILE_SOURCES)}) is resized "
+                         "and cropped" for key in sizes]
+        elif spec.get("crop", 224) > spec.get("resize", 256):
+            problems.append(f"datasets.{name}: crop {spec.get('crop', 224)} is larger than resize {spec.get('resize', 256)}")
+        if spec["source"] in FILE_SOURCES and spec.get("classes") is not None:
+            problems.append(f"datasets.{name}.classes: a file-backed source ({spec['source']}) keeps every class")
+    for cell in experiments(config):
+        source = config["datasets"][cell.dataset]["source"]
+        if source not in FILE_SOURCES:
+            continue
+        attack, defense = config["attacks"][cell.attack], config["defenses"][cell.defense]
+        where = f"experiments: datasets.{cell.dataset} (source {source}, read from its files)"
+        if attack["type"] != "none":
+            problems.append(f"{where} trains on clean data only: attack {cell.attack!r} is of type "
+                            f"{attack['type']!r}, use an attack of type none")
+        if defense["method"] != "smoothing":
+            problems.append(f"{where} is certified by randomized smoothing only: defense {cell.defense!r} is "
+                            f"{defense['method']!r}")
+        elif not defense.get("checkpoint") and (defense["train"].get("crop_padding") or defense["train"].get("flip")):
+            problems.append(f"{where}: defenses.{cell.defense}.train.crop_padding/flip do not apply, the ImageFolder "
+                            "training transform crops and flips (RandomResizedCrop, RandomHorizontalFlip)")
+    return problems
 
 
 def check_config_files(paths: Iterable[str | Path]) -> None:

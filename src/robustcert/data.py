@@ -10,6 +10,9 @@ Sources:
   root (``<root>/MNIST/raw/train-images-idx3-ubyte`` …), 60 000 training and 10 000 test images.
 - ``cifar10``: torchvision's ``<root>/cifar-10-batches-py`` (``data_batch_1..5``, ``test_batch``,
   ``batches.meta``).
+- ``imagenet``: the ImageFolder tree ``<root>/imagenet/train/<class>/…`` and ``…/val/<class>/…``
+  (:mod:`robustcert.imagefolder`), too large for memory: its split is file-backed and its images are
+  read from their files when indexed (the test set is ``val/``, 50 000 images for ImageNet).
 
 The files are read here, not by torchvision (which only downloads them): every idx header and
 every batch is checked, and a bad one is an :class:`~robustcert.artifacts.ArtifactError` naming the
@@ -32,9 +35,12 @@ import numpy as np
 from numpy._core.multiarray import _reconstruct
 from numpy._core.numeric import _frombuffer
 
+from robustcert import imagefolder
 from robustcert.artifacts import Array, ArtifactError, NpzFormat
 
-SOURCES = ("digits", "mnist", "fashion_mnist", "cifar10")
+SOURCES = ("digits", "mnist", "fashion_mnist", "cifar10", "imagenet")
+# the sources whose images stay in their files (robustcert.imagefolder); the others are read into memory
+FILE_SOURCES = ("imagenet",)
 _TORCHVISION_FOLDERS = {
     "mnist": ("MNIST/raw", ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]),
@@ -92,7 +98,9 @@ class Source:
 
 @dataclass(frozen=True)
 class Split:
-    """The fixed split; ``train_index``/``val_index`` point into the source's training pool."""
+    """The fixed split; ``train_index``/``val_index`` point into the source's training pool. The images
+    are uint8 arrays [n, C, H, W], or, for a file-backed source, :class:`robustcert.imagefolder.ImageFiles`
+    that read the same from files when indexed."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -134,24 +142,51 @@ def split_source(source: Source, n_val: int, n_test: int | None, seed: int) -> S
 
     MNIST: 55 000 / 5 000 of the 60 000 training images and the standard 10 000 test images.
     """
-    n_pool = len(source.y_pool)
-    n_held = n_val + (n_test if source.x_test is None else 0)
-    if source.x_test is None and not n_test:
-        raise ValueError("this dataset has no standard test set: set n_test > 0")
-    if n_held >= n_pool:
-        raise ValueError(f"n_val + n_test = {n_held} leaves no training images out of {n_pool}")
-    order = np.random.default_rng(seed).permutation(n_pool)
+    test_index, val_index, train_index = draw_indices(len(source.y_pool), n_val, n_test, source.x_test is not None,
+                                                      seed)
     if source.x_test is None:
-        test_index, order = order[:n_test], order[n_test:]
         x_test, y_test = source.x_pool[test_index], source.y_pool[test_index]
     else:
         x_test, y_test = source.x_test, source.y_test
-    val_index, train_index = np.sort(order[:n_val]), np.sort(order[n_val:])
     return Split(
         x_train=source.x_pool[train_index], y_train=source.y_pool[train_index],
         x_val=source.x_pool[val_index], y_val=source.y_pool[val_index],
         x_test=x_test, y_test=y_test, train_index=train_index, val_index=val_index,
     )
+
+
+def draw_indices(n_pool: int, n_val: int, n_test: int | None, has_test: bool, seed: int
+                 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """Test (None where the source has a test set), validation and training indices into a pool of
+    ``n_pool`` images, by one seeded permutation."""
+    n_held = n_val + (0 if has_test else n_test or 0)
+    if not has_test and not n_test:
+        raise ValueError("this dataset has no standard test set: set n_test > 0")
+    if n_held >= n_pool:
+        raise ValueError(f"n_val + n_test = {n_held} leaves no training images out of {n_pool}")
+    order = np.random.default_rng(seed).permutation(n_pool)
+    test_index = None
+    if not has_test:
+        test_index, order = order[:n_test], order[n_test:]
+    return test_index, np.sort(order[:n_val]), np.sort(order[n_val:])
+
+
+def split_image_folder(output: str | Path, data_root: str | Path, spec: Mapping[str, Any], seed: int) -> Split:
+    """Write the file-backed split of an ImageFolder source (:mod:`robustcert.imagefolder`): ``n_val``
+    validation images drawn from ``train/`` as :func:`split_source` draws them, the test set ``val/``
+    (as many images as the entry's ``n_test``, or ImageNet's 50 000); return it loaded."""
+    classes, listed = imagefolder.list_tree(data_root)
+    (pool, y_pool), (test_files, y_test) = listed["train"], listed["val"]
+    if len(test_files) != expected_test_size(spec):
+        raise ArtifactError(f"{imagefolder.tree_of(data_root) / 'val'}: {len(test_files)} images, the dataset entry "
+                            f"expects {expected_test_size(spec)} (set its n_test to the size of val/)")
+    _, val_index, train_index = draw_indices(len(pool), spec["n_val"], None, True, seed)
+    files = {"train": [pool[i] for i in train_index], "val": [pool[i] for i in val_index], "test": test_files}
+    labels = {"train": y_pool[train_index], "val": y_pool[val_index], "test": y_test}
+    resize, crop = imagefolder.transform_sizes(spec)
+    imagefolder.save_file_split(output, data_root, classes, files, labels, {"train": train_index, "val": val_index},
+                                resize, crop)
+    return load_split(output)
 
 
 def save_split(path: str | Path, split: Split) -> None:
@@ -160,7 +195,9 @@ def save_split(path: str | Path, split: Split) -> None:
 
 
 def load_split(path: str | Path) -> Split:
-    """Read and check a split written by :func:`save_split`."""
+    """Read and check a split written by :func:`save_split` or, file-backed, by :func:`split_image_folder`."""
+    if imagefolder.is_file_split(path):
+        return Split(**imagefolder.load_file_split(path))
     arrays = SPLIT.read(path)
     split = Split(**{name: arrays[name] for name in _SPLIT_ARRAYS}, num_classes=int(arrays["num_classes"]))
     shape = split.image_shape
@@ -347,6 +384,8 @@ def expected_test_size(spec: Mapping[str, Any]) -> int:
     if spec.get("classes") is not None:
         raise ValueError(f"the test set of a class subset {spec['classes']} has no size known before the split: "
                          "a step that plans its jobs by the test size cannot run on it")
+    if spec["source"] in FILE_SOURCES:
+        return int(spec.get("n_test") or imagefolder.TEST_SIZE)
     return int(spec["n_test"]) if spec["source"] == "digits" else STANDARD_TEST_SIZE[spec["source"]]
 
 

@@ -264,9 +264,14 @@ GENERATORS: dict[str, Generator] = {"none": _no_attack, "backdoor": _backdoor, "
 def load_poisoned_training_set(split_path: str | Path, poison_path: str | Path
                                ) -> tuple[Split, Poison, np.ndarray, np.ndarray]:
     """The split, its poison (checked against it), and the poisoned training images and labels."""
-    split = load_split(split_path)
-    attack = load_poison(poison_path, len(split.y_train), split.image_shape)
+    split, attack = load_split_and_poison(split_path, poison_path)
     return (split, attack, *attack.apply(split.x_train, split.y_train))
+
+
+def load_split_and_poison(split_path: str | Path, poison_path: str | Path) -> tuple[Split, Poison]:
+    """The split and its poison, checked against it (the training set itself not made: it may be file-backed)."""
+    split = load_split(split_path)
+    return split, load_poison(poison_path, len(split.y_train), split.image_shape)
 
 
 def budget(poison: Poison, split: Split, target: int | None) -> dict[str, float]:

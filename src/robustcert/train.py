@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar, Protocol
 
@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, stack_module_state, vmap
+from torch.utils.data import DataLoader, Dataset
 
 from robustcert.artifacts import ArtifactError, load_checkpoint, save_checkpoint
 from robustcert.data import Split
@@ -333,20 +334,57 @@ def _batches(run: _Run, cfg: TrainConfig, objective: Objective, model: nn.Module
 
 def _train_sequential(models: list[nn.Module], runs: list[_Run], cfg: TrainConfig,
                       device: torch.device) -> list[nn.Module]:
-    for model, run in zip(models, runs):
-        model.to(memory_format=torch.channels_last).train()
-        optimizer = _optimizer(model, cfg)
-        for epoch in range(cfg.epochs):
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr_at(epoch)
-            objective = objective_at(cfg, epoch)
-            for x, y in _batches(run, cfg, objective, model):
-                loss = objective.loss(model(x.contiguous(memory_format=torch.channels_last)), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-        model.to(memory_format=torch.contiguous_format)
-    return models
+    return [_fit(model, cfg, lambda objective, run=run, model=model: _batches(run, cfg, objective, model))
+            for model, run in zip(models, runs)]
+
+
+def _fit(model: nn.Module, cfg: TrainConfig,
+         epoch: Callable[[Objective], Iterable[tuple[torch.Tensor, torch.Tensor]]]) -> nn.Module:
+    """Train one model for ``cfg.epochs``: each epoch, one optimiser step per perturbed batch that
+    ``epoch(objective)`` yields, at the epoch's learning rate and objective."""
+    model.to(memory_format=torch.channels_last).train()
+    optimizer = _optimizer(model, cfg)
+    for e in range(cfg.epochs):
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr_at(e)
+        objective = objective_at(cfg, e)
+        for x, y in epoch(objective):
+            loss = objective.loss(model(x.contiguous(memory_format=torch.channels_last)), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return model.to(memory_format=torch.contiguous_format)
+
+
+def train_streamed(images: Dataset, spec: ModelSpec, cfg: TrainConfig, device: torch.device, workers: int,
+                   mean: Sequence[float], std: Sequence[float]) -> dict[str, torch.Tensor]:
+    """Train one model on a dataset read batch by batch (``images[i]``: an augmented image tensor in
+    [0, 1] and its label; a file-backed split's :meth:`~robustcert.imagefolder.ImageFiles.training_set`)
+    by a DataLoader with ``workers`` processes, under the recipe's objective; its state dict (CPU).
+
+    Randomness: the model is initialised under ``torch.manual_seed(cfg.seed)``, which also seeds the
+    transforms (in the loader's workers, from the DataLoader's seed); the order and the objective's
+    draws come from a generator seeded with ``cfg.seed``. The same seed and ``workers`` give the same model.
+    """
+    objective = objective_of(cfg)
+    if hasattr(objective, "prepare"):
+        raise ValueError(f"training objective {cfg.objective!r} draws a fixed perturbation per training "
+                         "example, which a dataset read batch by batch cannot keep")
+    torch.manual_seed(cfg.seed)
+    model = spec.build(mean, std).to(device)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    loader = DataLoader(images, batch_size=cfg.batch_size, shuffle=True, generator=generator, num_workers=workers,
+                        persistent_workers=workers > 0, pin_memory=device.type == "cuda")
+    log.info("training one model on %d images read by %d loader workers on %s", len(images), workers, device)
+
+    def epoch(objective: Objective) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            context = {"model": model, "y": y} if getattr(objective, "needs_model", False) else {}
+            yield objective.perturb(x, generator, **context), y
+
+    _fit(model, cfg, epoch)
+    return {name: t.detach().cpu() for name, t in model.state_dict().items()}
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

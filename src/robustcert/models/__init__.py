@@ -37,6 +37,16 @@ def _madry_resnet(depth: int) -> BodyFactory:
     return make
 
 
+def _torchvision_resnet50(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
+    """torchvision's ResNet-50 (ImageNet's: 7×7 stem, max pooling, adaptive average pooling at the end),
+    freshly initialised; the network of Cohen et al.'s ImageNet models (``resnet50`` in their checkpoints)."""
+    from robustcert.tv import torchvision
+
+    if in_channels != 3:
+        raise ValueError(f"imagenet_resnet50 takes RGB images (3 channels), got {in_channels}")
+    return torchvision.models.resnet50(weights=None, num_classes=num_classes)
+
+
 def _lenet(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     from robustcert.models.lenet import LeNet
 
@@ -51,6 +61,7 @@ ARCHITECTURES: dict[str, BodyFactory] = {
     "resnet110": _resnet(110),
     "resnet18": _madry_resnet(18),
     "resnet50": _madry_resnet(50),
+    "imagenet_resnet50": _torchvision_resnet50,
 }
 
 

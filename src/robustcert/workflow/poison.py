@@ -121,6 +121,6 @@ def summarize_attack(split_path: str, poison_path: str, output: str, keys: Mappi
     from robustcert import poison
     from robustcert.results import Metric, tidy_rows, write_rows
 
-    split, attack, _, _ = poison.load_poisoned_training_set(split_path, poison_path)
+    split, attack = poison.load_split_and_poison(split_path, poison_path)
     numbers = poison.budget(attack, split, params["target"])
     write_rows(output, tidy_rows(keys, params["row_params"], [Metric(k, v) for k, v in numbers.items()]))

@@ -257,15 +257,28 @@ def _names(wildcards: Any, sigma: str | None = None) -> dict[str, str]:
 def train_smoothed(split_path: str, poison_path: str, output: str, recipe: Mapping[str, Any], seed: int,
                    device: str, threads: int) -> None:
     """Train the base classifier f on the (poisoned) training set under noise of σ (its objective:
-    Gaussian augmentation, MACER or SmoothAdv)."""
+    Gaussian augmentation, MACER or SmoothAdv); a file-backed training set (ImageNet) is read from its
+    files by ``threads`` loader workers, under the ImageFolder training transform."""
     target = compute_prologue(threads, device)
-    from robustcert import partition, train
-    from robustcert.poison import load_poisoned_training_set
+    from robustcert import imagefolder, partition, train
+    from robustcert.poison import load_split_and_poison
 
-    split, _, x, y = load_poisoned_training_set(split_path, poison_path)
-    whole = partition.assign("whole", x, y, k=1)
     cfg = training_config(recipe, seed)
+    split, attack = load_split_and_poison(split_path, poison_path)
     spec = train.ModelSpec.for_split(recipe["arch"], split)
+    if isinstance(split.x_train, imagefolder.ImageFiles):
+        from robustcert.artifacts import ArtifactError
+
+        if len(attack.index):
+            raise ArtifactError(f"{poison_path}: changes training images of a file-backed split, which only "
+                                "attacks of type none can train on")
+        split.x_train.check()
+        state = train.train_streamed(split.x_train.training_set(split.y_train), spec, cfg, target, threads,
+                                     imagefolder.MEAN, imagefolder.STD)
+        train.save_shard(output, spec, [0], [state])
+        return
+    x, y = attack.apply(split.x_train, split.y_train)
+    whole = partition.assign("whole", x, y, k=1)
     states = train.train_shard(x, y, whole, [0], spec, cfg, target)
     train.save_shard(output, spec, [0], states)
 

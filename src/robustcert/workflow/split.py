@@ -16,9 +16,15 @@ def dataset_params(config: Config, wildcards: Any) -> dict[str, Any]:
 
 def split_dataset(output: str, spec: Mapping[str, Any], data_root: str, seed: int) -> None:
     """Load a dataset and write its fixed train/validation/test split (of some classes, relabelled, when
-the entry lists ``classes``)."""
+the entry lists ``classes``); of a file-backed source, the split that records its files."""
     from robustcert import data
 
+    if spec["source"] in data.FILE_SOURCES:
+        split = data.split_image_folder(output, data_root, spec, seed)
+        log.info("%s (file-backed, under %s): %d train, %d validation, %d test images of shape %s, %d classes",
+                 spec["source"], data_root, len(split.y_train), len(split.y_val), len(split.y_test),
+                 split.image_shape, split.num_classes)
+        return
     source = data.load_source(spec["source"], data_root, spec["download"], spec["verify_checksums"])
     split = data.split_source(source, spec["n_val"], spec["n_test"], seed)
     if spec.get("classes") is not None:
