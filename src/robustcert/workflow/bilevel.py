@@ -6,7 +6,8 @@ class's ACR and certified accuracy of the victim trained on the poisons against 
 on clean data (the attack of type ``none``), on the same test points and noise. Each row names the
 attack's victim (``victim``, ``victim_sigma``, ``victim_<setting>``) beside the defense's objective
 (``objective``, …), so the method's wide table holds Mehra et al.'s transfer table: attack victim ×
-evaluation victim → target-class ACR drop; :func:`transfer_table` writes it as a matrix.
+evaluation victim → target-class ACR drop; :func:`robustcert.bilevel.transfer_table` sets it out as a
+matrix (``tables/bilevel_transfer.tsv``).
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ class Plan:
         """The parameters that change an evaluation's numbers."""
         spec, defense = self.config["attacks"][wildcards.attack], self.config["defenses"][wildcards.defense]
         return {**common_params(self.config, wildcards), **victim_params(spec), "arch": defense["arch"],
-                "epochs": defense["train"]["epochs"], **objective_params(defense["train"]["objective"]), "sigma_train": float(wildcards.sigma), "sigma_certify": float(wildcards.sigma),
+                "epochs": defense["train"]["epochs"], **objective_params(defense["train"]["objective"]),
+                "sigma_train": float(wildcards.sigma), "sigma_certify": float(wildcards.sigma),
                 "target": spec["target"], "epsilon": float(spec["epsilon"]), "n0": defense["n0"], "n": defense["n"],
                 "alpha": defense["alpha"]}
 
