@@ -1,13 +1,14 @@
 # Clean-label bilevel poisoning against randomized smoothing (Mehra et al. 2021;
 # robustcert.workflow.bilevel): an attack of type bilevel_radius makes its poisons here, in the
 # poison stage's format, so that they flow into every defense; and each smoothing defense evaluates
-# them as the reference does. Needs rules/smoothing.smk (the victims).
+# them as the reference does, the evaluations gathered into the transfer table (attack victim ×
+# evaluation victim → target-class ACR drop). Needs rules/smoothing.smk (the victims).
 
 from robustcert.workflow import bilevel
 
 BILEVEL = bilevel.Plan(config)
 RESULT_ROWS["bilevel"] = BILEVEL.rows()
-FINAL_OUTPUT += BILEVEL.plots()
+FINAL_OUTPUT += BILEVEL.plots() + BILEVEL.transfer()
 
 
 rule poison_bilevel_radius:
@@ -77,3 +78,24 @@ rule evaluate_bilevel_radius:
         "<results>/benchmarks/evaluate_bilevel_radius/{dataset}/{attack}/{defense}/sigma_{sigma}.tsv"
     script:
         "../scripts/evaluate_bilevel_radius.py"
+
+
+rule tabulate_bilevel_transfer:
+    input:
+        rows=BILEVEL.rows(),
+    output:
+        table=report(
+            bilevel.TRANSFER,
+            caption="../report/bilevel_transfer.rst",
+            category="tables",
+        ),
+    params:
+        code=code_of("scripts/tabulate_bilevel_transfer.py"),
+    conda:
+        "../envs/robustcert.yaml"
+    log:
+        "<results>/logs/tabulate_bilevel_transfer.log",
+    benchmark:
+        "<results>/benchmarks/tabulate_bilevel_transfer.tsv"
+    script:
+        "../scripts/tabulate_bilevel_transfer.py"

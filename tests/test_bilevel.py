@@ -16,11 +16,12 @@ from torch.func import functional_call
 
 from robustcert.bilevel import (
     BilevelConfig,
-    GaussianAugmentationVictim,
+    ObjectiveVictim,
     Victim,
     approx_inverse_hvp,
     approxgrad_hypergradient,
     bilevel_radius_attack,
+    gaussian_augmentation_victim,
     hessian_vector_product,
     make_hvp,
     soft_certified_radius,
@@ -30,6 +31,7 @@ from robustcert.bilevel import (
 )
 from robustcert.data import load_source, split_source
 from robustcert.models import build_model
+from robustcert.smoothing_objectives import Macer, SmoothAdv
 
 TARGET = 8
 
@@ -52,7 +54,7 @@ def test_hessian_vector_product_matches_finite_differences(kind: str) -> None:
     else:  # a victim's loss: the same generator state gives the same noise, so g is one function
         model = build_model("small_cnn", 1, 10, 8, [0.3], [0.3]).double()
         x, y = torch.rand(6, 1, 8, 8, dtype=torch.float64), torch.randint(0, 10, (6,))
-        victim = GaussianAugmentationVictim(0.25)
+        victim = gaussian_augmentation_victim(0.25)
         loss_fn = lambda: victim.loss(model, x, y, torch.Generator().manual_seed(3))  # noqa: E731
     params = list(model.parameters())
     v = [torch.randn_like(p) for p in params]
@@ -92,6 +94,100 @@ def test_soft_radius_matches_its_formula() -> None:
     assert 0 < (radii > 0).sum() < 6  # both branches are exercised
     f = soft_certified_radius(model, x, y, sigma, beta=beta, a=a, noise=noise)
     assert float(f.detach()) == pytest.approx(radii.sum() / 6)
+
+
+# ---------------------------------------------------------------------------------------------
+# the victims: the trainer's objectives as the lower-level loss
+
+
+def _tanh_model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(4)
+    return torch.rand(6, 1, 4, 4, generator=gen, dtype=torch.float64) * 0.6 + 0.2, torch.tensor([0, 1, 2, 0, 1, 2])
+
+
+def _loss_and_grads(loss_fn, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A loss of x and its gradient in the parameters and in x."""
+    x = x.clone().requires_grad_(True)
+    loss = loss_fn(x)
+    return loss, list(torch.autograd.grad(loss, [*model.parameters(), x]))
+
+
+def _assert_same(victim_side, direct_side) -> None:
+    (loss, grads), (direct, direct_grads) = victim_side, direct_side
+    torch.testing.assert_close(loss, direct)
+    for a, b in zip(grads, direct_grads, strict=True):
+        torch.testing.assert_close(a, b)
+    assert grads[-1].abs().sum() > 0  # the poisons' gradient reaches g
+
+
+def test_macer_victim_loss_and_gradients_equal_a_direct_computation() -> None:
+    """g of MACER (k noisy copies, hinge on the soft radius) and its gradient in θ and in the images."""
+    from test_smoothing_objectives import direct_macer
+
+    model, (x, y) = _tanh_model(), _batch()
+    macer = Macer(sigma=0.5, k=3, lam=3.0, beta=2.0, gamma=8.0)
+    victim = ObjectiveVictim(macer)
+    noise = torch.randn((18, 1, 4, 4), generator=torch.Generator().manual_seed(7)).double()
+    ours = _loss_and_grads(lambda xs: victim.loss(model, xs, y, torch.Generator().manual_seed(7)), model, x)
+    direct = _loss_and_grads(lambda xs: direct_macer(model, xs.repeat_interleave(3, dim=0) + 0.5 * noise, y, macer),
+                             model, x)
+    _assert_same(ours, direct)
+    assert macer.robustness(model(x.repeat_interleave(3, dim=0) + 0.5 * noise).reshape(6, 3, 3), y) != 0
+
+
+def test_smoothadv_victim_holds_the_adversarial_step_fixed() -> None:
+    """g of SmoothAdv: cross-entropy at PGD's points of the smoothed soft classifier plus the noise; the
+    images' gradient is that of x + δ + noise with δ (computed one input at a time) held fixed."""
+    from test_smoothing_objectives import direct_smoothadv
+
+    model, (x, y) = _tanh_model(1), _batch()
+    smoothadv = SmoothAdv(sigma=0.25, m=2, epsilon=0.5, steps=2)
+    victim = ObjectiveVictim(smoothadv)
+    noise = 0.25 * torch.randn((12, 1, 4, 4), generator=torch.Generator().manual_seed(2)).double()
+    delta = (direct_smoothadv(model, x, y, noise, smoothadv) - x).detach()
+    assert float(delta.flatten(1).norm(dim=1).max()) == pytest.approx(0.5)  # PGD ran to the ball's surface
+    ours = _loss_and_grads(lambda xs: victim.loss(model, xs, y, torch.Generator().manual_seed(2)), model, x)
+    direct = _loss_and_grads(lambda xs: F.cross_entropy(model((xs + delta).repeat_interleave(2, dim=0) + noise),
+                                                        y.repeat_interleave(2)), model, x)
+    _assert_same(ours, direct)
+
+
+@pytest.mark.parametrize("victim", [gaussian_augmentation_victim(0.25), ObjectiveVictim(Macer(0.25, k=2, beta=4.0))],
+                         ids=["gaussian_augmentation", "macer"])
+def test_mixed_second_derivative_of_a_victim_matches_finite_differences(victim: ObjectiveVictim) -> None:
+    """∇²_uθ g · p, the term of the hypergradient the victim enters by, against central differences
+    of ⟨∇_θ g(u), p⟩ along a random direction of the poisons (the same noise at every u)."""
+    model, (x, y) = _tanh_model(2), _batch()
+    params = list(model.parameters())
+    gen = torch.Generator().manual_seed(9)
+    p = [torch.randn(t.shape, generator=gen, dtype=torch.float64) for t in params]
+    direction = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+
+    def inner(u: torch.Tensor) -> torch.Tensor:
+        return victim.loss(model, u, y, torch.Generator().manual_seed(5))
+
+    def pairing(u: torch.Tensor) -> float:
+        return float(sum((g * pi).sum() for g, pi in zip(torch.autograd.grad(inner(u), params), p)))
+
+    u = x.clone().requires_grad_(True)
+    outer = sum((t**2).sum() for t in params)  # f of θ only: the hypergradient is −∇²_uθ g · p
+    hyper = approxgrad_hypergradient(outer, inner(u), params, u, lam=0.0, niter=0, p0=p)
+    h = 1e-5
+    numeric = (pairing(x + h * direction) - pairing(x - h * direction)) / (2 * h)
+    assert float((-hyper.grad * direction).sum()) == pytest.approx(numeric, rel=1e-5, abs=1e-9)
+
+
+def test_a_victim_follows_its_objectives_schedule() -> None:
+    victim = ObjectiveVictim(SmoothAdv(sigma=0.5, epsilon=1.0, warmup=4))
+    assert [victim.at_epoch(e).objective.epsilon for e in (0, 1, 3, 9)] == pytest.approx([0.25, 0.5, 1.0, 1.0])
+    macer = ObjectiveVictim(Macer(sigma=0.5, lam=16.0, schedule=((2, 4.0),)))
+    assert macer.at_epoch(1).objective.lam == 16.0 and macer.at_epoch(2).objective.lam == 4.0
+    assert gaussian_augmentation_victim(0.5).at_epoch(3) == gaussian_augmentation_victim(0.5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,12 +344,12 @@ def digits():
     return split, (lambda: build_model("small_cnn", 1, 10, 8, mean, std))
 
 
-def _attack(digits, cfg: BilevelConfig, log=None):
+def _attack(digits, cfg: BilevelConfig, log=None, victim: Victim | None = None):
     split, builder = digits
     x, y = split.x_train, split.y_train
     keep = y != cfg.target
     return bilevel_radius_attack(builder, x[keep], y[keep], x[~keep], split.x_val[split.y_val == cfg.target],
-                                 cfg, torch.device("cpu"), log_fn=log)
+                                 cfg, torch.device("cpu"), victim, log_fn=log)
 
 
 TINY = BilevelConfig(epsilon=0.1, sigma=0.25, k=4, batch_clean=100, batch_poison=20, val_batch=10, niter1=2,
@@ -299,6 +395,25 @@ def test_to_poison_rounding_stays_inside_the_budget() -> None:
 def test_attack_is_deterministic_for_a_seed(tiny_attack) -> None:
     _, first, second = tiny_attack
     assert torch.equal(first.poisons, second.poisons) and first.objective == second.objective
+
+
+@pytest.mark.parametrize("objective", [Macer(0.25, k=2), SmoothAdv(0.25, m=1, epsilon=0.5, steps=2, warmup=1)],
+                         ids=["macer", "smoothadv"])
+def test_the_attack_poisons_against_macer_and_smoothadv_victims(digits, objective) -> None:
+    """Mehra et al.'s other victims in the lower level: the poisons move to the budget, the same for a seed,
+    and differently from those made against Gaussian augmentation on the same draws."""
+    cfg = replace(TINY, batch_clean=400, warmup_steps=120)  # MACER learns class 8 more slowly: f > 0 by then
+    log: list[dict] = []
+    first = _attack(digits, cfg, log.append, ObjectiveVictim(objective))
+    again = _attack(digits, cfg, victim=ObjectiveVictim(objective))
+    gaussian = _attack(digits, cfg)
+    split, _ = digits
+    originals = torch.from_numpy(split.x_train[split.y_train == TARGET]).float() / 255
+    change = (first.poisons - originals).abs()
+    assert len(first.objective) == 2 and np.isfinite(first.objective).all() and all(e["correct"] > 0 for e in log)
+    assert cfg.epsilon / 2 < float(change.max()) <= cfg.epsilon + 1e-6
+    assert torch.equal(first.poisons, again.poisons) and first.objective == again.objective
+    assert not torch.equal(first.poisons, gaussian.poisons)
 
 
 def test_surrogate_objective_decreases_on_digits(digits) -> None:

@@ -8,8 +8,8 @@ The attacker perturbs every training image of the target class within L∞ ε (l
 
 where f is MACER's soft certified radius on validation images of the target class and g is the
 victim's training loss on clean + poisoned data. A victim is nothing but that loss (:class:`Victim`):
-Gaussian augmentation now (:class:`GaussianAugmentationVictim`), MACER or SmoothAdv as further
-classes with the same ``loss`` method.
+any training objective of the trainer (:class:`ObjectiveVictim`): Gaussian augmentation (the
+default), MACER or SmoothAdv, as Mehra et al. attack all three.
 
 ApproxGrad solves it: per outer step, ``niter1`` optimiser steps on θ for g; an approximate solve of
 (∇²_θθ g + λI) p = ∇_θ f with Hessian-vector products (double backward, never the Hessian); a step on
@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -48,7 +49,9 @@ from torch import Tensor, nn
 from robustcert.analysis import DEFAULT_RADII
 from robustcert.metrics import average_certified_radius, certified_accuracy
 from robustcert.poison import Poison
+from robustcert.results import wide
 from robustcert.smoothing import Smooth
+from robustcert.train import GaussianAugmentation, Objective
 
 HVP = Callable[[Sequence[Tensor]], list[Tensor]]
 P_SOLVERS = ("adam", "gd", "cg")
@@ -110,7 +113,8 @@ class Victim(Protocol):
 
     ``loss`` must be differentiable twice in the model's parameters and once more in x (the poisons
     are part of x), and must draw all its randomness from ``generator``: called twice with
-    generators in the same state it must return the same value.
+    generators in the same state it must return the same value. ``at_epoch`` (optional): the victim
+    as it trains in an epoch counted from its model's last initialisation (a schedule).
     """
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
@@ -119,15 +123,38 @@ class Victim(Protocol):
 
 
 @dataclass(frozen=True)
-class GaussianAugmentationVictim:
-    """Cohen et al.'s training: cross-entropy on x + N(0, σ²I) (METHODS.md §1)."""
+class ObjectiveVictim:
+    """A training objective of the trainer (:data:`robustcert.train.OBJECTIVES`: Gaussian augmentation,
+    MACER, SmoothAdv) as the lower problem's loss g: ``objective.loss`` of the model's logits on
+    ``objective.perturb`` of the batch (the k noisy copies of MACER, SmoothAdv's noisy adversarial inputs).
 
-    sigma: float
+    The objective perturbs the batch detached from the poisons; their gradient reaches g through
+    x − x.detach() added to each of its copies, so every copy's input moves one to one with its image.
+    For additive noise (Gaussian augmentation, MACER) that is the exact derivative; for SmoothAdv it
+    holds the adversarial perturbation fixed, as Danskin's theorem differentiates a maximum (the PGD
+    itself is not differentiated). ``at_epoch`` gives the objective of an epoch of the victim's
+    training (SmoothAdv's ε ramp, MACER's λ schedule).
+    """
+
+    objective: Objective
+
+    def at_epoch(self, epoch: int) -> ObjectiveVictim:
+        """The victim as it trains in ``epoch`` (counted from its last initialisation)."""
+        at = getattr(self.objective, "at_epoch", None)
+        return ObjectiveVictim(at(epoch)) if at is not None else self
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
-        """Mean cross-entropy on one noisy copy of the batch (noise drawn on the generator's device)."""
-        noise = torch.randn(x.shape, generator=generator, device=generator.device).to(x.device, x.dtype)
-        return F.cross_entropy(model(x + self.sigma * noise), y)
+        """g on one batch: the objective's loss, its random draws from ``generator``."""
+        context = {"model": model, "y": y} if getattr(self.objective, "needs_model", False) else {}
+        inputs = self.objective.perturb(x.detach(), generator, **context)
+        shift = x - x.detach()  # zero, but carrying ∂/∂x
+        inputs = inputs + shift.repeat_interleave(len(inputs) // len(x), dim=0)
+        return self.objective.loss(model(inputs), y)
+
+
+def gaussian_augmentation_victim(sigma: float) -> ObjectiveVictim:
+    """Cohen et al.'s training (METHODS.md §1), the victim of the attack unless another is given."""
+    return ObjectiveVictim(GaussianAugmentation(sigma))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,7 +343,7 @@ def bilevel_radius_attack(model_builder: Callable[[], nn.Module], x_clean: Tenso
     :return: the poisons (same order as x_target) and f at each outer step (after the inner steps)
     """
     device = torch.device(device)
-    victim = victim or GaussianAugmentationVictim(cfg.sigma)
+    victim = victim or gaussian_augmentation_victim(cfg.sigma)
     gen = torch.Generator().manual_seed(cfg.seed)
     xc, yc = _unit_images(x_clean).to(device), torch.as_tensor(y_clean, dtype=torch.long).to(device)
     originals = _unit_images(x_target).to(device)
@@ -332,7 +359,7 @@ def bilevel_radius_attack(model_builder: Callable[[], nn.Module], x_clean: Tenso
     def batch_loss(model: nn.Module, clean: Tensor, poison: Tensor, seed: int) -> Callable[[Tensor], Tensor]:
         """poisons ↦ g on one batch, with the same noise however often it is evaluated."""
         x, y = xc[clean], torch.cat([yc[clean], y_poison[poison]])
-        return lambda poisons: victim.loss(model, torch.cat([x, poisons]), y, torch.Generator().manual_seed(seed))
+        return lambda poisons: current.loss(model, torch.cat([x, poisons]), y, torch.Generator().manual_seed(seed))
 
     def draw(clean: Tensor) -> tuple[Tensor, Tensor, int]:
         poison = torch.randperm(len(u), generator=gen)[:cfg.batch_poison].to(device)
@@ -347,6 +374,7 @@ def bilevel_radius_attack(model_builder: Callable[[], nn.Module], x_clean: Tenso
             restarts += 1
             state = _LowerLevel.fresh(model_builder, cfg, restarts, device)
             u_step = _PoisonStep(cfg.u_optimizer, cfg.lr_u, u)
+        current = _victim_at(victim, epoch % cfg.reset_every if cfg.reset_every else epoch)
         for clean_batch in _clean_batches(len(xc), cfg.batch_clean, gen):
             if not state.warmed_up:  # after each (re)initialisation: steps on fresh random batches
                 for _ in range(cfg.warmup_steps):
@@ -432,6 +460,12 @@ class _PoisonStep:
         return self.u[index] - self.lr * m_hat / (v_hat.sqrt() + self.eps)
 
 
+def _victim_at(victim: Victim, epoch: int) -> Victim:
+    """The victim of an epoch of its model's training (itself when it has no schedule)."""
+    at = getattr(victim, "at_epoch", None)
+    return at(epoch) if at is not None else victim
+
+
 def _clean_batches(n: int, batch_size: int, generator: torch.Generator) -> list[Tensor]:
     """One epoch's clean batches: full batches of a permutation (one batch of all when n < batch_size)."""
     order = torch.randperm(n, generator=generator)
@@ -501,3 +535,17 @@ def target_class_certification(model: nn.Module, x_test: np.ndarray, y_test: np.
         "correct": correct, "acr": average_certified_radius(radius, correct),
         "certified_accuracy": dict(zip(map(float, radii), map(float, certified_accuracy(radius, correct, radii)))),
     }
+
+
+def transfer_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Mehra et al.'s transfer table from evaluation rows (tidy, as :func:`robustcert.results.tidy_rows`):
+    one row per dataset and attack (its ``victim`` and ``victim_sigma``), one column per evaluation
+    victim (``<defense> (<objective>, σ=<sigma>)``), the target-class ACR drop in each cell (empty
+    where that pair is not evaluated or the clean victim certifies nothing)."""
+    table = wide(rows)
+    evaluation = (table["defense"] + " (" + table["objective"] + ", σ="
+                  + table["sigma_train"].map("{:g}".format) + ")")
+    index = ["dataset", "attack", "victim", "victim_sigma"]
+    matrix = table.assign(evaluation=evaluation).pivot(index=index, columns="evaluation", values="acr_drop")
+    matrix.columns.name = None
+    return matrix.reset_index()

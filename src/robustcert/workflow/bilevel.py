@@ -1,8 +1,13 @@
 """Bilevel poisoning (rules/bilevel.smk; Mehra et al. 2021): an attack of type ``bilevel_radius``
-makes clean-label poisons of one class, in the poison format of the poison stage, so that they flow
-into every defense; under each smoothing defense it is also evaluated as the reference does: the
-target class's ACR and certified accuracy of the victim trained on the poisons against the victim
-trained on clean data (the attack of type ``none``), on the same test points and noise.
+makes clean-label poisons of one class against its ``victim`` (a smoothing objective: Gaussian
+augmentation, MACER, SmoothAdv), in the poison format of the poison stage, so that they flow into
+every defense; under each smoothing defense it is also evaluated as the reference does: the target
+class's ACR and certified accuracy of the victim trained on the poisons against the victim trained
+on clean data (the attack of type ``none``), on the same test points and noise. Each row names the
+attack's victim (``victim``, ``victim_sigma``, ``victim_<setting>``) beside the defense's objective
+(``objective``, …), so the method's wide table holds Mehra et al.'s transfer table: attack victim ×
+evaluation victim → target-class ACR drop; :func:`robustcert.bilevel.transfer_table` sets it out as a
+matrix (``tables/bilevel_transfer.tsv``).
 """
 
 from __future__ import annotations
@@ -15,12 +20,19 @@ from robustcert.config import Config, canonical, derive_seed, refuse
 from robustcert.results import Metric, on_axis, tidy_rows, write_rows
 from robustcert.workflow import compute_prologue, log
 from robustcert.workflow.common import attacks_of, common_params, experiments_of, one_of, row_keys, sigma_label
-from robustcert.workflow.smoothing import METHOD as SMOOTHING, MODEL as SMOOTHED_MODEL, objective_params
+from robustcert.workflow.smoothing import (
+    METHOD as SMOOTHING,
+    MODEL as SMOOTHED_MODEL,
+    objective_fields,
+    objective_params,
+    objective_problems,
+)
 
 ATTACK_TYPE = "bilevel_radius"
 CERTIFICATE = "target_class_certify"
 ROW = "<results>/tables/rows/{dataset}/{attack}/{defense}/bilevel_sigma_{sigma}.tsv"
 OBJECTIVE_PLOT = "<results>/plots/{dataset}/bilevel_{attack}_objective.{ext}"
+TRANSFER = "<results>/tables/bilevel_transfer.tsv"
 # what evaluation reads of the smoothing defense
 EVALUATION_KEYS = ("n0", "n", "alpha", "batch_size")
 
@@ -33,8 +45,11 @@ class Plan:
         self.attacks = attacks_of(config, [ATTACK_TYPE])
         self.evaluated = experiments_of(config, [SMOOTHING], [ATTACK_TYPE])
         clean = attacks_of(config, ["none"])
+        problems = [problem for name in self.attacks
+                    for problem in objective_problems(f"attacks.{name}.victim", config["attacks"][name]["victim"])]
         if self.evaluated and not clean:
-            refuse(["a bilevel_radius attack is evaluated against the clean victim: define an attack of type none"])
+            problems.append("a bilevel_radius attack is evaluated against the clean victim: define an attack of type none")
+        refuse(problems)
         self.clean_attack = clean[0] if clean else None
 
     def attack_constraint(self) -> str:
@@ -45,6 +60,10 @@ class Plan:
         """The evaluation row file of every bilevel attack × smoothing defense × σ."""
         return [ROW.format(**vars(e), sigma=sigma_label(s)) for e in self.evaluated
                 for s in self.config["defenses"][e.defense]["sigmas"]]
+
+    def transfer(self) -> list[str]:
+        """The transfer table, where there are evaluations."""
+        return [TRANSFER] if self.evaluated else []
 
     def plots(self) -> list[str]:
         """The objective trace of every bilevel attack on every dataset it runs on."""
@@ -74,10 +93,18 @@ class Plan:
     def row_params(self, wildcards: Any) -> dict[str, Any]:
         """The parameters that change an evaluation's numbers."""
         spec, defense = self.config["attacks"][wildcards.attack], self.config["defenses"][wildcards.defense]
-        return {**common_params(self.config, wildcards), "arch": defense["arch"], "epochs": defense["train"]["epochs"],
-                **objective_params(defense), "sigma_train": float(wildcards.sigma), "sigma_certify": float(wildcards.sigma),
+        return {**common_params(self.config, wildcards), **victim_params(spec), "arch": defense["arch"],
+                "epochs": defense["train"]["epochs"], **objective_params(defense["train"]["objective"]),
+                "sigma_train": float(wildcards.sigma), "sigma_certify": float(wildcards.sigma),
                 "target": spec["target"], "epsilon": float(spec["epsilon"]), "n0": defense["n0"], "n": defense["n"],
                 "alpha": defense["alpha"]}
+
+
+def victim_params(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The attack's victim as row parameters: ``victim`` (its objective), ``victim_sigma``, ``victim_<setting>``."""
+    named = {"victim" if key == "objective" else f"victim_{key}": value
+             for key, value in objective_params(spec["victim"]).items()}
+    return {"victim": named.pop("victim"), "victim_sigma": float(spec["sigma"]), **named}
 
 
 def poison_bilevel_radius(split_path: str, output: str, objective_output: str, plot_prefix: str,
@@ -99,10 +126,12 @@ def poison_bilevel_radius(split_path: str, output: str, objective_output: str, p
     clean = split.y_train != cfg.target
     mean, std = channel_stats(split.x_train[clean])
     surrogate = train.ModelSpec.for_split(spec["arch"], split)
+    victim = bilevel.ObjectiveVictim(train.objective_of(train.TrainConfig(**objective_fields(spec["victim"]),
+                                                                          noise_sigma=cfg.sigma)))
     steps: list[dict[str, Any]] = []
     result = bilevel.bilevel_radius_attack(
         lambda: surrogate.build(mean, std), split.x_train[clean], split.y_train[clean],
-        split.x_train[target_index], split.x_val[split.y_val == cfg.target], cfg, target_device,
+        split.x_train[target_index], split.x_val[split.y_val == cfg.target], cfg, target_device, victim,
         log_fn=lambda entry: (steps.append(entry), log.info("step %(step)d epoch %(epoch)d: f=%(f).4f", entry)),
     )
     poisons = bilevel.to_poison(target_index, result.poisons, split.y_train[target_index],
@@ -140,3 +169,13 @@ def evaluate_bilevel_radius(clean_model: str, poisoned_model: str, split_path: s
     ]
     log.info("target class %d: ACR %.4f clean → %.4f poisoned", settings["target"], clean["acr"], poisoned["acr"])
     write_rows(output, tidy_rows(keys, params, metrics))
+
+
+def tabulate_transfer(row_paths: Sequence[str], output: str) -> None:
+    """The transfer table (:func:`robustcert.bilevel.transfer_table`) of every evaluation's rows."""
+    from robustcert import bilevel, results
+    from robustcert.artifacts import write_tsv
+
+    table = bilevel.transfer_table(results.concatenate(results.read_rows(p) for p in row_paths))
+    log.info("transfer table: %d attacks × %d evaluation victims", len(table), table.shape[1] - 4)
+    write_tsv(table, output)

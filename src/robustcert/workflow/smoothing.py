@@ -68,7 +68,7 @@ class Plan(BesideUndefended):
         self.config = config
         self.experiments = experiments_of(config, [METHOD])
         refuse([problem for name, defense in config["defenses"].items() if defense["method"] == METHOD
-                for problem in objective_problems(name, defense["train"]["objective"])]
+                for problem in objective_problems(f"defenses.{name}.train.objective", defense["train"]["objective"])]
                + released_problems(config))
 
     def released(self) -> list[str]:
@@ -165,7 +165,7 @@ class Plan(BesideUndefended):
         test_size = expected_test_size(self.config["datasets"][wildcards.dataset])
         skip, limit = defense["skip"], defense["max"]
         made = {"checkpoint": defense["checkpoint"]} if defense.get("checkpoint") else {
-            "epochs": defense["train"]["epochs"], **objective_params(defense)}
+            "epochs": defense["train"]["epochs"], **objective_params(defense["train"]["objective"])}
         return {**common_params(self.config, wildcards), "arch": defense["arch"], **made,
                 "sigma_train": float(wildcards.sigma),
                 "sigma_certify": float(wildcards.sigma), "n0": defense["n0"], "n": defense["n"],
@@ -173,10 +173,11 @@ class Plan(BesideUndefended):
                 "test_points": f"range(0, {test_size}, {skip})" + (f"[:{limit}]" if limit else "")}
 
 
-def objective_problems(defense: str, objective: Mapping[str, Any]) -> list[str]:
-    """What is wrong with a smoothing defense's train.objective: keys of another objective."""
+def objective_problems(where: str, objective: Mapping[str, Any]) -> list[str]:
+    """What is wrong with an objective (a smoothing defense's train.objective, a bilevel attack's
+    victim; ``where`` its place in the config): keys of another objective."""
     foreign = sorted(set(objective) - {"name"} - set(OBJECTIVE_FIELDS[objective["name"]]))
-    return [f"defenses.{defense}.train.objective.{key}: not a setting of {objective['name']!r} "
+    return [f"{where}.{key}: not a setting of {objective['name']!r} "
             f"(its settings: {sorted(OBJECTIVE_FIELDS[objective['name']]) or 'none'})" for key in foreign]
 
 
@@ -228,9 +229,8 @@ def plot_radius(tsv_paths: Sequence[str], curves: Sequence[Mapping[str, str]], u
     plot.plot_smoothing_radius(*curves_beside_undefended(tsv_paths, curves, undefended_rows), colors, title, outputs)
 
 
-def objective_params(defense: Mapping[str, Any]) -> dict[str, Any]:
-    """The objective of a smoothing defense as row parameters (``objective``, ``macer_k``, …)."""
-    objective = defense["train"]["objective"]
+def objective_params(objective: Mapping[str, Any]) -> dict[str, Any]:
+    """An objective (a smoothing defense's train.objective) as row parameters (``objective``, ``macer_k``, …)."""
     return {"objective": objective["name"],
             **{f"{objective['name']}_{key}": value for key, value in objective.items() if key != "name"}}
 
@@ -239,14 +239,18 @@ def training_config(recipe: Mapping[str, Any], seed: int) -> Any:
     """The TrainConfig of a recipe: its objective's name and settings as the trainer's fields, noise σ."""
     from robustcert import train
 
-    objective = recipe["train"]["objective"]
+    recipe_fields = {key: value for key, value in recipe["train"].items() if key != "objective"}
+    return train.TrainConfig(**recipe_fields, **objective_fields(recipe["train"]["objective"]),
+                             noise_sigma=recipe["sigma"], seed=derive_seed(seed))
+
+
+def objective_fields(objective: Mapping[str, Any]) -> dict[str, Any]:
+    """The TrainConfig fields of an objective's config entry (``objective`` its name, then its settings)."""
     fields = {OBJECTIVE_FIELDS[objective["name"]][key]: value for key, value in objective.items() if key != "name"}
     schedule = fields.get("macer_lambda_schedule")
     if schedule is not None:
         fields["macer_lambda_schedule"] = tuple(tuple(pair) for pair in schedule)
-    recipe_fields = {key: value for key, value in recipe["train"].items() if key != "objective"}
-    return train.TrainConfig(**recipe_fields, **fields, objective=objective["name"], noise_sigma=recipe["sigma"],
-                             seed=derive_seed(seed))
+    return {"objective": objective["name"], **fields}
 
 
 def _names(wildcards: Any, sigma: str | None = None) -> dict[str, str]:
