@@ -37,10 +37,14 @@ def _valid_frame(tsv: TsvFormat, rows: int = 3) -> pd.DataFrame:
 
 
 def _valid_arrays(npz: NpzFormat) -> dict[str, np.ndarray]:
-    dtypes = {"u": np.uint8, "i": np.int64, "f": np.float32, "b": np.bool_}
-    return {name: np.array("set") if a.kinds == "U" else np.ones((2,) * (a.ndim if a.ndim is not None else 2),
-                                                                   dtypes[a.kinds[0]])
-            for name, a in npz.arrays.items()}
+    return {name: _valid_array(a) for name, a in npz.arrays.items()}
+
+
+def _valid_array(array: artifacts.Array) -> np.ndarray:
+    shape = (2,) * (array.ndim if array.ndim is not None else 2)
+    if array.kinds in ("U", "S"):  # text, bytes
+        return np.full(shape, "set" if array.kinds == "U" else b"set")
+    return np.ones(shape, {"u": np.uint8, "i": np.int64, "f": np.float32, "b": np.bool_}[array.kinds[0]])
 
 
 def test_every_format_passed_between_rules_is_declared():
