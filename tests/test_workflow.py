@@ -16,6 +16,7 @@ import yaml
 from conftest import REPO, snakemake
 
 from robustcert import results
+from robustcert.bilevel import transfer_table
 
 pytestmark = pytest.mark.workflow
 CONFIGS = sorted((REPO / "config").glob("*.yaml"))
@@ -119,7 +120,11 @@ def test_default_config_end_to_end(workflow_copy):
     assert tuple(tidy.columns) == results.COLUMNS
     assert not tidy.duplicated(["dataset", "attack", "defense", "certificate", "params", "metric", "axis", "at"]).any()
     for wide in sorted((workflow_copy / "results/tables").glob("*.tsv")):  # the numbers of all.tsv, reshaped
-        if wide.name != "all.tsv":
+        if wide.name == "bilevel_transfer.tsv":  # a matrix of the bilevel rows: attack victim × evaluation victim
+            bilevel_rows = tidy[tidy["certificate"] == "target_class_certify"]
+            transfer_table(bilevel_rows).to_csv(workflow_copy / "again.tsv", sep="\t", index=False)
+            assert (workflow_copy / "again.tsv").read_text() == wide.read_text(), wide.name
+        elif wide.name != "all.tsv":
             cells = pd.read_csv(wide, sep="\t")[["method", "certificate"]].drop_duplicates()
             mine = tidy[~tidy["metric"].isin(["der", "rir"])].merge(cells, on=["method", "certificate"])
             results.wide(mine).to_csv(workflow_copy / "again.tsv", sep="\t", index=False)

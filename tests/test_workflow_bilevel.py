@@ -85,6 +85,19 @@ def test_the_transfer_table_of_hand_made_rows():
     assert table.loc["bilevel_macer", "victim"] == "macer" and (table["victim_sigma"] == 0.5).all()
 
 
+def test_the_transfer_table_where_no_clean_victim_certifies_anything():
+    """No drop is defined (every clean ACR is 0, so the rows have no acr_drop): the cells are empty."""
+    rows = results.concatenate([
+        _rows("bilevel", "gaussian_augmentation", "gauss", "gaussian_augmentation", 0.0, 0.0),
+        _rows("bilevel", "gaussian_augmentation", "macer", "macer", 0.0, 0.0),
+    ])
+    rows = rows[rows["metric"] != "acr_drop"]
+    table = transfer_table(rows).set_index("attack")
+    gauss, macer = "gauss (gaussian_augmentation, σ=0.5)", "macer (macer, σ=0.5)"
+    assert list(table.columns) == ["dataset", "victim", "victim_sigma", gauss, macer]
+    assert table[[gauss, macer]].isna().all().all()
+
+
 def test_the_transfer_table_is_planned(workflow_copy):
     (workflow_copy / "small.yaml").write_text(SMALL.read_text())
     result = snakemake(workflow_copy, "-n", "--cores", "1", "--configfile", "small.yaml", "--",

@@ -543,6 +543,8 @@ def transfer_table(rows: pd.DataFrame) -> pd.DataFrame:
     victim (``<defense> (<objective>, σ=<sigma>)``), the target-class ACR drop in each cell (empty
     where that pair is not evaluated or the clean victim certifies nothing)."""
     table = wide(rows)
+    if "acr_drop" not in table:  # no clean victim certified anything: every cell is empty
+        table["acr_drop"] = float("nan")
     evaluation = (table["defense"] + " (" + table["objective"] + ", σ="
                   + table["sigma_train"].map("{:g}".format) + ")")
     index = ["dataset", "attack", "victim", "victim_sigma"]
