@@ -29,9 +29,9 @@ rule certify_ensemble:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "<results>/logs/certify_ensemble/{dataset}/{attack}/{defense}/{certificate}.log",
+        "<results>/logs/certify_ensemble/{dataset}/seed_{seed}/{attack}/{defense}/{certificate}.log",
     benchmark:
-        "<results>/benchmarks/certify_ensemble/{dataset}/{attack}/{defense}/{certificate}.tsv"
+        "<results>/benchmarks/certify_ensemble/{dataset}/seed_{seed}/{attack}/{defense}/{certificate}.tsv"
     script:
         "../scripts/certify_ensemble.py"
 
@@ -54,9 +54,9 @@ rule summarize_certificates:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "<results>/logs/summarize_certificates/{dataset}/{attack}/{defense}/{certificate}.log",
+        "<results>/logs/summarize_certificates/{dataset}/seed_{seed}/{attack}/{defense}/{certificate}.log",
     benchmark:
-        "<results>/benchmarks/summarize_certificates/{dataset}/{attack}/{defense}/{certificate}.tsv"
+        "<results>/benchmarks/summarize_certificates/{dataset}/seed_{seed}/{attack}/{defense}/{certificate}.tsv"
     script:
         "../scripts/summarize_certificates.py"
 

@@ -15,8 +15,8 @@ rule poison_bilevel_radius:
     input:
         split=rules.split_dataset.output.split,
     output:
-        poison="<results>/poison/{dataset}/{attack}.npz",
-        objective="<results>/poison/{dataset}/{attack}.objective.tsv",
+        poison="<results>/poison/{dataset}/seed_{seed}/{attack}.npz",
+        objective="<results>/poison/{dataset}/seed_{seed}/{attack}.objective.tsv",
         png=report(
             bilevel.OBJECTIVE_PLOT.replace("{ext}", "png"),
             caption="../report/bilevel_objective.rst",
@@ -30,7 +30,7 @@ rule poison_bilevel_radius:
     params:
         code=code_of("scripts/poison_bilevel_radius.py"),
         attack=BILEVEL.attack_params,
-        seed=config["seed"],
+        seed=get_seed,
         device=config["device"],
     threads: config["threads"]
     resources:
@@ -40,9 +40,9 @@ rule poison_bilevel_radius:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "<results>/logs/poison_bilevel_radius/{dataset}/{attack}.log",
+        "<results>/logs/poison_bilevel_radius/{dataset}/seed_{seed}/{attack}.log",
     benchmark:
-        "<results>/benchmarks/poison_bilevel_radius/{dataset}/{attack}.tsv"
+        "<results>/benchmarks/poison_bilevel_radius/{dataset}/seed_{seed}/{attack}.tsv"
     script:
         "../scripts/poison_bilevel_radius.py"
 
@@ -63,7 +63,7 @@ rule evaluate_bilevel_radius:
         settings=BILEVEL.evaluation_params,
         sigma=get_sigma,
         radii=config["report"]["radii"],
-        seed=config["seed"],
+        seed=get_seed,
         device=config["device"],
     threads: config["threads"]
     resources:
@@ -73,9 +73,9 @@ rule evaluate_bilevel_radius:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "<results>/logs/evaluate_bilevel_radius/{dataset}/{attack}/{defense}/sigma_{sigma}.log",
+        "<results>/logs/evaluate_bilevel_radius/{dataset}/seed_{seed}/{attack}/{defense}/sigma_{sigma}.log",
     benchmark:
-        "<results>/benchmarks/evaluate_bilevel_radius/{dataset}/{attack}/{defense}/sigma_{sigma}.tsv"
+        "<results>/benchmarks/evaluate_bilevel_radius/{dataset}/seed_{seed}/{attack}/{defense}/sigma_{sigma}.tsv"
     script:
         "../scripts/evaluate_bilevel_radius.py"
 

@@ -39,6 +39,7 @@ wildcard_constraints:
     dataset="[A-Za-z0-9_-]+",
     attack="[A-Za-z0-9_-]+",
     defense="[A-Za-z0-9_-]+",
+    seed=r"\d+",
     certificate="[a-z_]+",
     shard=r"\d+",
     sigma=r"[0-9.]+(e-?[0-9]+)?",
@@ -59,6 +60,11 @@ def get_result_rows(wildcards):
     """The row files of every result (for all.tsv) or of one method (for its wide table)."""
     method = getattr(wildcards, "method", None)
     return [path for name, rows in RESULT_ROWS.items() if method in (None, name) for path in rows]
+
+
+def get_seed(wildcards):
+    """The seed of the replicate a job belongs to (the path's seed_<n>)."""
+    return int(wildcards.seed)
 
 
 def get_sigma(wildcards):

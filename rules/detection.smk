@@ -20,7 +20,7 @@ rule evaluate_robust_model:
     params:
         code=code_of("scripts/evaluate_robust_model.py"),
         adversary=DETECTION.adversary_params,
-        seed=config["seed"],
+        seed=get_seed,
         device=config["device"],
     threads: config["threads"]
     resources:
@@ -30,9 +30,9 @@ rule evaluate_robust_model:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "<results>/logs/evaluate_robust_model/{dataset}/{attack}/{defense}.log",
+        "<results>/logs/evaluate_robust_model/{dataset}/seed_{seed}/{attack}/{defense}.log",
     benchmark:
-        "<results>/benchmarks/evaluate_robust_model/{dataset}/{attack}/{defense}.tsv"
+        "<results>/benchmarks/evaluate_robust_model/{dataset}/seed_{seed}/{attack}/{defense}.tsv"
     script:
         "../scripts/evaluate_robust_model.py"
 
@@ -48,7 +48,7 @@ rule detect_backdoor:
     params:
         code=code_of("scripts/detect_backdoor.py"),
         probe=DETECTION.probe_params,
-        seed=config["seed"],
+        seed=get_seed,
         device=config["device"],
     threads: config["threads"]
     resources:
@@ -58,9 +58,9 @@ rule detect_backdoor:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "<results>/logs/detect_backdoor/{dataset}/{attack}/{defense}.log",
+        "<results>/logs/detect_backdoor/{dataset}/seed_{seed}/{attack}/{defense}.log",
     benchmark:
-        "<results>/benchmarks/detect_backdoor/{dataset}/{attack}/{defense}.tsv"
+        "<results>/benchmarks/detect_backdoor/{dataset}/seed_{seed}/{attack}/{defense}.tsv"
     script:
         "../scripts/detect_backdoor.py"
 
@@ -92,9 +92,9 @@ rule plot_detection:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "<results>/logs/plot_detection/{dataset}/{attack}/{defense}.log",
+        "<results>/logs/plot_detection/{dataset}/seed_{seed}/{attack}/{defense}.log",
     benchmark:
-        "<results>/benchmarks/plot_detection/{dataset}/{attack}/{defense}.tsv"
+        "<results>/benchmarks/plot_detection/{dataset}/seed_{seed}/{attack}/{defense}.tsv"
     script:
         "../scripts/plot_detection.py"
 
@@ -113,9 +113,9 @@ rule summarize_detection:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "<results>/logs/summarize_detection/{dataset}/{attack}/{defense}.log",
+        "<results>/logs/summarize_detection/{dataset}/seed_{seed}/{attack}/{defense}.log",
     benchmark:
-        "<results>/benchmarks/summarize_detection/{dataset}/{attack}/{defense}.tsv"
+        "<results>/benchmarks/summarize_detection/{dataset}/seed_{seed}/{attack}/{defense}.tsv"
     script:
         "../scripts/summarize_detection.py"
 

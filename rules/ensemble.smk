@@ -13,17 +13,17 @@ rule partition_training_set:
         split=rules.split_dataset.output.split,
         poison=rules.poison_training_set.output.poison,
     output:
-        partition="<results>/partition/{dataset}/{attack}/{defense}.npz",
+        partition="<results>/partition/{dataset}/seed_{seed}/{attack}/{defense}.npz",
     params:
         code=code_of("scripts/partition_training_set.py"),
         layout=ENSEMBLE.partition_params,
-        seed=config["seed"],
+        seed=get_seed,
     conda:
         "../envs/robustcert.yaml"
     log:
-        "<results>/logs/partition_training_set/{dataset}/{attack}/{defense}.log",
+        "<results>/logs/partition_training_set/{dataset}/seed_{seed}/{attack}/{defense}.log",
     benchmark:
-        "<results>/benchmarks/partition_training_set/{dataset}/{attack}/{defense}.tsv"
+        "<results>/benchmarks/partition_training_set/{dataset}/seed_{seed}/{attack}/{defense}.tsv"
     script:
         "../scripts/partition_training_set.py"
 
@@ -39,7 +39,7 @@ rule train_shard:
         code=code_of("scripts/train_shard.py"),
         subsets=ENSEMBLE.shard_subsets,
         recipe=ENSEMBLE.recipe,
-        seed=config["seed"],
+        seed=get_seed,
         device=config["device"],
     threads: config["threads"]
     resources:
@@ -49,9 +49,9 @@ rule train_shard:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "<results>/logs/train_shard/{dataset}/{attack}/{defense}/shard_{shard}.log",
+        "<results>/logs/train_shard/{dataset}/seed_{seed}/{attack}/{defense}/shard_{shard}.log",
     benchmark:
-        "<results>/benchmarks/train_shard/{dataset}/{attack}/{defense}/shard_{shard}.tsv"
+        "<results>/benchmarks/train_shard/{dataset}/seed_{seed}/{attack}/{defense}/shard_{shard}.tsv"
     script:
         "../scripts/train_shard.py"
 
@@ -63,7 +63,7 @@ rule score_ensemble:
         partition=rules.partition_training_set.output.partition,
         models=ENSEMBLE.shard_checkpoints,
     output:
-        scores="<results>/scores/{dataset}/{attack}/{defense}.npz",
+        scores="<results>/scores/{dataset}/seed_{seed}/{attack}/{defense}.npz",
     params:
         code=code_of("scripts/score_ensemble.py"),
         test_noise=ENSEMBLE.test_noise,
@@ -76,8 +76,8 @@ rule score_ensemble:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "<results>/logs/score_ensemble/{dataset}/{attack}/{defense}.log",
+        "<results>/logs/score_ensemble/{dataset}/seed_{seed}/{attack}/{defense}.log",
     benchmark:
-        "<results>/benchmarks/score_ensemble/{dataset}/{attack}/{defense}.tsv"
+        "<results>/benchmarks/score_ensemble/{dataset}/seed_{seed}/{attack}/{defense}.tsv"
     script:
         "../scripts/score_ensemble.py"

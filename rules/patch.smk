@@ -23,7 +23,7 @@ rule train_patch:
     params:
         code=code_of("scripts/train_patch.py"),
         recipe=PATCH.recipe,
-        seed=config["seed"],
+        seed=get_seed,
         device=config["device"],
     threads: config["threads"]
     resources:
@@ -33,9 +33,9 @@ rule train_patch:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "<results>/logs/train_patch/{dataset}/{attack}/{defense}/{ablation}.log",
+        "<results>/logs/train_patch/{dataset}/seed_{seed}/{attack}/{defense}/{ablation}.log",
     benchmark:
-        "<results>/benchmarks/train_patch/{dataset}/{attack}/{defense}/{ablation}.tsv"
+        "<results>/benchmarks/train_patch/{dataset}/seed_{seed}/{attack}/{defense}/{ablation}.tsv"
     script:
         "../scripts/train_patch.py"
 
@@ -50,7 +50,7 @@ rule certify_patch:
     params:
         code=code_of("scripts/certify_patch.py"),
         settings=PATCH.settings,
-        seed=config["seed"],
+        seed=get_seed,
         device=config["device"],
     threads: config["threads"]
     resources:
@@ -60,9 +60,9 @@ rule certify_patch:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "<results>/logs/certify_patch/{dataset}/{attack}/{defense}/{ablation}/shard_{shard}.log",
+        "<results>/logs/certify_patch/{dataset}/seed_{seed}/{attack}/{defense}/{ablation}/shard_{shard}.log",
     benchmark:
-        "<results>/benchmarks/certify_patch/{dataset}/{attack}/{defense}/{ablation}/shard_{shard}.tsv"
+        "<results>/benchmarks/certify_patch/{dataset}/seed_{seed}/{attack}/{defense}/{ablation}/shard_{shard}.tsv"
     script:
         "../scripts/certify_patch.py"
 
@@ -77,7 +77,7 @@ rule gather_patch:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "<results>/logs/gather_patch/{dataset}/{attack}/{defense}/{ablation}.log",
+        "<results>/logs/gather_patch/{dataset}/seed_{seed}/{attack}/{defense}/{ablation}.log",
     script:
         "../scripts/gather_patch.py"
 
@@ -92,7 +92,7 @@ rule attack_patch:
     params:
         code=code_of("scripts/attack_patch.py"),
         settings=PATCH.attack_settings,
-        seed=config["seed"],
+        seed=get_seed,
         device=config["device"],
     threads: config["threads"]
     resources:
@@ -102,9 +102,9 @@ rule attack_patch:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "<results>/logs/attack_patch/{dataset}/{attack}/{defense}/{ablation}.log",
+        "<results>/logs/attack_patch/{dataset}/seed_{seed}/{attack}/{defense}/{ablation}.log",
     benchmark:
-        "<results>/benchmarks/attack_patch/{dataset}/{attack}/{defense}/{ablation}.tsv"
+        "<results>/benchmarks/attack_patch/{dataset}/seed_{seed}/{attack}/{defense}/{ablation}.tsv"
     script:
         "../scripts/attack_patch.py"
 
@@ -125,9 +125,9 @@ rule summarize_patch:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "<results>/logs/summarize_patch/{dataset}/{attack}/{defense}/{ablation}.log",
+        "<results>/logs/summarize_patch/{dataset}/seed_{seed}/{attack}/{defense}/{ablation}.log",
     benchmark:
-        "<results>/benchmarks/summarize_patch/{dataset}/{attack}/{defense}/{ablation}.tsv"
+        "<results>/benchmarks/summarize_patch/{dataset}/seed_{seed}/{attack}/{defense}/{ablation}.tsv"
     script:
         "../scripts/summarize_patch.py"
 

@@ -13,19 +13,19 @@ rule poison_training_set:
     input:
         split=rules.split_dataset.output.split,
     output:
-        poison="<results>/poison/{dataset}/{attack}.npz",
+        poison="<results>/poison/{dataset}/seed_{seed}/{attack}.npz",
     wildcard_constraints:
         attack=POISON_ATTACKS,
     params:
         code=code_of("scripts/poison_training_set.py"),
         attack=lambda wildcards: poison.attack_params(config, wildcards),
-        seed=config["seed"],
+        seed=get_seed,
     conda:
         "../envs/robustcert.yaml"
     log:
-        "<results>/logs/poison_training_set/{dataset}/{attack}.log",
+        "<results>/logs/poison_training_set/{dataset}/seed_{seed}/{attack}.log",
     benchmark:
-        "<results>/benchmarks/poison_training_set/{dataset}/{attack}.tsv"
+        "<results>/benchmarks/poison_training_set/{dataset}/seed_{seed}/{attack}.tsv"
     script:
         "../scripts/poison_training_set.py"
 
@@ -43,8 +43,8 @@ rule summarize_attack:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "<results>/logs/summarize_attack/{dataset}/{attack}.log",
+        "<results>/logs/summarize_attack/{dataset}/seed_{seed}/{attack}.log",
     benchmark:
-        "<results>/benchmarks/summarize_attack/{dataset}/{attack}.tsv"
+        "<results>/benchmarks/summarize_attack/{dataset}/seed_{seed}/{attack}.tsv"
     script:
         "../scripts/summarize_attack.py"

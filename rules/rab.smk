@@ -29,9 +29,9 @@ rule certify_rab:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "<results>/logs/certify_rab/{dataset}/{attack}/{defense}/{certificate}.log",
+        "<results>/logs/certify_rab/{dataset}/seed_{seed}/{attack}/{defense}/{certificate}.log",
     benchmark:
-        "<results>/benchmarks/certify_rab/{dataset}/{attack}/{defense}/{certificate}.tsv"
+        "<results>/benchmarks/certify_rab/{dataset}/seed_{seed}/{attack}/{defense}/{certificate}.tsv"
     script:
         "../scripts/certify_rab.py"
 
@@ -55,9 +55,9 @@ rule summarize_rab:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "<results>/logs/summarize_rab/{dataset}/{attack}/{defense}/{certificate}.log",
+        "<results>/logs/summarize_rab/{dataset}/seed_{seed}/{attack}/{defense}/{certificate}.log",
     benchmark:
-        "<results>/benchmarks/summarize_rab/{dataset}/{attack}/{defense}/{certificate}.tsv"
+        "<results>/benchmarks/summarize_rab/{dataset}/seed_{seed}/{attack}/{defense}/{certificate}.tsv"
     script:
         "../scripts/summarize_rab.py"
 

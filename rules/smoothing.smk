@@ -24,7 +24,7 @@ rule train_smoothed:
     params:
         code=code_of("scripts/train_smoothed.py"),
         recipe=SMOOTHING.recipe,
-        seed=config["seed"],
+        seed=get_seed,
         device=config["device"],
     threads: config["threads"]
     resources:
@@ -34,9 +34,9 @@ rule train_smoothed:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "<results>/logs/train_smoothed/{dataset}/{attack}/{defense}/sigma_{sigma}.log",
+        "<results>/logs/train_smoothed/{dataset}/seed_{seed}/{attack}/{defense}/sigma_{sigma}.log",
     benchmark:
-        "<results>/benchmarks/train_smoothed/{dataset}/{attack}/{defense}/sigma_{sigma}.tsv"
+        "<results>/benchmarks/train_smoothed/{dataset}/seed_{seed}/{attack}/{defense}/sigma_{sigma}.tsv"
     script:
         "../scripts/train_smoothed.py"
 
@@ -54,7 +54,7 @@ rule import_released_model:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "<results>/logs/import_released_model/{dataset}/{attack}/{defense}/sigma_{sigma}.log",
+        "<results>/logs/import_released_model/{dataset}/seed_{seed}/{attack}/{defense}/sigma_{sigma}.log",
     script:
         "../scripts/import_released_model.py"
 
@@ -69,7 +69,7 @@ rule certify_smoothed:
         code=code_of("scripts/certify_smoothed.py"),
         settings=SMOOTHING.monte_carlo,
         sigma=get_sigma,
-        seed=config["seed"],
+        seed=get_seed,
         device=config["device"],
     threads: config["threads"]
     resources:
@@ -79,9 +79,9 @@ rule certify_smoothed:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "<results>/logs/certify_smoothed/{dataset}/{attack}/{defense}/sigma_{sigma}/shard_{shard}.log",
+        "<results>/logs/certify_smoothed/{dataset}/seed_{seed}/{attack}/{defense}/sigma_{sigma}/shard_{shard}.log",
     benchmark:
-        "<results>/benchmarks/certify_smoothed/{dataset}/{attack}/{defense}/sigma_{sigma}/shard_{shard}.tsv"
+        "<results>/benchmarks/certify_smoothed/{dataset}/seed_{seed}/{attack}/{defense}/sigma_{sigma}/shard_{shard}.tsv"
     script:
         "../scripts/certify_smoothed.py"
 
@@ -96,7 +96,7 @@ rule predict_smoothed:
         code=code_of("scripts/predict_smoothed.py"),
         settings=SMOOTHING.predict_settings,
         sigma=get_sigma,
-        seed=config["seed"],
+        seed=get_seed,
         device=config["device"],
     threads: config["threads"]
     resources:
@@ -106,9 +106,9 @@ rule predict_smoothed:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "<results>/logs/predict_smoothed/{dataset}/{attack}/{defense}/sigma_{sigma}/shard_{shard}.log",
+        "<results>/logs/predict_smoothed/{dataset}/seed_{seed}/{attack}/{defense}/sigma_{sigma}/shard_{shard}.log",
     benchmark:
-        "<results>/benchmarks/predict_smoothed/{dataset}/{attack}/{defense}/sigma_{sigma}/shard_{shard}.tsv"
+        "<results>/benchmarks/predict_smoothed/{dataset}/seed_{seed}/{attack}/{defense}/sigma_{sigma}/shard_{shard}.tsv"
     script:
         "../scripts/predict_smoothed.py"
 
@@ -123,7 +123,7 @@ rule gather_smoothed:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "<results>/logs/gather_smoothed/{dataset}/{attack}/{defense}/sigma_{sigma}/{algorithm}.log",
+        "<results>/logs/gather_smoothed/{dataset}/seed_{seed}/{attack}/{defense}/sigma_{sigma}/{algorithm}.log",
     script:
         "../scripts/gather_smoothed.py"
 
@@ -143,9 +143,9 @@ rule summarize_smoothing:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "<results>/logs/summarize_smoothing/{dataset}/{attack}/{defense}/sigma_{sigma}.log",
+        "<results>/logs/summarize_smoothing/{dataset}/seed_{seed}/{attack}/{defense}/sigma_{sigma}.log",
     benchmark:
-        "<results>/benchmarks/summarize_smoothing/{dataset}/{attack}/{defense}/sigma_{sigma}.tsv"
+        "<results>/benchmarks/summarize_smoothing/{dataset}/seed_{seed}/{attack}/{defense}/sigma_{sigma}.tsv"
     script:
         "../scripts/summarize_smoothing.py"
 
@@ -155,7 +155,7 @@ rule analyze_smoothing:
         certify=SMOOTHING.certificates,
     output:
         table=report(
-            "<results>/tables/smoothing/{dataset}/{attack}/{defense}.tsv",
+            "<results>/tables/smoothing/{dataset}/seed_{seed}/{attack}/{defense}.tsv",
             caption="../report/smoothing_table.rst",
             category="{dataset}",
             subcategory="{defense}",
@@ -176,9 +176,9 @@ rule analyze_smoothing:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "<results>/logs/analyze_smoothing/{dataset}/{attack}/{defense}.log",
+        "<results>/logs/analyze_smoothing/{dataset}/seed_{seed}/{attack}/{defense}.log",
     benchmark:
-        "<results>/benchmarks/analyze_smoothing/{dataset}/{attack}/{defense}.tsv"
+        "<results>/benchmarks/analyze_smoothing/{dataset}/seed_{seed}/{attack}/{defense}.tsv"
     script:
         "../scripts/analyze_smoothing.py"
 

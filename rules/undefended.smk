@@ -20,8 +20,8 @@ rule summarize_undefended:
     conda:
         "../envs/robustcert.yaml"
     log:
-        "<results>/logs/summarize_undefended/{dataset}/{attack}/{defense}.log",
+        "<results>/logs/summarize_undefended/{dataset}/seed_{seed}/{attack}/{defense}.log",
     benchmark:
-        "<results>/benchmarks/summarize_undefended/{dataset}/{attack}/{defense}.tsv"
+        "<results>/benchmarks/summarize_undefended/{dataset}/seed_{seed}/{attack}/{defense}.tsv"
     script:
         "../scripts/summarize_undefended.py"

@@ -48,3 +48,26 @@ def test_nothing_to_compare_gives_no_rows():
     only_clean = _result("none", "dpa", "dpa", "dpa", accuracy=0.9)
     assert comparison.against_baseline(only_clean).empty
     assert comparison.backdoorbench_summary(only_clean).empty
+
+
+def _replicate(seed: int, attack: str, defense: str, method: str, certificate: str, **values: float) -> pd.DataFrame:
+    keys = {"dataset": "digits", "attack": attack, "attack_type": attack, "defense": defense, "method": method,
+            "certificate": certificate}
+    return tidy_rows(keys, {"seed": seed}, [Metric(n, v) for n, v in values.items()])
+
+
+def test_replicates_are_compared_seed_by_seed_and_summarised_by_their_mean():
+    """DER of seed s is the defense of seed s against the baseline of seed s (the same poisons); the
+    BackdoorBench summary is the mean over the seeds."""
+    table = results.concatenate([
+        _replicate(0, "backdoor", "plain", "undefended", "uncertified", accuracy=0.9, asr=0.9, ra=0.1),
+        _replicate(1, "backdoor", "plain", "undefended", "uncertified", accuracy=0.9, asr=0.5, ra=0.1),
+        _replicate(0, "backdoor", "dpa", "dpa", "dpa", accuracy=0.9, asr=0.1, ra=0.5),
+        _replicate(1, "backdoor", "dpa", "dpa", "dpa", accuracy=0.9, asr=0.3, ra=0.5),
+    ])
+    rows = comparison.against_baseline(table)
+    der = rows[rows["metric"] == "der"].set_index("params")["value"]
+    assert der.to_dict() == pytest.approx({"seed=0;baseline=plain": (0.8 + 1) / 2, "seed=1;baseline=plain": (0.2 + 1) / 2})
+    summary = comparison.backdoorbench_summary(table).iloc[0]
+    assert summary["n_seeds"] == 2 and summary["asr_attack"] == pytest.approx(0.7)
+    assert summary["der"] == pytest.approx(((0.8 + 1) / 2 + (0.2 + 1) / 2) / 2)

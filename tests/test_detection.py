@@ -124,15 +124,15 @@ def test_the_plan_trains_one_adversarial_model_and_keeps_other_recipes():
     ensemble = EnsemblePlan(config)
     ensemble.register(stage.METHOD, stage.layout, stage.recipe)
     ensemble.register("dpa", lambda defense: None)
-    wc = SimpleNamespace(dataset="digits", attack="backdoor", defense="robust")
+    wc = SimpleNamespace(dataset="digits", seed="0", attack="backdoor", defense="robust")
     recipe = ensemble.recipe(wc)["train"]
     assert recipe["objective"] == "adversarial" and recipe["pgd_steps"] == 5 and recipe["epochs"] == 30
     train.TrainConfig(**recipe)  # every key is a field of the trainer's recipe
     assert ensemble.recipe(SimpleNamespace(defense="dpa"))["train"] == cfg.canonical(config["defenses"]["dpa"]["train"])
     plan = stage.Plan(config)
-    assert plan.rows() == [f"<results>/tables/rows/digits/{a}/robust/detection.tsv"
+    assert plan.rows() == [f"<results>/tables/rows/digits/seed_0/{a}/robust/detection.tsv"
                            for a in ("none", "backdoor", "backdoor_distributed")]
-    assert stage.VERDICTS in plan.plots() and plan.model(wc) == "<results>/models/digits/backdoor/robust/shard_0.pt"
+    assert stage.VERDICTS in plan.plots() and plan.model(wc) == "<results>/models/digits/seed_0/backdoor/robust/shard_0.pt"
     assert set(plan.probe_params(wc)) == {"translation", "features", "clustering"}
     assert config["defenses"]["robust"]["clustering"]["threshold"] == 2  # the schema's default
 
@@ -188,9 +188,9 @@ def test_detection_through_the_workflow_on_digits(tmp_path):
     # see README): the robust model paints the trigger into the images it translates into the target.
     mask = poison.make_trigger({"preset": "localised", "value": 0.98}, (1, 8, 8)).mask
     for attack, painted in (("localised", True), ("none", False)):
-        mean = np.load(work / f"results/detection/digits/{attack}/robust/gallery.npz")["mean"]
+        mean = np.load(work / f"results/detection/digits/seed_0/{attack}/robust/gallery.npz")["mean"]
         at_trigger = mean[:, mask].mean(axis=1)
         assert (at_trigger.argmax() == 7) == painted, (attack, at_trigger.round(2))
     for attack in ("none", "localised"):
         for kind in ("clusters", "gallery"):
-            assert (work / f"results/plots/digits/detection/{attack}/robust_{kind}.png").stat().st_size > 0
+            assert (work / f"results/plots/digits/seed_0/detection/{attack}/robust_{kind}.png").stat().st_size > 0

@@ -35,7 +35,8 @@ def default_config() -> dict:
 
 
 def wildcards(**names: str) -> SimpleNamespace:
-    return SimpleNamespace(**names)
+    """The wildcards of a job of the default config's one replicate (seed 0) unless given."""
+    return SimpleNamespace(**{"seed": "0", **names})
 
 
 # ----------------------------------------------------------------------------- config
@@ -77,9 +78,18 @@ def test_canonical_sorts_every_mapping_and_keeps_lists():
 
 def test_derived_seeds_keep_seed_zero_and_give_disjoint_replicates():
     assert [cfg.derive_seed(0, j) for j in range(3)] == [0, 1, 2]
-    seed_zero = {cfg.derive_seed(0, j) for j in range(10_000)}
-    seed_one = {cfg.derive_seed(1, j) for j in range(10_000)}
-    assert not seed_zero & seed_one
+    blocks = [{cfg.derive_seed(s, j) for j in range(10_000)} for s in range(100)]
+    assert sum(map(len, blocks)) == len(set().union(*blocks))  # 100 replicates of 10 000 items, no seed shared
+    assert all(0 <= seed < 2**32 for block in blocks for seed in block)
+
+
+def test_replicates_draw_different_torch_streams():
+    """torch's CPU generator keeps the low 32 bits of a seed: each replicate's derived seed must differ there."""
+    import torch
+
+    draws = {tuple(torch.rand(4, generator=torch.Generator().manual_seed(cfg.derive_seed(s, 3))).tolist())
+             for s in range(5)}
+    assert len(draws) == 5
 
 
 def test_fa_shifts_are_the_references_at_seed_zero_and_change_with_the_seed():
@@ -97,7 +107,7 @@ def test_fa_shifts_are_the_references_at_seed_zero_and_change_with_the_seed():
 def test_aggregation_plan_rows_plots_and_the_keys_its_steps_read(default_config):
     plan = aggregation.Plan(default_config)
     assert len(plan.rows("dpa")) == 4 * 2 and len(plan.rows("fa")) == 2 * 2
-    assert "<results>/tables/rows/digits/backdoor/fa/fa_roe.tsv" in plan.rows("fa")
+    assert "<results>/tables/rows/digits/seed_0/backdoor/fa/fa_roe.tsv" in plan.rows("fa")
     assert plan.plots() == ["<results>/plots/digits/poison_budget.png", "<results>/plots/digits/poison_budget.pdf"]
     layout = aggregation.layout(default_config["defenses"]["fa"])
     assert (layout.assignment, layout.k, layout.d, layout.num_models) == ("hash", 20, 4, 80)
@@ -111,7 +121,7 @@ def test_ensemble_plan_reads_only_the_layout_and_the_recipe(default_config):
     wc = wildcards(dataset="digits", attack="none", defense="dpa", shard="1")
     assert plan.partition_params(wc) == {"assignment": "hash", "k": 20, "d": 1}
     assert plan.shard_subsets(wc) == list(range(10, 20))
-    assert plan.shard_checkpoints(wc)[-1] == "<results>/models/digits/none/dpa/shard_1.pt"
+    assert plan.shard_checkpoints(wc)[-1] == "<results>/models/digits/seed_0/none/dpa/shard_1.pt"
     assert set(plan.recipe(wc)) == {"arch", "train"} and "certificates" not in repr(plan.recipe(wc))
     assert plan.test_noise(wc) == {}
     with pytest.raises(ValueError, match="trains no ensemble"):
@@ -133,7 +143,7 @@ def test_bilevel_plan_keeps_its_evaluation_out_of_the_attack(default_config):
     wc = wildcards(dataset="digits", attack="bilevel", defense="smoothing", sigma="0.5")
     assert "evaluation" not in plan.attack_params(wc) and plan.attack_params(wc)["epsilon"] == 0.1
     assert plan.evaluation_params(wc)["n_points"] == 40
-    assert plan.clean_victim(wc) == "<results>/smoothing/digits/none/smoothing/sigma_0.5/model.pt"
+    assert plan.clean_victim(wc) == "<results>/smoothing/digits/seed_0/none/smoothing/sigma_0.5/model.pt"
     assert plan.attack_constraint() == "bilevel" and len(plan.rows()) == 2
     no_clean = copy.deepcopy(default_config)
     del no_clean["attacks"]["none"]

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.workflow
 
 CONFIG = "tests/configs/report_small.yaml"
 PLOT = "results/plots/digits/poison_budget.png"
-SMOOTHING_PLOT = "results/plots/digits/smoothing/none/smoothing.png"
+SMOOTHING_PLOT = "results/plots/digits/seed_0/smoothing/none/smoothing.png"
 TABLE = "results/tables/all.tsv"
 HEADLINE = "results/plots/headline.png"
 

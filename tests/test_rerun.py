@@ -126,7 +126,7 @@ def test_other_shards_of_test_points_recertify_without_retraining(up_to_date):
 def test_another_evaluation_reruns_the_evaluation_not_the_attack(up_to_date):
     jobs, changed = planned(up_to_date, lambda c: c["attacks"]["bilevel"]["evaluation"].update(n_points=30))
     assert set(jobs) == {"evaluate_bilevel_radius", *TABLES}, jobs
-    assert changed == ["results/tables/rows/digits/bilevel/smoothing/bilevel_sigma_0.25.tsv"]
+    assert changed == ["results/tables/rows/digits/seed_0/bilevel/smoothing/bilevel_sigma_0.25.tsv"]
 
 
 def test_the_same_config_with_its_keys_in_another_order_plans_nothing(up_to_date):

@@ -35,11 +35,11 @@ def test_the_plan_has_a_row_per_experiment_of_the_method():
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     cfg.validate_config(config, REPO / "config" / "schemas")
     plan = undefended.Plan(config)
-    assert plan.rows() == [*(f"<results>/tables/rows/digits/{a}/undefended/undefended.tsv"
+    assert plan.rows() == [*(f"<results>/tables/rows/digits/seed_0/{a}/undefended/undefended.tsv"
                              for a in ("none", "backdoor", "label_flip", "bilevel")),
-                           *(f"<results>/tables/rows/digits_binary/{a}/undefended/undefended.tsv"
+                           *(f"<results>/tables/rows/digits_binary/seed_0/{a}/undefended/undefended.tsv"
                              for a in ("none", "four_pixel"))]  # beside RAB
-    wc = SimpleNamespace(dataset="digits", attack="backdoor", defense="undefended")
+    wc = SimpleNamespace(dataset="digits", seed="0", attack="backdoor", defense="undefended")
     assert plan.row_keys(wc)["method"] == "undefended" and plan.row_params(wc)["epochs"] == 30
 
 
@@ -78,4 +78,4 @@ def test_undefended_through_the_workflow(tmp_path):
     assert pd.isna(table.loc["none", "asr"]) and pd.isna(table.loc["none", "asr_all"])  # no trigger, no rate
     assert 0 <= table.loc["backdoor", "asr"] <= 1 and 0 <= table.loc["backdoor", "asr_all"] <= 1
     assert (work / "results/tables/undefended.tsv").exists()
-    assert len(list((work / "results/models/digits/backdoor/plain").glob("*.pt"))) == 1
+    assert len(list((work / "results/models/digits/seed_0/backdoor/plain").glob("*.pt"))) == 1

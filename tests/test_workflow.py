@@ -174,7 +174,7 @@ def test_default_config_end_to_end(workflow_copy):
     assert (bilevel["acr_clean"] > 0).all() and (bilevel["n_test"] > 0).all()
     assert (bilevel["acr_drop"] == 1 - bilevel["acr"] / bilevel["acr_clean"]).all()
     assert ("bilevel", "dpa") in variants.index  # the poisons also go through DPA (transfer)
-    poison = np.load(workflow_copy / "results/poison/digits/bilevel.npz")
+    poison = np.load(workflow_copy / "results/poison/digits/seed_0/bilevel.npz")
     split = np.load(workflow_copy / "results/data/digits/split.npz")
     original = split["x_train"][poison["index"]].astype(int)
     assert np.abs(poison["x"].astype(int) - original).max() <= 25  # ε = 0.1 of 255
@@ -190,14 +190,14 @@ def test_default_config_end_to_end(workflow_copy):
     rab = pd.read_csv(workflow_copy / "results/tables/rab.tsv", sep="\t")  # digits 6 vs 8 × {none, four pixel}
     assert sorted(rab["certificate"]) == ["rab", "rab", "rab_expected", "rab_expected"]
     assert (rab["n_test"] == 118).all() and rab["cert_acc@l2_train=0"].between(0, 1).all()
-    certify = pd.read_csv(workflow_copy / "results/certify/digits/none/dpa/dpa.tsv", sep="\t")
+    certify = pd.read_csv(workflow_copy / "results/certify/digits/seed_0/none/dpa/dpa.tsv", sep="\t")
     assert list(certify.columns) == ["idx", "label", "predict", "radius", "correct"] and len(certify) == 360
     # the table's numbers are those of the certificates (the reshaping changed none of them)
     assert dpa.loc["none", "accuracy"] == certify["correct"].mean()
     for budget in (1, 2, 5):
         expected = ((certify["radius"] >= budget) & (certify["correct"] == 1)).mean()
         assert dpa.loc["none", f"cert_acc@poison_samples={budget}"] == expected
-    smoothed = pd.read_csv(workflow_copy / "results/smoothing/digits/none/smoothing/sigma_0.25/certify.tsv", sep="\t")
+    smoothed = pd.read_csv(workflow_copy / "results/smoothing/digits/seed_0/none/smoothing/sigma_0.25/certify.tsv", sep="\t")
     assert list(smoothed.columns) == ["idx", "label", "predict", "radius", "correct"]
     assert smoothed["idx"].tolist() == list(range(0, 360, 9))
     # The HTML report builds on the default config and holds every plot and the table.

@@ -38,7 +38,7 @@ def test_the_victim_defaults_to_gaussian_augmentation_and_names_the_rows(config)
     assert config["attacks"]["bilevel"]["victim"] == {"name": "gaussian_augmentation"}
     macer = _with_victim(config, {"name": "macer", "k": 2})
     plan = bilevel.Plan(macer)
-    wc = SimpleNamespace(dataset="digits", attack="bilevel", defense="smoothing", sigma="0.25")
+    wc = SimpleNamespace(dataset="digits", seed="0", attack="bilevel", defense="smoothing", sigma="0.25")
     params = plan.row_params(wc)
     assert (params["victim"], params["victim_sigma"], params["victim_macer_k"]) == ("macer", 0.25, 2)
     assert params["objective"] == "gaussian_augmentation"  # the evaluation victim, the defense's objective

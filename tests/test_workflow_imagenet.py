@@ -20,7 +20,7 @@ def test_tiny_image_folder_trains_and_certifies_end_to_end(workflow_copy, tmp_pa
               "--resources", "gpu=1", "--", "all")
     split = data.load_split(workflow_copy / "results/data/imagenet/split.npz")
     assert split.image_shape == (3, 8, 8) and split.num_classes == 3 and len(split.y_test) == 6
-    certified = pd.read_csv(workflow_copy / "results/smoothing/imagenet/none/smoothing/sigma_0.25/certify.tsv", sep="\t")
+    certified = pd.read_csv(workflow_copy / "results/smoothing/imagenet/seed_0/none/smoothing/sigma_0.25/certify.tsv", sep="\t")
     assert certified["idx"].tolist() == list(range(6)) and certified["label"].tolist() == [0, 0, 1, 1, 2, 2]
     row = results.wide(results.read_rows(workflow_copy / "results/tables/all.tsv"))
     row = row[row["method"] == "smoothing"].iloc[0]

@@ -20,7 +20,7 @@ from robustcert.workflow import patch
 from robustcert.workflow.smoothing import certified_points, point_shards
 
 SCHEMAS = REPO / "config" / "schemas"
-WC = SimpleNamespace(dataset="digits", attack="backdoor", defense="patch", ablation="band_s2")
+WC = SimpleNamespace(dataset="digits", seed="0", attack="backdoor", defense="patch", ablation="band_s2")
 
 
 @pytest.fixture
@@ -37,13 +37,13 @@ def test_the_stage_module_loads_no_torch():
 
 def test_the_plan_has_a_row_per_attack_and_ablation(config):
     plan = patch.Plan(config)
-    assert plan.rows() == [f"<results>/tables/rows/digits/{a}/patch/patch_{b}.tsv"
+    assert plan.rows() == [f"<results>/tables/rows/digits/seed_0/{a}/patch/patch_{b}.tsv"
                            for a in ("none", "backdoor") for b in ("band_s2", "block_s4")]
     assert plan.plots() == ["<results>/plots/digits/patch/patch.png", "<results>/plots/digits/patch/patch.pdf"]
     assert plan.recipe(WC)["ablation"] == {"count": 1, "kind": "band", "size": 2}
     assert plan.settings(WC)["ablation"] == {"count": 1, "kind": "band", "size": 2}
     assert set(plan.settings(WC)) == {"ablation", *patch.SETTINGS_KEYS}
-    assert plan.shards(WC) == ["<results>/patch/digits/backdoor/patch/band_s2/certify/shard_0.tsv"]
+    assert plan.shards(WC) == ["<results>/patch/digits/seed_0/backdoor/patch/band_s2/certify/shard_0.tsv"]
     assert list(plan.rule_params(WC)) == ["theta_0.2", "top_one"]
 
 
@@ -125,19 +125,19 @@ def test_patch_smoothing_through_the_workflow(workflow_copy):
     assert attacked["undefended_attack_acc@patch_size=2"].between(0, 1).all()
     # no point certified against a 2×2 patch is broken by one
     assert (attacked["attack_acc@patch_size=2"] >= attacked["cert_acc_attacked@patch_size=2"]).all()
-    certify = pd.read_csv(workflow_copy / "results/patch/digits/none/patch/block_s4/certify.tsv", sep="\t")
-    assert len(certify) == 30 * 3 and len(list((workflow_copy / "results/patch/digits/none/patch/block_s4/certify")
+    certify = pd.read_csv(workflow_copy / "results/patch/digits/seed_0/none/patch/block_s4/certify.tsv", sep="\t")
+    assert len(certify) == 30 * 3 and len(list((workflow_copy / "results/patch/digits/seed_0/none/patch/block_s4/certify")
                                                 .glob("shard_*.tsv"))) == 2
 
 
 def test_given_test_indices_are_certified_in_their_order_and_refused_beyond_the_test_set(config):
-    wc = SimpleNamespace(dataset="digits", attack="none", defense="patch", ablation="band_s2")
+    wc = SimpleNamespace(dataset="digits", seed="0", attack="none", defense="patch", ablation="band_s2")
     given = copy.deepcopy(config)
     given["defenses"]["patch"].update(test_indices=[5, 3, 200, 7, 11], skip=2, points_per_job=2)
     plan = patch.Plan(given)
     assert plan.settings(wc)["test_indices"] == [5, 3, 200, 7, 11]
     assert [s.tolist() for s in point_shards(360, plan.settings(wc))] == [[5, 200], [11]]
-    assert plan.shards(wc) == [f"<results>/patch/digits/none/patch/band_s2/certify/shard_{i}.tsv" for i in (0, 1)]
+    assert plan.shards(wc) == [f"<results>/patch/digits/seed_0/none/patch/band_s2/certify/shard_{i}.tsv" for i in (0, 1)]
     assert plan.row_params(wc)["test_points"] == "5 given indices[::2]"
     given["defenses"]["patch"]["test_indices"] = [3, 360, 400]
     with pytest.raises(ValueError, match=r"test_indices \[360, 400\] beyond the 360 test points"):

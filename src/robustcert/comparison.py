@@ -13,7 +13,7 @@ from __future__ import annotations
 import pandas as pd
 
 from robustcert import metrics
-from robustcert.results import COLUMNS, KEYS, NO_AXIS, Metric, parse_params, tidy_rows
+from robustcert.results import COLUMNS, KEYS, NO_AXIS, SEED, Metric, parse_params, tidy_rows, without_seed
 
 BASELINE = "undefended"
 COMPARED = ("accuracy", "asr", "ra")
@@ -23,20 +23,22 @@ RESULT = (*KEYS, "params")
 
 
 def compared_results(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per result that has every metric of :data:`COMPARED`: its keys, params and those values."""
+    """One row per result that has every metric of :data:`COMPARED`: its keys, params, seed and those values."""
     scalars = rows[(rows["axis"] == NO_AXIS) & rows["metric"].isin(COMPARED)]
     table = scalars.pivot_table(index=list(RESULT), columns="metric", values="value", aggfunc="first")
-    return table.reindex(columns=list(COMPARED)).dropna().reset_index()
+    table = table.reindex(columns=list(COMPARED)).dropna().reset_index()
+    return table.assign(**{SEED: table["params"].map(lambda text: parse_params(text).get(SEED, ""))})
 
 
 def pairs_with_baseline(rows: pd.DataFrame) -> pd.DataFrame:
-    """Each defense result beside the baseline result of its dataset and attack (suffixes ``_d``, ``_u``)."""
+    """Each defense result beside the baseline result of its dataset, attack and seed (the same
+    poisons; suffixes ``_d``, ``_u``)."""
     results = compared_results(rows)
     if results.empty:
         return pd.DataFrame()
     baseline = results[results["method"] == BASELINE]
     defended = results[results["method"] != BASELINE]
-    return defended.merge(baseline, on=["dataset", "attack", "attack_type"], suffixes=("_d", "_u"))
+    return defended.merge(baseline, on=["dataset", "attack", "attack_type", SEED], suffixes=("_d", "_u"))
 
 
 def against_baseline(rows: pd.DataFrame) -> pd.DataFrame:
@@ -49,14 +51,21 @@ def against_baseline(rows: pd.DataFrame) -> pd.DataFrame:
 
 def backdoorbench_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per defense result × attack in the columns of BackdoorBench's ``metric_summary.csv``
-    (the attack columns are the baseline's), after the experiment's names."""
+    (the attack columns are the baseline's), after the experiment's names; replicates (seeds) as the
+    mean of their numbers, with their count in ``n_seeds`` (before BackdoorBench's columns)."""
     records = []
     for pair in pairs_with_baseline(rows).itertuples(index=False):
         der, rir = (m.value for m in _rates(pair))
-        records.append({**_keys(pair), "clean_accuracy_attack": pair.accuracy_u, "clean_accuracy_defense": pair.accuracy_d,
+        records.append({**_keys(pair), "params": without_seed(pair.params_d),
+                        "clean_accuracy_attack": pair.accuracy_u, "clean_accuracy_defense": pair.accuracy_d,
                         "asr_attack": pair.asr_u, "asr_defense": pair.asr_d, "ra_attack": pair.ra_u,
                         "ra_defense": pair.ra_d, "der": der, "rir": rir})
-    return pd.DataFrame(records, columns=[*KEYS, *BACKDOORBENCH_COLUMNS])
+    columns = [*KEYS, "params", *BACKDOORBENCH_COLUMNS]
+    table = pd.DataFrame(records, columns=columns)
+    grouped = table.groupby([*KEYS, "params"], sort=False)
+    summary = grouped[list(BACKDOORBENCH_COLUMNS)].mean().assign(n_seeds=grouped.size()).reset_index()
+    return summary[[*KEYS, "n_seeds", *BACKDOORBENCH_COLUMNS]]
+
 
 
 def _keys(pair) -> dict[str, str]:

@@ -19,28 +19,39 @@ from typing import Any
 Config = Mapping[str, Any]
 # the config sections whose entries are validated against a schema chosen by one of their keys
 ENTRY_KINDS = {"attacks": "type", "defenses": "method"}
-# seed s gives streams s·STRIDE + item: seed 0 keeps the item's own seed (the references' seeds),
-# and every other seed a disjoint block of them, so that `seed: 1` is a true replicate
-SEED_STRIDE = 2**32
+# seed s gives streams (s·STRIDE + item) mod 2³²: seed 0 keeps the item's own seed (the references'
+# seeds), and every other seed a block of them far from every other seed's (STRIDE is odd and close to
+# 2³²/φ, so the first 1 000 seeds' blocks lie at least 1.9 million apart). The seeds fit in 32 bits
+# because torch's CPU generator (mt19937) keeps only the low 32 bits of a seed: seed·2³² + item
+# gave every replicate seed 0's models.
+SEED_STRIDE = 0x9E3779B1
+SEED_BITS = 32
 
 
 @dataclass(frozen=True)
 class Experiment:
-    """One dataset × attack × defense cell of the plan."""
+    """One dataset × attack × defense cell of the plan, in one replicate (its ``seed``)."""
 
     dataset: str
     attack: str
     defense: str
+    seed: int
 
 
 def experiments(config: Config) -> list[Experiment]:
-    """Every cell of every ``experiments`` grid, in config order, without repeats."""
+    """Every cell of every ``experiments`` grid, once per seed of the grid (its ``seeds``, else the
+    config's ``seed``), in config order, without repeats."""
     cells = []
     for grid in config["experiments"]:
-        for cell in product(grid["datasets"], grid["attacks"], grid["defenses"]):
+        for cell in product(grid["datasets"], grid["attacks"], grid["defenses"], grid_seeds(config, grid)):
             if Experiment(*cell) not in cells:
                 cells.append(Experiment(*cell))
     return cells
+
+
+def grid_seeds(config: Config, grid: Mapping[str, Any]) -> list[int]:
+    """The replicates of one grid: its ``seeds``, else the config's one ``seed``."""
+    return [int(s) for s in grid.get("seeds", [config["seed"]])]
 
 
 def entry_schemas(config: Config, schema_dir: str | Path) -> Iterator[tuple[str, str, Path]]:
@@ -218,8 +229,9 @@ def refuse(problems: list[str]) -> None:
 
 
 def derive_seed(seed: int, item: int = 0) -> int:
-    """The seed of one item (a model, a shard, a partition draw) under the config's ``seed``."""
-    return int(seed) * SEED_STRIDE + int(item)
+    """The seed of one item (a model, a shard, a partition draw) under the replicate's ``seed``: the
+    item itself under seed 0, a 32-bit seed in that seed's own block otherwise (:data:`SEED_STRIDE`)."""
+    return (int(seed) * SEED_STRIDE + int(item)) % 2**SEED_BITS
 
 
 def canonical(value: Any) -> Any:

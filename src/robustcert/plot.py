@@ -29,18 +29,24 @@ VARIANT_STYLES = ("-", "--", ":", "-.")
 
 @dataclass(frozen=True)
 class Curve:
-    """One certificate TSV of one experiment, drawn in the colour of its defense."""
+    """The certificate TSVs of one experiment, one per replicate (seed), drawn in the colour of its
+    defense: their mean, with a band of ± one standard deviation where there are several."""
 
     attack: str
     defense: str
     certificate: str
-    frame: pd.DataFrame
+    frames: tuple[pd.DataFrame, ...]
     label: str | None = None
 
     @property
     def name(self) -> str:
         """The curve's legend entry (defense · certificate unless given)."""
         return self.label or f"{self.defense} · {self.certificate}"
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """Every replicate's rows together."""
+        return pd.concat(self.frames, ignore_index=True)
 
 
 def plot_poison_budget(curves: Sequence[Curve], undefended: Mapping[str, float], colors: Mapping[str, str],
@@ -98,23 +104,23 @@ def _budget_panels(curves: Sequence[Curve], budgets: np.ndarray, strict: bool, u
     styles = styles or _variant_styles(c.certificate for c in curves)
     fig, axes = _panels(len(attacks))
 
-    def share(curve: Curve) -> np.ndarray:
-        return certified_accuracy(curve.frame["radius"], curve.frame["correct"], budgets, strict=strict)
+    def shares(curve: Curve) -> list[np.ndarray]:
+        return [certified_accuracy(f["radius"], f["correct"], budgets, strict=strict) for f in curve.frames]
 
     for ax, attack in zip(axes, attacks):
         references = [c for c in curves if c.attack == CLEAN and attack != CLEAN]
         for curve in references:
-            ax.step(budgets, share(curve), where="post", color="0.65", linewidth=0.8,
-                    linestyle=styles[curve.certificate],
-                    label="the same without attack" if curve is references[0] else None)
+            step_with_band(ax, budgets, shares(curve), color="0.65", linewidth=0.8,
+                           linestyle=styles[curve.certificate],
+                           label="the same without attack" if curve is references[0] else None)
         for curve in (c for c in curves if c.attack == attack):
-            ax.step(budgets, share(curve), where="post", color=colors[curve.defense],
-                    linestyle=styles[curve.certificate], label=curve.name)
+            step_with_band(ax, budgets, shares(curve), color=colors[curve.defense],
+                           linestyle=styles[curve.certificate], label=curve.name)
         if attack in undefended:
             ax.axhline(undefended[attack], color="black", linestyle=":", linewidth=1, label="undefended accuracy")
         ax.set(title=attack, ylim=(0, 1.02), xlim=(0, budgets[-1]))
         ax.legend(fontsize="x-small")
-    fig.supylabel("certified accuracy")
+    fig.supylabel(_accuracy_label(max((len(c.frames) for c in curves), default=1)))
     return fig
 
 
@@ -122,7 +128,8 @@ def plot_patch_sizes(frames: Sequence[tuple[str, str, pd.DataFrame]], title: str
                      outputs: Sequence[str | Path]) -> None:
     """Certified accuracy (y) against the side of the adversarial patch (x) of patch smoothing: one panel
     per attack (small multiples), a colour per ablation (robustcert.style.palette over their labels) and
-    a line style per voting rule; (attack, ablation, certify TSV of robustcert.workflow.patch) each."""
+    a line style per voting rule; (attack, ablation, certify TSV of robustcert.workflow.patch) each, the
+    TSVs of replicates (the same attack and ablation) drawn as their mean with a band."""
     from robustcert.style import palette
 
     attacks = list(dict.fromkeys(attack for attack, _, _ in frames))
@@ -132,18 +139,24 @@ def plot_patch_sizes(frames: Sequence[tuple[str, str, pd.DataFrame]], title: str
     largest = max((int(frame["certified_patch"].max()) for _, _, frame in frames if len(frame)), default=0)
     sizes = np.arange(0, largest + 2)
     fig, axes = _panels(len(attacks))
+    seeds = 1
     for ax, attack in zip(axes, attacks):
+        replicates: dict[tuple[str, str], list[np.ndarray]] = {}
         for _, ablation, frame in (f for f in frames if f[0] == attack):
             clean = frame[frame["triggered"] == 0]
             for rule, rows in clean.groupby("rule"):
                 correct = rows["certified_class"] == rows["label"]
-                ax.step(sizes, certified_accuracy(rows["certified_patch"], correct, sizes), where="post",
-                        color=colors[ablation], linestyle=styles[rule], label=f"{ablation} · {rule}")
+                replicates.setdefault((ablation, rule), []).append(
+                    certified_accuracy(rows["certified_patch"], correct, sizes))
+        for (ablation, rule), shares in replicates.items():
+            step_with_band(ax, sizes, shares, color=colors[ablation], linestyle=styles[rule],
+                           label=f"{ablation} · {rule}")
+            seeds = max(seeds, len(shares))
         ax.set(title=attack, ylim=(0, 1.02), xlim=(0, sizes[-1]))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize="x-small")
     fig.supxlabel("side of the adversarial patch (pixels)")
-    fig.supylabel("certified accuracy")
+    fig.supylabel(_accuracy_label(seeds))
     fig.suptitle(title)
     _save(fig, outputs)
 
@@ -172,6 +185,24 @@ def plot_objective(trace: pd.DataFrame, prefix: str | Path, title: str) -> None:
         ax.legend(fontsize="small")
     ax.set(xlabel="outer step", ylabel="objective", title=title)
     _save(fig, [f"{prefix}.png", f"{prefix}.pdf"])
+
+
+def step_with_band(ax: plt.Axes, x: np.ndarray, replicates: Sequence[np.ndarray], label: str | None = None,
+                   **style) -> None:
+    """A step curve of the mean of ``replicates`` (one array of y per seed), and where there are
+    several, a band of ± one standard deviation in the curve's colour."""
+    ys = np.asarray(replicates, dtype=float)
+    mean = ys.mean(axis=0)
+    (line,) = ax.step(x, mean, where="post", label=label, **style)
+    if len(ys) > 1:
+        sd = ys.std(axis=0, ddof=1)
+        ax.fill_between(x, np.clip(mean - sd, 0, 1), np.clip(mean + sd, 0, 1), step="post",
+                        color=line.get_color(), alpha=0.18, linewidth=0)
+
+
+def _accuracy_label(seeds: int) -> str:
+    """The y label of a certified-accuracy plot, saying what the bands are where there are replicates."""
+    return "certified accuracy" if seeds <= 1 else f"certified accuracy (mean of up to {seeds} seeds, band ± 1 sd)"
 
 
 def _variant_styles(certificates: Iterable[str]) -> dict[str, str]:

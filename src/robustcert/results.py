@@ -13,6 +13,9 @@ parameters as columns, then one column per metric (``metric`` or ``metric@axis=a
 accuracy column (:data:`CERTIFIED_SHARES`) is followed by its 95% Clopper–Pearson interval over the
 experiment's ``n_test`` points (``<column>:ci_low``, ``<column>:ci_high``). The attack's budget
 joins every experiment row of its dataset and attack as columns, so each row says how large the attack was.
+Replicates of an experiment (an experiment grid's ``seeds``: rows that differ only in the ``seed``
+parameter) are one row of the wide view: each metric's mean over the seeds and its standard deviation
+(``<column>:sd``), with ``seeds`` and ``n_seeds`` in place of ``seed``; all.tsv keeps every seed's rows.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ NO_AXIS = "-"
 NO_DEFENSE = "-"
 CERTIFIED_SHARES = ("cert_acc", "cert_acc_clean")
 CONFIDENCE = 0.95
+SEED = "seed"  # the parameter that tells replicates apart
+SD = ":sd"  # the suffix of a metric's standard deviation over replicates
+COUNTS = ("n_test",)  # the same in every replicate: no standard deviation
 ROWS = TsvFormat("results rows", {**{c: Column("str") for c in COLUMNS[:-1]}, "value": Column("float", finite=False)})
 
 
@@ -59,6 +65,11 @@ def format_params(params: Mapping[str, Any]) -> str:
 def parse_params(text: str) -> dict[str, str]:
     """The pairs of :func:`format_params`."""
     return {} if text == NO_AXIS else dict(pair.split("=", 1) for pair in text.split(";"))
+
+
+def without_seed(text: str) -> str:
+    """Formatted params less the replicate's ``seed`` (what replicates of one experiment share)."""
+    return format_params({key: value for key, value in parse_params(text).items() if key != SEED})
 
 
 def tidy_rows(keys: Mapping[str, str], params: Mapping[str, Any], metrics: Iterable[Metric]) -> pd.DataFrame:
@@ -99,13 +110,51 @@ def concatenate(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
 
 def wide(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per experiment (keys and params), its parameters as columns, one column per metric;
-    the attack's budget rows as columns of each experiment on that attack (alone where there is none)."""
+    the attack's budget rows as columns of each experiment on that attack (alone where there is none);
+    replicates over seeds as one row (:func:`over_seeds`); certified accuracies with their intervals."""
+    params = {name for text in rows["params"].unique() for name in parse_params(text)}
+    return with_intervals(over_seeds(per_seed(rows), params))
+
+
+def per_seed(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per experiment and seed (keys and params): the wide view before replicates are merged."""
     alone = rows["defense"] == NO_DEFENSE
     if alone.all() or not alone.any():
-        return with_intervals(_pivot(rows))
-    budgets = _pivot(rows[alone])
-    budgets = budgets[["dataset", "attack", *(c for c in budgets.columns if c in set(rows.loc[alone, "metric"]))]]
-    return with_intervals(_pivot(rows[~alone]).merge(budgets, on=["dataset", "attack"], how="left"))
+        return _pivot(rows)
+    defended, budgets = _pivot(rows[~alone]), _pivot(rows[alone])
+    on = [c for c in ("dataset", "attack", SEED) if c in defended and c in budgets]
+    budgets = budgets[[*on, *(c for c in budgets.columns if c in set(rows.loc[alone, "metric"]))]]
+    return defended.merge(budgets, on=on, how="left")
+
+
+def over_seeds(table: pd.DataFrame, params: Iterable[str]) -> pd.DataFrame:
+    """Replicates (rows equal but for their ``seed``) as one row: each metric's mean over the seeds,
+    followed by its sample standard deviation (``<metric>:sd``, empty for one seed; none for the
+    :data:`COUNTS`), and ``seeds``
+    (the seeds, space-separated) and ``n_seeds`` where ``seed`` was. A table without replicates is
+    returned as it is."""
+    params = set(params)
+    if SEED not in table:
+        return table
+    by = [c for c in table.columns if c in KEYS or (c in params and c != SEED)]
+    grouped = table.groupby(by, dropna=False, sort=False)
+    if (grouped.size() == 1).all():
+        return table
+    metrics = [c for c in table.columns if c not in by and c != SEED]
+    mean, sd = grouped[metrics].mean(), grouped[metrics].std(ddof=1)
+    seeds = grouped[SEED].agg(lambda s: " ".join(str(v) for v in sorted(s)))
+    columns: dict[str, pd.Series] = {}
+    keys = mean.index.to_frame(index=False)
+    for column in table.columns:
+        if column in by:
+            columns[column] = keys[column]
+        elif column == SEED:
+            columns["seeds"], columns["n_seeds"] = seeds.to_numpy(), grouped.size().to_numpy()
+        else:
+            columns[column] = _numeric_if_possible(pd.Series(mean[column].to_numpy()))
+            if column not in COUNTS:
+                columns[f"{column}{SD}"] = sd[column].to_numpy()
+    return pd.DataFrame(columns)
 
 
 def _pivot(rows: pd.DataFrame) -> pd.DataFrame:
@@ -124,14 +173,16 @@ def _pivot(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def with_intervals(table: pd.DataFrame) -> pd.DataFrame:
-    """Each certified-accuracy column followed by its Clopper–Pearson interval over ``n_test`` points."""
+    """Each certified-accuracy column followed by its Clopper–Pearson interval over ``n_test`` points
+    (over the ``n_test`` · ``n_seeds`` certifications pooled, for the mean of replicates)."""
     if "n_test" not in table:
         return table
+    points = table["n_test"] * table["n_seeds"] if "n_seeds" in table else table["n_test"]
     columns: dict[str, pd.Series] = {}
     for column in table.columns:
         columns[column] = table[column]
-        if column.split("@")[0] in CERTIFIED_SHARES:
-            low, high = clopper_pearson(table[column], table["n_test"])
+        if column.split("@")[0] in CERTIFIED_SHARES and not column.endswith(SD):
+            low, high = clopper_pearson(table[column], points)
             columns[f"{column}:ci_low"], columns[f"{column}:ci_high"] = low, high
     return pd.DataFrame(columns)
 

@@ -30,8 +30,8 @@ from robustcert.workflow.smoothing import (
 
 ATTACK_TYPE = "bilevel_radius"
 CERTIFICATE = "target_class_certify"
-ROW = "<results>/tables/rows/{dataset}/{attack}/{defense}/bilevel_sigma_{sigma}.tsv"
-OBJECTIVE_PLOT = "<results>/plots/{dataset}/bilevel_{attack}_objective.{ext}"
+ROW = "<results>/tables/rows/{dataset}/seed_{seed}/{attack}/{defense}/bilevel_sigma_{sigma}.tsv"
+OBJECTIVE_PLOT = "<results>/plots/{dataset}/seed_{seed}/bilevel_{attack}_objective.{ext}"
 TRANSFER = "<results>/tables/bilevel_transfer.tsv"
 # what evaluation reads of the smoothing defense
 EVALUATION_KEYS = ("n0", "n", "alpha", "batch_size")
@@ -67,8 +67,9 @@ class Plan:
 
     def plots(self) -> list[str]:
         """The objective trace of every bilevel attack on every dataset it runs on."""
-        cells = sorted({(e.dataset, e.attack) for e in experiments_of(self.config, attack_types=[ATTACK_TYPE])})
-        return [OBJECTIVE_PLOT.format(dataset=d, attack=a, ext=ext) for d, a in cells for ext in ("png", "pdf")]
+        cells = sorted({(e.dataset, e.seed, e.attack) for e in experiments_of(self.config, attack_types=[ATTACK_TYPE])})
+        return [OBJECTIVE_PLOT.format(dataset=d, seed=s, attack=a, ext=ext) for d, s, a in cells
+                for ext in ("png", "pdf")]
 
     def attack_params(self, wildcards: Any) -> dict[str, Any]:
         """What the attack reads of its entry (not its evaluation)."""
@@ -83,7 +84,7 @@ class Plan:
 
     def clean_victim(self, wildcards: Any) -> str:
         """The same smoothing victim trained on clean data."""
-        return SMOOTHED_MODEL.format(dataset=wildcards.dataset, attack=self.clean_attack, defense=wildcards.defense,
+        return SMOOTHED_MODEL.format(dataset=wildcards.dataset, seed=wildcards.seed, attack=self.clean_attack, defense=wildcards.defense,
                                      sigma=wildcards.sigma)
 
     def row_keys(self, wildcards: Any) -> dict[str, str]:

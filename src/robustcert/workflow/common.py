@@ -57,8 +57,8 @@ def row_keys(config: Config, wildcards: Any, certificate: str) -> dict[str, str]
 
 
 def common_params(config: Config, wildcards: Any) -> dict[str, Any]:
-    """The parameters that change every number of a row: the dataset's source and the seed."""
-    return {"source": config["datasets"][wildcards.dataset]["source"], "seed": config["seed"]}
+    """The parameters that change every number of a row: the dataset's source and the replicate's seed."""
+    return {"source": config["datasets"][wildcards.dataset]["source"], "seed": int(wildcards.seed)}
 
 
 def defense_colors(config: Config, defenses: Iterable[str]) -> dict[str, str]:

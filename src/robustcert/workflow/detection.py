@@ -24,14 +24,14 @@ from robustcert.workflow.ensemble import SHARD, Layout
 
 METHOD = "detection"
 CERTIFICATE = "translation_clusters"
-FOLDER = "<results>/detection/{dataset}/{attack}/{defense}"
+FOLDER = "<results>/detection/{dataset}/seed_{seed}/{attack}/{defense}"
 ADVERSARIAL = FOLDER + "/adversarial.tsv"
 CLUSTERS = FOLDER + "/clusters.tsv"
 EMBEDDING = FOLDER + "/embedding.npz"
 GALLERY = FOLDER + "/gallery.npz"
-CLUSTER_PLOT = "<results>/plots/{dataset}/detection/{attack}/{defense}_clusters.{ext}"
-GALLERY_PLOT = "<results>/plots/{dataset}/detection/{attack}/{defense}_gallery.{ext}"
-ROW = "<results>/tables/rows/{dataset}/{attack}/{defense}/detection.tsv"
+CLUSTER_PLOT = "<results>/plots/{dataset}/seed_{seed}/detection/{attack}/{defense}_clusters.{ext}"
+GALLERY_PLOT = "<results>/plots/{dataset}/seed_{seed}/detection/{attack}/{defense}_gallery.{ext}"
+ROW = "<results>/tables/rows/{dataset}/seed_{seed}/{attack}/{defense}/detection.tsv"
 VERDICTS = "<results>/tables/detection/verdicts.tsv"
 _COUNT = Column("int", minimum=0)
 # clusters.tsv: a row per label; embedding.npz: a point per translated or clean image probed;
@@ -77,7 +77,8 @@ class Plan:
 
     def model(self, wildcards: Any) -> str:
         """The checkpoint of the one robust model (the ensemble's only shard)."""
-        return SHARD.format(dataset=wildcards.dataset, attack=wildcards.attack, defense=wildcards.defense, shard=0)
+        return SHARD.format(dataset=wildcards.dataset, seed=wildcards.seed, attack=wildcards.attack,
+                            defense=wildcards.defense, shard=0)
 
     def adversary_params(self, wildcards: Any) -> dict[str, Any]:
         """The attack of the adversarial accuracy: the training attack."""
@@ -242,7 +243,7 @@ def summarize_detection(scores_path: str, adversarial_path: str, clusters_path: 
 
 def tabulate_detection(row_paths: Sequence[str], output: str) -> None:
     """The verdicts against the truth over all models: per label (positive: the backdoor's target) and
-    per model (positive: a backdoored model; detected: any label flagged)."""
+    per model (positive: a backdoored model; detected: any label flagged); each replicate (seed) is a model."""
     import pandas as pd
 
     from robustcert import results
@@ -250,7 +251,7 @@ def tabulate_detection(row_paths: Sequence[str], output: str) -> None:
 
     rows = results.concatenate(results.read_rows(p) for p in row_paths)
     labels, models = [], []
-    for _, model in rows.groupby(["dataset", "attack", "defense"], sort=False):
+    for _, model in rows.groupby(["dataset", "attack", "defense", "params"], sort=False):  # a model per seed
         target = model.loc[model["metric"] == "true_target", "value"]
         truth = int(target.iloc[0]) if len(target) else -1
         for row in model[model["metric"] == "flagged"].itertuples():

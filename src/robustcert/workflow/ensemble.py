@@ -15,7 +15,7 @@ from typing import Any
 from robustcert.config import Config, canonical, derive_seed
 from robustcert.workflow import compute_prologue, log
 
-SHARD = "<results>/models/{dataset}/{attack}/{defense}/shard_{shard}.pt"
+SHARD = "<results>/models/{dataset}/seed_{seed}/{attack}/{defense}/shard_{shard}.pt"
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,8 @@ class Plan:
     def shard_checkpoints(self, wildcards: Any) -> list[str]:
         """Every shard checkpoint of one ensemble."""
         count = len(self.layout(wildcards).shards())
-        return [SHARD.format(dataset=wildcards.dataset, attack=wildcards.attack, defense=wildcards.defense, shard=i)
-                for i in range(count)]
+        return [SHARD.format(dataset=wildcards.dataset, seed=wildcards.seed, attack=wildcards.attack,
+                             defense=wildcards.defense, shard=i) for i in range(count)]
 
     def recipe(self, wildcards: Any) -> dict[str, Any]:
         """What training reads of the defense: the architecture and the training recipe."""
@@ -99,11 +99,11 @@ class Plan:
         return canonical({"arch": defense["arch"], "train": recipe_of(defense)})
 
     def test_noise(self, wildcards: Any) -> dict[str, Any]:
-        """What scoring reads of the test-time noise: its σ and the config's seed (nothing without noise)."""
+        """What scoring reads of the test-time noise: its σ and the replicate's seed (nothing without noise)."""
         defense = self.config["defenses"][wildcards.defense]
         if defense["method"] not in self._test_noise:
             return {}
-        return {"sigma": float(self._test_noise[defense["method"]](defense)), "seed": self.config["seed"]}
+        return {"sigma": float(self._test_noise[defense["method"]](defense)), "seed": int(wildcards.seed)}
 
 
 def partition_training_set(split_path: str, poison_path: str, output: str, assignment: str, k: int, d: int,

@@ -30,13 +30,13 @@ from robustcert.workflow.common import common_params, experiments_of, row_keys
 from robustcert.workflow.smoothing import certified_points, point_shards
 
 METHOD = "patch"
-ABLATION = "<results>/patch/{dataset}/{attack}/{defense}/{ablation}"
+ABLATION = "<results>/patch/{dataset}/seed_{seed}/{attack}/{defense}/{ablation}"
 MODEL = ABLATION + "/model.pt"
 SHARD = ABLATION + "/certify/shard_{shard}.tsv"
 GATHERED = ABLATION + "/certify.tsv"
 ATTACK = ABLATION + "/attack.tsv"
-UNDEFENDED_MODEL = "<results>/models/{dataset}/{attack}/{defense}/shard_0.pt"  # the ensemble stage's checkpoint
-ROW = "<results>/tables/rows/{dataset}/{attack}/{defense}/patch_{ablation}.tsv"
+UNDEFENDED_MODEL = "<results>/models/{dataset}/seed_{seed}/{attack}/{defense}/shard_0.pt"  # the ensemble stage's checkpoint
+ROW = "<results>/tables/rows/{dataset}/seed_{seed}/{attack}/{defense}/patch_{ablation}.tsv"
 PLOT = "<results>/plots/{dataset}/patch/{defense}.{ext}"
 ABLATION_LABEL = r"(band|row|block)_s\d+(_k\d+)?"
 SETTINGS_KEYS = ("thresholds", "randomized", "batch_size", "skip", "max", "test_indices", "points_per_job")
@@ -137,7 +137,8 @@ class Plan:
     def undefended_model(self, wildcards: Any) -> list[str]:
         """The checkpoint of the undefended model attacked alongside (none if the config names none)."""
         name = self.config["defenses"][wildcards.defense]["attack"]["undefended"]
-        return [UNDEFENDED_MODEL.format(dataset=wildcards.dataset, attack=wildcards.attack, defense=name)] if name else []
+        return [UNDEFENDED_MODEL.format(dataset=wildcards.dataset, seed=wildcards.seed, attack=wildcards.attack,
+                                        defense=name)] if name else []
 
     def attack_results(self, wildcards: Any) -> list[str]:
         """The attack TSV of an ablation, if the attack is enabled."""
@@ -200,8 +201,8 @@ def _index_problems(where: str, indices: Sequence[int] | None, dataset: Mapping[
 
 
 def _names(wildcards: Any) -> dict[str, str]:
-    return {"dataset": wildcards.dataset, "attack": wildcards.attack, "defense": wildcards.defense,
-            "ablation": wildcards.ablation}
+    return {"dataset": wildcards.dataset, "seed": wildcards.seed, "attack": wildcards.attack,
+            "defense": wildcards.defense, "ablation": wildcards.ablation}
 
 
 def train_patch(split_path: str, poison_path: str, output: str, recipe: Mapping[str, Any], seed: int,

@@ -16,7 +16,7 @@ from robustcert.workflow import log
 from robustcert.workflow.common import attacks_of, common_params, one_of
 
 BUDGET_TABLE = "attacks"
-BUDGET_ROW = "<results>/tables/rows/{dataset}/{attack}/budget.tsv"
+BUDGET_ROW = "<results>/tables/rows/{dataset}/seed_{seed}/{attack}/budget.tsv"
 
 
 def attack_constraint(config: Config) -> str:
@@ -94,9 +94,9 @@ def poison_training_set(split_path: str, output: str, spec: Mapping[str, Any], s
 
 
 def budget_rows(config: Config) -> list[str]:
-    """The budget rows of every attack of the grid, once per dataset."""
-    pairs = dict.fromkeys((e.dataset, e.attack) for e in experiments(config))
-    return [BUDGET_ROW.format(dataset=dataset, attack=attack) for dataset, attack in pairs]
+    """The budget rows of every attack of the grid, once per dataset and seed."""
+    cells = dict.fromkeys((e.dataset, e.seed, e.attack) for e in experiments(config))
+    return [BUDGET_ROW.format(dataset=dataset, seed=seed, attack=attack) for dataset, seed, attack in cells]
 
 
 def budget_keys(config: Config, wildcards: Any) -> dict[str, str]:

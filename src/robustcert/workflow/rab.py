@@ -21,8 +21,8 @@ from robustcert.workflow.common import common_params, experiments_of, one_of
 from robustcert.workflow.ensemble import Layout
 
 METHOD = "rab"
-CERTIFY = "<results>/certify/{dataset}/{attack}/{defense}/{certificate}.tsv"
-ROW = "<results>/tables/rows/{dataset}/{attack}/{defense}/{certificate}.tsv"
+CERTIFY = "<results>/certify/{dataset}/seed_{seed}/{attack}/{defense}/{certificate}.tsv"
+ROW = "<results>/tables/rows/{dataset}/seed_{seed}/{attack}/{defense}/{certificate}.tsv"
 PLOT = "<results>/plots/{dataset}/rab_l2_budget.{ext}"
 
 

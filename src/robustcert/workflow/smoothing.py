@@ -25,12 +25,12 @@ from robustcert.workflow.undefended import BesideUndefended, curves_beside_undef
 
 METHOD = "smoothing"
 CERTIFICATE = "cohen_certify"
-SIGMA = "<results>/smoothing/{dataset}/{attack}/{defense}/sigma_{sigma}"
+SIGMA = "<results>/smoothing/{dataset}/seed_{seed}/{attack}/{defense}/sigma_{sigma}"
 MODEL = SIGMA + "/model.pt"
 SHARD = SIGMA + "/{algorithm}/shard_{shard}.tsv"
 GATHERED = SIGMA + "/{algorithm}.tsv"
-ROW = "<results>/tables/rows/{dataset}/{attack}/{defense}/smoothing_sigma_{sigma}.tsv"
-PLOT = "<results>/plots/{dataset}/smoothing/{attack}/{defense}.{ext}"
+ROW = "<results>/tables/rows/{dataset}/seed_{seed}/{attack}/{defense}/smoothing_sigma_{sigma}.tsv"
+PLOT = "<results>/plots/{dataset}/seed_{seed}/smoothing/{attack}/{defense}.{ext}"
 NOISY_EXAMPLES = "<results>/plots/{dataset}/smoothing/noisy_examples.{ext}"
 RADIUS_PLOT = "<results>/plots/{dataset}/smoothing_radius.{ext}"
 # the keys of train.objective of each objective, and the TrainConfig field each sets
@@ -254,8 +254,8 @@ def objective_fields(objective: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _names(wildcards: Any, sigma: str | None = None) -> dict[str, str]:
-    return {"dataset": wildcards.dataset, "attack": wildcards.attack, "defense": wildcards.defense,
-            "sigma": sigma or wildcards.sigma}
+    return {"dataset": wildcards.dataset, "seed": wildcards.seed, "attack": wildcards.attack,
+            "defense": wildcards.defense, "sigma": sigma or wildcards.sigma}
 
 
 def train_smoothed(split_path: str, poison_path: str, output: str, recipe: Mapping[str, Any], seed: int,

@@ -54,10 +54,13 @@ def tabulate_method(row_paths: Sequence[str], output: str) -> None:
 
 
 def plot_headline(table_path: str, outputs: Sequence[str]) -> None:
-    """The overview figure: :data:`HEADLINE_METRICS` over dataset · attack × defense · certificate."""
+    """The overview figure: :data:`HEADLINE_METRICS` over dataset · attack × defense · certificate (the
+    mean over replicates)."""
     from robustcert import plot, results
 
     rows = results.read_rows(table_path)
     rows = rows[(rows["axis"] == results.NO_AXIS) & rows["metric"].isin(list(HEADLINE_METRICS))]
-    cells = rows.assign(row=rows["dataset"] + " · " + rows["attack"], column=rows["defense"] + " · " + rows["certificate"])
-    plot.plot_headline(cells[["row", "column", "metric", "value"]], HEADLINE_METRICS, outputs)
+    cells = rows.assign(row=rows["dataset"] + " · " + rows["attack"], column=rows["defense"] + " · " + rows["certificate"],
+                        params=rows["params"].map(results.without_seed))
+    means = cells.groupby(["row", "column", "params", "metric"], sort=False)["value"].mean().reset_index()
+    plot.plot_headline(means[["row", "column", "metric", "value"]], HEADLINE_METRICS, outputs)

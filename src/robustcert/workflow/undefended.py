@@ -15,7 +15,7 @@ from robustcert.workflow.ensemble import Layout
 
 METHOD = "undefended"
 CERTIFICATE = "uncertified"
-ROW = "<results>/tables/rows/{dataset}/{attack}/{defense}/undefended.tsv"
+ROW = "<results>/tables/rows/{dataset}/seed_{seed}/{attack}/{defense}/undefended.tsv"
 
 
 def layout(defense: Mapping[str, Any]) -> Layout:
@@ -81,11 +81,15 @@ class BesideUndefended:
 def curves_beside_undefended(tsv_paths: Sequence[str], curves: Sequence[Mapping[str, str]],
                              undefended_rows: Sequence[str]) -> tuple[list[Any], dict[str, float]]:
     """The curves of a per-dataset plot (each certificate TSV with its attack, defense, certificate and
-    optional label) and the undefended model's accuracy per attack, each panel's reference."""
+    optional label; the TSVs of one curve's replicates become one curve) and the undefended model's
+    accuracy per attack (its mean over seeds), each panel's reference."""
     from robustcert import plot, results
     from robustcert.evaluate import CERTIFICATE
 
-    drawn = [plot.Curve(**curve, frame=CERTIFICATE.read(path)) for curve, path in zip(curves, tsv_paths)]
+    replicates: dict[tuple, list] = {}
+    for curve, path in zip(curves, tsv_paths):
+        replicates.setdefault(tuple(curve.items()), []).append(CERTIFICATE.read(path))
+    drawn = [plot.Curve(**dict(curve), frames=tuple(frames)) for curve, frames in replicates.items()]
     rows = results.concatenate(results.read_rows(p) for p in undefended_rows)
-    accuracy = rows[rows["metric"] == "accuracy"]
-    return drawn, dict(zip(accuracy["attack"], accuracy["value"]))
+    accuracy = rows[rows["metric"] == "accuracy"].groupby("attack", sort=False)["value"].mean()
+    return drawn, accuracy.to_dict()
