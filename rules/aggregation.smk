@@ -77,6 +77,7 @@ rule plot_poison_budget:
     params:
         code=code_of("scripts/plot_poison_budget.py"),
         curves=AGGREGATION.dataset_curves,
+        intervals=config["report"]["intervals"],
         colors=AGGREGATION.dataset_colors,
     conda:
         "../envs/robustcert.yaml"

@@ -147,6 +147,7 @@ rule plot_patch:
     params:
         code=code_of("scripts/plot_patch.py"),
         curves=PATCH.curves,
+        intervals=config["report"]["intervals"],
     conda:
         "../envs/robustcert.yaml"
     log:

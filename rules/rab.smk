@@ -78,6 +78,7 @@ rule plot_rab:
     params:
         code=code_of("scripts/plot_rab.py"),
         curves=RAB.dataset_curves,
+        intervals=config["report"]["intervals"],
         colors=RAB.dataset_colors,
     conda:
         "../envs/robustcert.yaml"

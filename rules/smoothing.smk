@@ -225,6 +225,7 @@ rule plot_smoothing_radius:
     params:
         code=code_of("scripts/plot_smoothing_radius.py"),
         curves=SMOOTHING.dataset_curves,
+        intervals=config["report"]["intervals"],
         colors=SMOOTHING.dataset_colors,
     conda:
         "../envs/robustcert.yaml"

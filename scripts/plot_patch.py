@@ -5,6 +5,7 @@ start_log(snakemake.log[0])
 plot_patch(
     certify_paths=snakemake.input.certificates,
     curves=snakemake.params.curves,
+    intervals=snakemake.params.intervals,
     title=f"{snakemake.wildcards.dataset} · {snakemake.wildcards.defense}: certified accuracy against patches",
     outputs=[snakemake.output.png, snakemake.output.pdf],
 )

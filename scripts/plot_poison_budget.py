@@ -5,6 +5,7 @@ start_log(snakemake.log[0])
 plot_poison_budget(
     tsv_paths=snakemake.input.certificates,
     curves=snakemake.params.curves,
+    intervals=snakemake.params.intervals,
     undefended_rows=snakemake.input.undefended,
     colors=snakemake.params.colors,
     title=f"{snakemake.wildcards.dataset}: certified accuracy under poisoning",

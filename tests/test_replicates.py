@@ -119,6 +119,16 @@ def test_a_curve_of_replicates_is_their_mean_with_a_band():
     plt.close(fig)
 
 
+def test_a_curve_can_show_its_clopper_pearson_interval_over_the_pooled_points():
+    fig, ax = plt.subplots()
+    plot.step_with_band(ax, np.arange(2), [np.array([0.5, 0.2]), np.array([0.7, 0.2])], points=[10, 30])
+    mean, low, high = (line.get_ydata() for line in ax.get_lines())
+    pooled = (0.5 * 10 + 0.7 * 30) / 40  # 26 of the 40 points
+    assert (low[0], high[0]) == pytest.approx(proportion_confint(26, 40, alpha=0.05, method="beta"))
+    assert low[0] < pooled < high[0] and mean[0] == pytest.approx(0.6)
+    plt.close(fig)
+
+
 # ----------------------------------------------------------------------------- through the workflow
 
 @pytest.fixture(scope="module")

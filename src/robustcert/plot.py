@@ -50,14 +50,15 @@ class Curve:
 
 
 def plot_poison_budget(curves: Sequence[Curve], undefended: Mapping[str, float], colors: Mapping[str, str],
-                       title: str, outputs: Sequence[str | Path]) -> None:
+                       title: str, outputs: Sequence[str | Path], intervals: bool = False) -> None:
     """Certified accuracy (y) against the number of poisoned training samples (x): one panel per attack
     (small multiples, shared axes), a line per defense (its colour, the same in every figure of a run)
     and certificate (line style: the base certificate solid, its variants dashed and dotted). Each
     panel of an attack also draws, thin and grey, the same defenses on clean data, and the undefended
-    model's accuracy under that attack as a dotted horizontal line."""
+    model's accuracy under that attack as a dotted horizontal line. ``intervals``: each curve's 95%
+    Clopper–Pearson interval over its test points (:func:`step_with_band`)."""
     largest = max((int(c.frame["radius"].max()) for c in curves if len(c.frame)), default=0)
-    fig = _budget_panels(curves, np.arange(0, largest + 2), False, undefended, colors)
+    fig = _budget_panels(curves, np.arange(0, largest + 2), False, undefended, colors, intervals=intervals)
     for ax in fig.axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.supxlabel("poisoned training samples (insertions or deletions)")
@@ -66,25 +67,26 @@ def plot_poison_budget(curves: Sequence[Curve], undefended: Mapping[str, float],
 
 
 def plot_l2_budget(curves: Sequence[Curve], undefended: Mapping[str, float], colors: Mapping[str, str],
-                   title: str, outputs: Sequence[str | Path], points: int = 200) -> None:
+                   title: str, outputs: Sequence[str | Path], intervals: bool = False, points: int = 200) -> None:
     """Certified accuracy (y, radius R > r, strictly, as RAB counts) against the L2 norm r of the whole
     trigger over the training set and the test input (x), in the panels and styles of
     :func:`plot_poison_budget`."""
-    fig = _budget_panels(curves, _radii(curves, points), True, undefended, colors)
+    fig = _budget_panels(curves, _radii(curves, points), True, undefended, colors, intervals=intervals)
     fig.supxlabel("L2 norm of the trigger over the training set and the test input (radius)")
     fig.suptitle(title)
     _save(fig, outputs)
 
 
 def plot_smoothing_radius(curves: Sequence[Curve], undefended: Mapping[str, float], colors: Mapping[str, str],
-                          title: str, outputs: Sequence[str | Path], points: int = 200) -> None:
+                          title: str, outputs: Sequence[str | Path], intervals: bool = False,
+                          points: int = 200) -> None:
     """Certified accuracy of randomized smoothing (y, radius ≥ r, as Cohen et al. count) against the L2
     radius r of a perturbation of the test input (x): a panel per attack (small multiples), a colour per
     defense, a line style per σ (each curve's ``certificate``, "σ=0.25"), the defenses without attack in
     grey and the undefended model's accuracy dotted."""
     sigmas = sorted({c.certificate for c in curves}, key=lambda label: float(label.split("=")[-1]))
     styles = dict(zip(sigmas, itertools.cycle(VARIANT_STYLES)))
-    fig = _budget_panels(curves, _radii(curves, points), False, undefended, colors, styles)
+    fig = _budget_panels(curves, _radii(curves, points), False, undefended, colors, styles, intervals)
     fig.supxlabel("L2 radius of the perturbation of the test input")
     fig.suptitle(title)
     _save(fig, outputs)
@@ -97,7 +99,8 @@ def _radii(curves: Sequence[Curve], points: int) -> np.ndarray:
 
 
 def _budget_panels(curves: Sequence[Curve], budgets: np.ndarray, strict: bool, undefended: Mapping[str, float],
-                   colors: Mapping[str, str], styles: Mapping[str, str] | None = None) -> plt.Figure:
+                   colors: Mapping[str, str], styles: Mapping[str, str] | None = None,
+                   intervals: bool = False) -> plt.Figure:
     """The panels of the budget plots: one per attack, its curves, the clean curves in grey, the undefended
     accuracy dotted; line style per certificate (``styles``, or by certificate family)."""
     attacks = list(dict.fromkeys(c.attack for c in curves))
@@ -115,21 +118,23 @@ def _budget_panels(curves: Sequence[Curve], budgets: np.ndarray, strict: bool, u
                            label="the same without attack" if curve is references[0] else None)
         for curve in (c for c in curves if c.attack == attack):
             step_with_band(ax, budgets, shares(curve), color=colors[curve.defense],
-                           linestyle=styles[curve.certificate], label=curve.name)
+                           linestyle=styles[curve.certificate], label=curve.name,
+                           points=[len(f) for f in curve.frames] if intervals else None)
         if attack in undefended:
             ax.axhline(undefended[attack], color="black", linestyle=":", linewidth=1, label="undefended accuracy")
         ax.set(title=attack, ylim=(0, 1.02), xlim=(0, budgets[-1]))
-        ax.legend(fontsize="x-small")
-    fig.supylabel(_accuracy_label(max((len(c.frames) for c in curves), default=1)))
+        _legend(ax, max((len(c.frames) for c in curves), default=1), intervals)
+    fig.supylabel("certified accuracy")
     return fig
 
 
 def plot_patch_sizes(frames: Sequence[tuple[str, str, pd.DataFrame]], title: str,
-                     outputs: Sequence[str | Path]) -> None:
+                     outputs: Sequence[str | Path], intervals: bool = False) -> None:
     """Certified accuracy (y) against the side of the adversarial patch (x) of patch smoothing: one panel
     per attack (small multiples), a colour per ablation (robustcert.style.palette over their labels) and
     a line style per voting rule; (attack, ablation, certify TSV of robustcert.workflow.patch) each, the
-    TSVs of replicates (the same attack and ablation) drawn as their mean with a band."""
+    TSVs of replicates (the same attack and ablation) drawn as their mean with a band; ``intervals``:
+    each curve's Clopper–Pearson interval (:func:`step_with_band`)."""
     from robustcert.style import palette
 
     attacks = list(dict.fromkeys(attack for attack, _, _ in frames))
@@ -142,21 +147,23 @@ def plot_patch_sizes(frames: Sequence[tuple[str, str, pd.DataFrame]], title: str
     seeds = 1
     for ax, attack in zip(axes, attacks):
         replicates: dict[tuple[str, str], list[np.ndarray]] = {}
+        counts: dict[tuple[str, str], list[int]] = {}
         for _, ablation, frame in (f for f in frames if f[0] == attack):
             clean = frame[frame["triggered"] == 0]
             for rule, rows in clean.groupby("rule"):
                 correct = rows["certified_class"] == rows["label"]
                 replicates.setdefault((ablation, rule), []).append(
                     certified_accuracy(rows["certified_patch"], correct, sizes))
+                counts.setdefault((ablation, rule), []).append(len(rows))
         for (ablation, rule), shares in replicates.items():
             step_with_band(ax, sizes, shares, color=colors[ablation], linestyle=styles[rule],
-                           label=f"{ablation} · {rule}")
+                           label=f"{ablation} · {rule}", points=counts[(ablation, rule)] if intervals else None)
             seeds = max(seeds, len(shares))
         ax.set(title=attack, ylim=(0, 1.02), xlim=(0, sizes[-1]))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend(fontsize="x-small")
+        _legend(ax, seeds, intervals)
     fig.supxlabel("side of the adversarial patch (pixels)")
-    fig.supylabel(_accuracy_label(seeds))
+    fig.supylabel("certified accuracy")
     fig.suptitle(title)
     _save(fig, outputs)
 
@@ -188,9 +195,13 @@ def plot_objective(trace: pd.DataFrame, prefix: str | Path, title: str) -> None:
 
 
 def step_with_band(ax: plt.Axes, x: np.ndarray, replicates: Sequence[np.ndarray], label: str | None = None,
-                   **style) -> None:
-    """A step curve of the mean of ``replicates`` (one array of y per seed), and where there are
-    several, a band of ± one standard deviation in the curve's colour."""
+                   points: Sequence[int] | None = None, **style) -> None:
+    """A step curve of the mean of ``replicates`` (one array of shares per seed), and where there are
+    several, a band of ± one standard deviation in the curve's colour. With ``points`` (each replicate's
+    number of test points), also the 95% Clopper–Pearson interval of the share over all of them pooled,
+    as thin dashed steps (:func:`robustcert.results.clopper_pearson`)."""
+    from robustcert.results import clopper_pearson
+
     ys = np.asarray(replicates, dtype=float)
     mean = ys.mean(axis=0)
     (line,) = ax.step(x, mean, where="post", label=label, **style)
@@ -198,11 +209,27 @@ def step_with_band(ax: plt.Axes, x: np.ndarray, replicates: Sequence[np.ndarray]
         sd = ys.std(axis=0, ddof=1)
         ax.fill_between(x, np.clip(mean - sd, 0, 1), np.clip(mean + sd, 0, 1), step="post",
                         color=line.get_color(), alpha=0.18, linewidth=0)
+    if points is not None:
+        counts = np.asarray(points, dtype=float)
+        pooled = pd.Series((ys * counts[:, None]).sum(axis=0) / counts.sum())
+        for bound in clopper_pearson(pooled, pd.Series(counts.sum(), index=pooled.index)):
+            ax.step(x, bound.to_numpy(), where="post", color=line.get_color(), linestyle=(0, (2, 2)),
+                    linewidth=0.6, alpha=0.8)
 
 
-def _accuracy_label(seeds: int) -> str:
-    """The y label of a certified-accuracy plot, saying what the bands are where there are replicates."""
-    return "certified accuracy" if seeds <= 1 else f"certified accuracy (mean of up to {seeds} seeds, band ± 1 sd)"
+def _legend(ax: plt.Axes, seeds: int, intervals: bool) -> None:
+    """The panel's legend, with what the bands (replicates) and dashed steps (intervals) mean."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles, labels = ax.get_legend_handles_labels()
+    if seeds > 1:
+        handles.append(Patch(color="0.5", alpha=0.3, linewidth=0))
+        labels.append(f"mean of up to {seeds} seeds ± 1 sd")
+    if intervals:
+        handles.append(Line2D([], [], color="0.3", linestyle=(0, (2, 2)), linewidth=0.6))
+        labels.append("95% Clopper–Pearson interval")
+    ax.legend(handles, labels, fontsize="x-small")
 
 
 def _variant_styles(certificates: Iterable[str]) -> dict[str, str]:

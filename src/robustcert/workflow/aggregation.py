@@ -108,10 +108,10 @@ def summarize_certificates(scores_path: str, poison_path: str, clean_path: str, 
 
 
 def plot_poison_budget(tsv_paths: Sequence[str], curves: Sequence[Mapping[str, str]], undefended_rows: Sequence[str],
-                       colors: Mapping[str, str], title: str, outputs: Sequence[str]) -> None:
+                       colors: Mapping[str, str], title: str, outputs: Sequence[str], intervals: bool = False) -> None:
     """Plot certified accuracy against the poisoning budget: a panel per attack, a line per certificate TSV,
     the undefended model's accuracy under each attack as the panel's reference."""
     from robustcert import plot
 
     plot.plot_poison_budget(*undefended.curves_beside_undefended(tsv_paths, curves, undefended_rows), colors, title,
-                            outputs)
+                            outputs, intervals)

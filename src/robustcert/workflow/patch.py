@@ -442,11 +442,11 @@ def _trigger_metrics(triggered: Any, target: int, side: int) -> list[Metric]:
 
 
 def plot_patch(certify_paths: Sequence[str], curves: Sequence[Mapping[str, str]], title: str,
-               outputs: Sequence[str]) -> None:
+               outputs: Sequence[str], intervals: bool = False) -> None:
     """Certified accuracy against the patch size: a panel per attack, a line per ablation and rule."""
     from robustcert import plot
     from robustcert.artifacts import read_tsv
 
     frames = [(curve["attack"], curve["ablation"], read_tsv(path)) for curve, path in zip(curves, certify_paths)]
-    plot.plot_patch_sizes(frames, title, outputs)
+    plot.plot_patch_sizes(frames, title, outputs, intervals)
 

@@ -163,9 +163,10 @@ def summarize_rab(split_path: str, poison_path: str, scores_path: str, clean_pat
 
 
 def plot_l2_budget(tsv_paths: Sequence[str], curves: Sequence[Mapping[str, str]], undefended_rows: Sequence[str],
-                   colors: Mapping[str, str], title: str, outputs: Sequence[str]) -> None:
+                   colors: Mapping[str, str], title: str, outputs: Sequence[str], intervals: bool = False) -> None:
     """Plot certified accuracy against the L2 radius of the total trigger: a panel per attack, a line per
     RAB defense (σ in its label) and certificate, the undefended model's accuracy as the panel's reference."""
     from robustcert import plot
 
-    plot.plot_l2_budget(*undefended.curves_beside_undefended(tsv_paths, curves, undefended_rows), colors, title, outputs)
+    plot.plot_l2_budget(*undefended.curves_beside_undefended(tsv_paths, curves, undefended_rows), colors, title, outputs,
+                        intervals)

@@ -221,12 +221,13 @@ def plot_noisy_examples(split_path: str, settings: Mapping[str, Any], seed: int,
 
 
 def plot_radius(tsv_paths: Sequence[str], curves: Sequence[Mapping[str, str]], undefended_rows: Sequence[str],
-                colors: Mapping[str, str], title: str, outputs: Sequence[str]) -> None:
+                colors: Mapping[str, str], title: str, outputs: Sequence[str], intervals: bool = False) -> None:
     """Certified accuracy against the L2 radius on one dataset: a panel per attack, a colour per defense,
     a line style per σ, the undefended model's accuracy as each panel's reference."""
     from robustcert import plot
 
-    plot.plot_smoothing_radius(*curves_beside_undefended(tsv_paths, curves, undefended_rows), colors, title, outputs)
+    plot.plot_smoothing_radius(*curves_beside_undefended(tsv_paths, curves, undefended_rows), colors, title, outputs,
+                               intervals)
 
 
 def objective_params(objective: Mapping[str, Any]) -> dict[str, Any]:
