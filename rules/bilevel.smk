@@ -13,7 +13,7 @@ FINAL_OUTPUT += BILEVEL.plots() + BILEVEL.transfer()
 
 rule poison_bilevel_radius:
     input:
-        split=rules.split_dataset.output.split,
+        split=get_split,
     output:
         poison="<results>/poison/{dataset}/seed_{seed}/{attack}.npz",
         objective="<results>/poison/{dataset}/seed_{seed}/{attack}.objective.tsv",
@@ -51,7 +51,7 @@ rule evaluate_bilevel_radius:
     input:
         clean_model=BILEVEL.clean_victim,
         poisoned_model=rules.train_smoothed.output.model,
-        split=rules.split_dataset.output.split,
+        split=get_split,
     output:
         rows=bilevel.ROW,
     wildcard_constraints:

@@ -20,6 +20,7 @@ from pathlib import Path
 from robustcert.config import check_config_files, validate_config
 from robustcert.fingerprint import code_of as fingerprint_of
 from robustcert.sharing import PROG as SHARING, unrestored
+from robustcert.workflow.split import split_of
 
 
 check_config_files(workflow.configfiles)
@@ -60,6 +61,11 @@ def get_result_rows(wildcards):
     """The row files of every result (for all.tsv) or of one method (for its wide table)."""
     method = getattr(wildcards, "method", None)
     return [path for name, rows in RESULT_ROWS.items() if method in (None, name) for path in rows]
+
+
+def get_split(wildcards):
+    """The split that a job of one replicate reads (robustcert.workflow.split.split_of)."""
+    return split_of(config, wildcards.dataset, wildcards.seed)
 
 
 def get_seed(wildcards):

@@ -13,7 +13,7 @@ FINAL_OUTPUT += DETECTION.plots()
 
 rule evaluate_robust_model:
     input:
-        split=rules.split_dataset.output.split,
+        split=get_split,
         model=DETECTION.model,
     output:
         adversarial=detection.ADVERSARIAL,
@@ -39,7 +39,7 @@ rule evaluate_robust_model:
 
 rule detect_backdoor:
     input:
-        split=rules.split_dataset.output.split,
+        split=get_split,
         model=DETECTION.model,
     output:
         clusters=detection.CLUSTERS,

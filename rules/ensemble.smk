@@ -10,7 +10,7 @@ ENSEMBLE = ensemble.Plan(config)
 
 rule partition_training_set:
     input:
-        split=rules.split_dataset.output.split,
+        split=get_split,
         poison=rules.poison_training_set.output.poison,
     output:
         partition="<results>/partition/{dataset}/seed_{seed}/{attack}/{defense}.npz",
@@ -30,7 +30,7 @@ rule partition_training_set:
 
 rule train_shard:
     input:
-        split=rules.split_dataset.output.split,
+        split=get_split,
         poison=rules.poison_training_set.output.poison,
         partition=rules.partition_training_set.output.partition,
     output:
@@ -58,7 +58,7 @@ rule train_shard:
 
 rule score_ensemble:
     input:
-        split=rules.split_dataset.output.split,
+        split=get_split,
         poison=rules.poison_training_set.output.poison,
         partition=rules.partition_training_set.output.partition,
         models=ENSEMBLE.shard_checkpoints,

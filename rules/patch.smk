@@ -16,7 +16,7 @@ wildcard_constraints:
 
 rule train_patch:
     input:
-        split=rules.split_dataset.output.split,
+        split=get_split,
         poison=rules.poison_training_set.output.poison,
     output:
         model=patch.MODEL,
@@ -43,7 +43,7 @@ rule train_patch:
 rule certify_patch:
     input:
         model=rules.train_patch.output.model,
-        split=rules.split_dataset.output.split,
+        split=get_split,
         poison=rules.poison_training_set.output.poison,
     output:
         tsv=patch.SHARD,
@@ -85,7 +85,7 @@ rule gather_patch:
 rule attack_patch:
     input:
         model=rules.train_patch.output.model,
-        split=rules.split_dataset.output.split,
+        split=get_split,
         undefended=PATCH.undefended_model,
     output:
         tsv=patch.ATTACK,

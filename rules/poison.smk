@@ -11,7 +11,7 @@ RESULT_ROWS[poison.BUDGET_TABLE] = poison.budget_rows(config)
 
 rule poison_training_set:
     input:
-        split=rules.split_dataset.output.split,
+        split=get_split,
     output:
         poison="<results>/poison/{dataset}/seed_{seed}/{attack}.npz",
     wildcard_constraints:
@@ -32,7 +32,7 @@ rule poison_training_set:
 
 rule summarize_attack:
     input:
-        split=rules.split_dataset.output.split,
+        split=get_split,
         poison=rules.poison_training_set.output.poison,
     output:
         rows=poison.BUDGET_ROW,

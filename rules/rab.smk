@@ -38,7 +38,7 @@ rule certify_rab:
 
 rule summarize_rab:
     input:
-        split=rules.split_dataset.output.split,
+        split=get_split,
         poison=rules.poison_training_set.output.poison,
         scores=rules.score_ensemble.output.scores,
         clean=rules.certify_rab.output.clean,

@@ -15,7 +15,7 @@ FINAL_OUTPUT += SMOOTHING.noisy_examples()
 
 rule train_smoothed:
     input:
-        split=rules.split_dataset.output.split,
+        split=get_split,
         poison=rules.poison_training_set.output.poison,
     output:
         model=smoothing.MODEL,
@@ -44,7 +44,7 @@ rule train_smoothed:
 rule import_released_model:
     input:
         checkpoint=SMOOTHING.released_checkpoint,
-        split=rules.split_dataset.output.split,
+        split=get_split,
     output:
         model=smoothing.MODEL,
     wildcard_constraints:
@@ -62,7 +62,7 @@ rule import_released_model:
 rule certify_smoothed:
     input:
         model=rules.train_smoothed.output.model,
-        split=rules.split_dataset.output.split,
+        split=get_split,
     output:
         tsv=smoothing.SHARD.replace("{algorithm}", "certify"),
     params:
@@ -89,7 +89,7 @@ rule certify_smoothed:
 rule predict_smoothed:
     input:
         model=rules.train_smoothed.output.model,
-        split=rules.split_dataset.output.split,
+        split=get_split,
     output:
         tsv=smoothing.SHARD.replace("{algorithm}", "predict"),
     params:
@@ -185,7 +185,7 @@ rule analyze_smoothing:
 
 rule plot_noisy_examples:
     input:
-        split=rules.split_dataset.output.split,
+        split=rules.split_dataset.output.split,  # the pictures show the shared split
     output:
         png=report(
             smoothing.NOISY_EXAMPLES.replace("{ext}", "png"),

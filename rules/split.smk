@@ -1,11 +1,13 @@
-# The fixed train/validation/test split of each dataset (robustcert.workflow.split).
+# The train/validation/test split of each dataset (robustcert.workflow.split): one, drawn with the
+# config's seed and shared by every replicate, or with `replicate_split` one per replicate, drawn with
+# its seed. Every later step reads the split of its replicate (get_split, rules/common.smk).
 
 from robustcert.workflow import split
 
 
 rule split_dataset:
     output:
-        split="<results>/data/{dataset}/split.npz",
+        split=split.SPLIT,
     params:
         code=code_of("scripts/split_dataset.py"),
         dataset=lambda wildcards: split.dataset_params(config, wildcards),
@@ -19,3 +21,17 @@ rule split_dataset:
         "<results>/benchmarks/split_dataset/{dataset}.tsv"
     script:
         "../scripts/split_dataset.py"
+
+
+use rule split_dataset as split_dataset_of_replicate with:
+    output:
+        split=split.REPLICATE_SPLIT,
+    params:
+        code=code_of("scripts/split_dataset.py"),
+        dataset=lambda wildcards: split.dataset_params(config, wildcards),
+        data_root=config["data_root"],
+        seed=get_seed,
+    log:
+        "<results>/logs/split_dataset/{dataset}/seed_{seed}.log",
+    benchmark:
+        "<results>/benchmarks/split_dataset/{dataset}/seed_{seed}.tsv"

@@ -6,6 +6,7 @@ band. Unit tests on hand-made rows, and a real Snakemake run of tests/configs/re
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 
 import matplotlib
 
@@ -21,6 +22,7 @@ from statsmodels.stats.proportion import proportion_confint  # noqa: E402
 from robustcert import config as cfg  # noqa: E402
 from robustcert import plot, results  # noqa: E402
 from robustcert.results import Metric, on_axis, tidy_rows  # noqa: E402
+from robustcert.workflow import split  # noqa: E402
 
 SMALL = REPO / "tests" / "configs" / "replicates_small.yaml"
 SCHEMAS = REPO / "config" / "schemas"
@@ -182,3 +184,28 @@ def test_the_plots_of_replicates_are_drawn(replicated):
         assert (replicated / f"results/plots/digits/{name}.png").stat().st_size > 0
     for seed in (0, 1):  # the per-experiment plots, one per seed
         assert (replicated / f"results/plots/digits/seed_{seed}/smoothing/backdoor/smoothing.png").exists()
+
+
+# ----------------------------------------------------------------------------- a split per replicate, when asked
+
+def test_replicates_share_the_split_unless_the_dataset_asks_for_its_own():
+    config = _small_config()
+    assert split.split_of(config, "digits", 1) == "<results>/data/digits/split.npz"
+    config["datasets"]["digits"]["replicate_split"] = True
+    assert split.split_of(config, "digits", 1) == "<results>/data/digits/seed_1/split.npz"
+    # the option chooses files, it changes no split: the shared split's params stay as they were
+    assert "replicate_split" not in split.dataset_params(config, SimpleNamespace(dataset="digits"))
+
+
+def test_a_replicated_split_is_drawn_with_each_seed(workflow_copy):
+    config = yaml.safe_load(SMALL.read_text())
+    config["datasets"]["digits"]["replicate_split"] = True
+    (workflow_copy / "split.yaml").write_text(yaml.safe_dump(config))
+    plan = snakemake(workflow_copy, "-n", "--cores", "1", "--configfile", "split.yaml", "--", "all").stdout
+    assert "split_dataset_of_replicate        2" in plan
+    targets = [f"results/data/digits/seed_{s}/split.npz" for s in (0, 1)]
+    snakemake(workflow_copy, "--cores", "2", "--configfile", "split.yaml", "--", *targets,
+              "results/data/digits/split.npz")
+    seed_0, seed_1, shared = (np.load(workflow_copy / p) for p in (*targets, "results/data/digits/split.npz"))
+    assert not np.array_equal(seed_0["train_index"], seed_1["train_index"])
+    assert np.array_equal(seed_0["train_index"], shared["train_index"])  # seed 0 is the config's seed

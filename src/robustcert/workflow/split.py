@@ -1,4 +1,6 @@
-"""The split stage (rules/split.smk): each dataset's fixed train/validation/test split."""
+"""The split stage (rules/split.smk): each dataset's fixed train/validation/test split, drawn with the
+config's seed and shared by every replicate; or, for a dataset with ``replicate_split``, one split per
+replicate drawn with its seed."""
 
 from __future__ import annotations
 
@@ -8,10 +10,23 @@ from typing import Any
 from robustcert.config import Config, canonical
 from robustcert.workflow import log
 
+SPLIT = "<results>/data/{dataset}/split.npz"
+REPLICATE_SPLIT = "<results>/data/{dataset}/seed_{seed}/split.npz"
+# what chooses the split file, not what is in it
+PLAN_KEYS = ("replicate_split",)
+
+
+def split_of(config: Config, dataset: str, seed: int | str) -> str:
+    """The split a replicate (``seed``) of an experiment on ``dataset`` reads."""
+    if config["datasets"][dataset]["replicate_split"]:
+        return REPLICATE_SPLIT.format(dataset=dataset, seed=seed)
+    return SPLIT.format(dataset=dataset)
+
 
 def dataset_params(config: Config, wildcards: Any) -> dict[str, Any]:
-    """The dataset entry the split reads."""
-    return canonical(config["datasets"][wildcards.dataset])
+    """The dataset entry the split reads (not which replicates share it)."""
+    entry = config["datasets"][wildcards.dataset]
+    return canonical({key: value for key, value in entry.items() if key not in PLAN_KEYS})
 
 
 def split_dataset(output: str, spec: Mapping[str, Any], data_root: str, seed: int) -> None:
