@@ -22,7 +22,7 @@ rule poison_bilevel_radius:
             caption="../report/bilevel_objective.rst",
             category="{dataset}",
             subcategory="bilevel poisoning",
-            labels={"attack": "{attack}", "item": "surrogate objective per outer step"},
+            labels={"attack": "{attack}", "seed": "{seed}", "item": "surrogate objective per outer step"},
         ),
         pdf=bilevel.OBJECTIVE_PLOT.replace("{ext}", "pdf"),
     wildcard_constraints:

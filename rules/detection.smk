@@ -75,7 +75,7 @@ rule plot_detection:
             caption="../report/detection_clusters.rst",
             category="{dataset}",
             subcategory="backdoor detection",
-            labels={"attack": "{attack}", "defense": "{defense}", "item": "clusters per label"},
+            labels={"attack": "{attack}", "defense": "{defense}", "seed": "{seed}", "item": "clusters per label"},
         ),
         clusters_pdf=detection.CLUSTER_PLOT.replace("{ext}", "pdf"),
         gallery_png=report(
@@ -83,7 +83,7 @@ rule plot_detection:
             caption="../report/detection_gallery.rst",
             category="{dataset}",
             subcategory="backdoor detection",
-            labels={"attack": "{attack}", "defense": "{defense}", "item": "translated images"},
+            labels={"attack": "{attack}", "defense": "{defense}", "seed": "{seed}", "item": "translated images"},
         ),
         gallery_pdf=detection.GALLERY_PLOT.replace("{ext}", "pdf"),
     params:

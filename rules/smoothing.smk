@@ -159,14 +159,14 @@ rule analyze_smoothing:
             caption="../report/smoothing_table.rst",
             category="{dataset}",
             subcategory="{defense}",
-            labels={"attack": "{attack}", "item": "table"},
+            labels={"attack": "{attack}", "seed": "{seed}", "item": "table"},
         ),
         png=report(
             smoothing.PLOT.replace("{ext}", "png"),
             caption="../report/smoothing.rst",
             category="{dataset}",
             subcategory="{defense}",
-            labels={"attack": "{attack}", "item": "certified accuracy vs L2 radius"},
+            labels={"attack": "{attack}", "seed": "{seed}", "item": "certified accuracy vs L2 radius"},
         ),
         pdf=smoothing.PLOT.replace("{ext}", "pdf"),
     params:
