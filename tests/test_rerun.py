@@ -21,6 +21,7 @@ CONFIG = REPO / "tests" / "configs" / "rerun_small.yaml"
 TABLES = {"tabulate_results", "tabulate_method", "export_backdoorbench", "plot_headline", "all"}
 SMOOTHING_AFTER_TRAINING = {"certify_smoothed", "predict_smoothed", "gather_smoothed", "summarize_smoothing",
                             "analyze_smoothing", "plot_smoothing_radius"}
+BILEVEL_EVALUATION = {"evaluate_bilevel_radius", "tabulate_bilevel_transfer"}  # its rows, and their matrix
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +112,7 @@ def test_dropping_a_certificate_retrains_nothing(up_to_date):
 
 def test_more_monte_carlo_samples_recertify_without_retraining(up_to_date):
     jobs, changed = planned(up_to_date, lambda c: c["defenses"]["smoothing"].update(n=20000))
-    assert set(jobs) == SMOOTHING_AFTER_TRAINING | {"evaluate_bilevel_radius"} | TABLES, jobs
+    assert set(jobs) == SMOOTHING_AFTER_TRAINING | BILEVEL_EVALUATION | TABLES, jobs
     assert jobs["certify_smoothed"] == jobs["predict_smoothed"] == 2 * 2  # 2 attacks × 2 shards
     assert len(changed) == 2 * 2 * 2 + 1, changed  # CERTIFY and PREDICT shards, and the bilevel evaluation
     assert all(re.search(r"/(certify|predict)/shard_\d+\.tsv$|bilevel_sigma", p) for p in changed), changed
@@ -125,7 +126,7 @@ def test_other_shards_of_test_points_recertify_without_retraining(up_to_date):
 
 def test_another_evaluation_reruns_the_evaluation_not_the_attack(up_to_date):
     jobs, changed = planned(up_to_date, lambda c: c["attacks"]["bilevel"]["evaluation"].update(n_points=30))
-    assert set(jobs) == {"evaluate_bilevel_radius", *TABLES}, jobs
+    assert set(jobs) == BILEVEL_EVALUATION | TABLES, jobs
     assert changed == ["results/tables/rows/digits/seed_0/bilevel/smoothing/bilevel_sigma_0.25.tsv"]
 
 
@@ -146,10 +147,15 @@ def test_a_training_change_retrains_and_reruns_what_follows_not_the_split_or_the
                                             "return 1.0 * self.lr * self.gamma")
     assert jobs["train_shard"] == 2 * 2 and jobs["train_smoothed"] == 2, jobs  # 2 attacks × 2 shards; × σ
     assert {"score_ensemble", "certify_ensemble", "summarize_certificates", "certify_smoothed", *TABLES} <= set(jobs)
-    assert not {"split_dataset", "poison_training_set", "partition_training_set", "summarize_attack"} & set(jobs), jobs
+    assert not {"split_dataset", "poison_training_set"} & set(jobs), jobs
+    # the bilevel attack trains its victims with the training code: it reruns, and so do the partition
+    # and the budget of its poisons (not those of the clean data)
+    assert jobs["poison_bilevel_radius"] == jobs["partition_training_set"] == jobs["summarize_attack"] == 1, jobs
     # The trained models themselves are planned because their code changed; what follows, for its input.
     assert [p for p in changed if p.startswith("results/models/")] and \
-        not [p for p in changed if p.startswith(("results/data/", "results/poison/", "results/partition/"))], changed
+        not [p for p in changed if p.startswith(("results/data/", "results/partition/"))], changed
+    assert {p for p in changed if p.startswith("results/poison/")} == {
+        "results/poison/digits/seed_0/bilevel.npz", "results/poison/digits/seed_0/bilevel.objective.tsv"}, changed
 
 
 def test_a_plotting_change_replots_only(up_to_date):
