@@ -150,7 +150,7 @@ def test_a_smoothing_defense_names_its_objective_in_train_and_foreign_settings_a
     cfg = smoothing.training_config({"train": config["defenses"]["smoothing"]["train"], "sigma": 0.5}, seed=0)
     assert (cfg.objective, cfg.macer_k, cfg.macer_lambda_schedule, cfg.noise_sigma) == ("macer", 4, ((5, 2.0),), 0.5)
     assert train.objective_at(cfg, 5).lam == 2.0 and train.objective_at(cfg, 4).lam == cfg.macer_lambda
-    params = smoothing.Plan(config).row_params(type("W", (), {"dataset": "digits", "attack": "none",
+    params = smoothing.Plan(config).row_params(type("W", (), {"dataset": "digits", "seed": "0", "attack": "none",
                                                                "defense": "smoothing", "sigma": "0.25"})())
     assert params["objective"] == "macer" and params["macer_k"] == 4
 
