@@ -124,6 +124,7 @@ def test_streamed_training_learns_the_tiny_tree_and_is_seeded(split_path):
 
 def test_config_checks_of_a_file_backed_dataset():
     config = {
+        "seed": 0,
         "datasets": {"imagenet": {**SPEC, "classes": [0, 1]}, "digits": {"source": "digits", "crop": 4}},
         "attacks": {"none": {"type": "none"}, "flip": {"type": "label_flip"}},
         "defenses": {"smoothing": {"method": "smoothing", "train": {"crop_padding": 4}}, "dpa": {"method": "dpa"}},

@@ -180,8 +180,8 @@ def test_default_config_end_to_end(workflow_copy):
     assert np.abs(poison["x"].astype(int) - original).max() <= 25  # ε = 0.1 of 255
     assert np.array_equal(poison["y"], split["y_train"][poison["index"]]) and (poison["y"] == 8).all()
 
-    for name in ("poison_budget", "smoothing/none/smoothing", "smoothing/backdoor/smoothing",
-                 "smoothing/bilevel/smoothing", "bilevel_bilevel_objective", "smoothing/noisy_examples",
+    for name in ("poison_budget", "seed_0/smoothing/none/smoothing", "seed_0/smoothing/backdoor/smoothing",
+                 "seed_0/smoothing/bilevel/smoothing", "seed_0/bilevel_bilevel_objective", "smoothing/noisy_examples",
                  "smoothing_radius", "patch/patch"):
         for ext in ("png", "pdf"):
             assert (workflow_copy / f"results/plots/digits/{name}.{ext}").stat().st_size > 1000
