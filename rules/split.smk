@@ -23,13 +23,11 @@ rule split_dataset:
         "../scripts/split_dataset.py"
 
 
+# the same step, drawn with the replicate's seed (the other params are split_dataset's: `with:` merges them)
 use rule split_dataset as split_dataset_of_replicate with:
     output:
         split=split.REPLICATE_SPLIT,
     params:
-        code=code_of("scripts/split_dataset.py"),
-        dataset=lambda wildcards: split.dataset_params(config, wildcards),
-        data_root=config["data_root"],
         seed=get_seed,
     log:
         "<results>/logs/split_dataset/{dataset}/seed_{seed}.log",

@@ -84,8 +84,8 @@ class Plan:
 
     def clean_victim(self, wildcards: Any) -> str:
         """The same smoothing victim trained on clean data."""
-        return SMOOTHED_MODEL.format(dataset=wildcards.dataset, seed=wildcards.seed, attack=self.clean_attack, defense=wildcards.defense,
-                                     sigma=wildcards.sigma)
+        return SMOOTHED_MODEL.format(dataset=wildcards.dataset, seed=wildcards.seed, attack=self.clean_attack,
+                                     defense=wildcards.defense, sigma=wildcards.sigma)
 
     def row_keys(self, wildcards: Any) -> dict[str, str]:
         """The names that open an evaluation's rows."""

@@ -35,7 +35,8 @@ MODEL = ABLATION + "/model.pt"
 SHARD = ABLATION + "/certify/shard_{shard}.tsv"
 GATHERED = ABLATION + "/certify.tsv"
 ATTACK = ABLATION + "/attack.tsv"
-UNDEFENDED_MODEL = "<results>/models/{dataset}/seed_{seed}/{attack}/{defense}/shard_0.pt"  # the ensemble stage's checkpoint
+# the ensemble stage's checkpoint
+UNDEFENDED_MODEL = "<results>/models/{dataset}/seed_{seed}/{attack}/{defense}/shard_0.pt"
 ROW = "<results>/tables/rows/{dataset}/seed_{seed}/{attack}/{defense}/patch_{ablation}.tsv"
 PLOT = "<results>/plots/{dataset}/patch/{defense}.{ext}"
 ABLATION_LABEL = r"(band|row|block)_s\d+(_k\d+)?"

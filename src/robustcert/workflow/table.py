@@ -60,7 +60,8 @@ def plot_headline(table_path: str, outputs: Sequence[str]) -> None:
 
     rows = results.read_rows(table_path)
     rows = rows[(rows["axis"] == results.NO_AXIS) & rows["metric"].isin(list(HEADLINE_METRICS))]
-    cells = rows.assign(row=rows["dataset"] + " · " + rows["attack"], column=rows["defense"] + " · " + rows["certificate"],
+    cells = rows.assign(row=rows["dataset"] + " · " + rows["attack"],
+                        column=rows["defense"] + " · " + rows["certificate"],
                         params=rows["params"].map(results.without_seed))
     means = cells.groupby(["row", "column", "params", "metric"], sort=False)["value"].mean().reset_index()
     plot.plot_headline(means[["row", "column", "metric", "value"]], HEADLINE_METRICS, outputs)
