@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CORES  ?= 2
 
-.PHONY: setup run test lint dryrun clean
+.PHONY: setup run test test-fast lint dryrun clean
 
 $(BIN)/snakemake: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,14 @@ run: setup  ## run the default config to results/tables/all.tsv
 # /etc/slurm; root only, else skipped with the reason). ROBUSTCERT_SLURM_TESTS=0 leaves it out.
 export ROBUSTCERT_SLURM_TESTS ?= 1
 
-test: setup  ## the test suite (what .ci/run calls)
-	$(BIN)/python -m pytest -ra tests
+# Two pytest workers (pytest-xdist); the tests sharing a Snakemake run stay on one (tests/conftest.py).
+TEST_WORKERS ?= 2
+
+test: setup  ## the whole test suite (what .ci/run calls)
+	$(BIN)/python -m pytest -ra -n $(TEST_WORKERS) --dist loadgroup tests
+
+test-fast: setup  ## unit tests, dry runs and refusals: no Snakemake job runs (a few minutes)
+	$(BIN)/python -m pytest -ra -n $(TEST_WORKERS) --dist loadgroup -m "not workflow" tests
 
 lint: setup
 	$(BIN)/snakemake --lint

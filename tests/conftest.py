@@ -1,4 +1,19 @@
-"""Shared fixtures: the repository, a Snakemake runner, and tiny datasets in real formats."""
+"""Shared fixtures: the repository, a Snakemake runner, the runs that tests share, and tiny datasets in
+real formats.
+
+How a new test that needs Snakemake results is written (keeps `make test` within its budget):
+- Read the results of a run the session already makes: ask for the ``default_run`` fixture (the default
+  config, run once) or a module-scoped fixture of your test file (a small config run once for the
+  module's tests, as ``tests/test_rerun.py`` and ``tests/test_replicates.py`` do). A new full run per
+  test needs a reason written beside it.
+- Mark a test that runs Snakemake jobs for real ``@pytest.mark.workflow``: `make test-fast` leaves those
+  out (dry runs, ``--lint`` and refusals before any job stay in it).
+- Test configs are as small as the code path allows (1–3 epochs, a few test points, tiny models).
+- Under pytest-xdist (`make test` runs two workers) the tests that share a session-scoped run are kept on
+  one worker, and those of one file together (``pytest_collection_modifyitems`` below), so every run
+  is made once.
+- The session ends with a table of the Snakemake runs it started and their wall times.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +30,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 WORKFLOW_FILES = ["Snakefile", "rules", "scripts", "config", "envs", "profiles", "report"]
+# Every Snakemake call of the session: its wall time, the test and the arguments (one file for all workers).
+RUN_LOG = REPO / ".pytest_cache" / "snakemake-runs.tsv"
+# Session-scoped runs that tests of several files read: the tests asking for one share an xdist worker.
+SHARED_RUNS = ("default_run", "small_run")
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 2400,
@@ -21,11 +41,22 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 2400
     """Run the real ``snakemake`` of this environment in ``workdir`` (``env``: more environment variables)."""
     exe = Path(sys.executable).with_name("snakemake")
     env = {**os.environ, "ROBUSTCERT_DEVICE": os.environ.get("ROBUSTCERT_DEVICE", "cpu"), **(env or {})}
+    start = time.monotonic()
     result = subprocess.run([str(exe), *args], cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
+    _log_run(time.monotonic() - start, args)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n"
                              f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
     return result
+
+
+def _log_run(seconds: float, args: tuple[str, ...]) -> None:
+    """Append one Snakemake call to the session's run log."""
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
+    kind = "dry" if {"-n", "--dry-run", "--lint"} & set(args) else "run"
+    RUN_LOG.parent.mkdir(exist_ok=True)
+    with RUN_LOG.open("a") as log:
+        log.write(f"{seconds:.1f}\t{kind}\t{test}\t{' '.join(args)[:160]}\n")
 
 
 def copy_workflow(target: Path) -> Path:
@@ -54,3 +85,59 @@ def tiny_mnist(tmp_path: Path) -> Path:
     root = tmp_path / "data"
     write_mnist(root)
     return root
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory) -> Path:
+    """A copy of the workflow after the README's main job (`make run`: the default config to `all`, on
+    2 cores) and its HTML report, run once per test session; tests read it and change nothing in it."""
+    work = copy_workflow(tmp_path_factory.mktemp("default") / "wf")
+    snakemake(work, "--cores", "2", "--resources", "gpu=1", "--", "all")
+    snakemake(work, "--report", "results/report.html", "--", "all")
+    return work
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory) -> Path:
+    """A copy of the workflow and of the package (in src/, which its Snakemake imports: run it with
+    ``PYTHONPATH=<copy>/src``) whose config/config.yaml is tests/configs/rerun_small.yaml, run to the end
+    once per session. tests/test_rerun.py plans edits on it (restoring each); tests/test_same_bytes.py
+    compares its results with a second run from scratch."""
+    work = copy_workflow(tmp_path_factory.mktemp("small") / "wf")
+    shutil.copytree(REPO / "src/robustcert", work / "src/robustcert", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(REPO / "tests/configs/rerun_small.yaml", work / "config" / "config.yaml")
+    snakemake(work, "--cores", "2", "--", "all", env={"PYTHONPATH": str(work / "src")})
+    return work
+
+
+# ----------------------------------------------------------------- scheduling and the run log
+
+def pytest_configure(config) -> None:
+    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist) starts the log
+        RUN_LOG.parent.mkdir(exist_ok=True)
+        RUN_LOG.write_text("")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items) -> None:
+    """Group the tests for ``--dist loadgroup``: those reading a shared session run together, the others
+    by file (their module-scoped runs are made once)."""
+    for item in items:
+        shared = [name for name in SHARED_RUNS if name in getattr(item, "fixturenames", ())]
+        item.add_marker(pytest.mark.xdist_group(shared[0] if shared else item.path.name))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """The Snakemake calls of the session: how many, their total time, the longest."""
+    if hasattr(config, "workerinput") or not RUN_LOG.exists():
+        return
+    rows = [line.split("\t") for line in RUN_LOG.read_text().splitlines() if line.count("\t") >= 3]
+    if not rows:
+        return
+    runs = [r for r in rows if r[1] == "run"]
+    terminalreporter.section("Snakemake calls")
+    terminalreporter.write_line(f"{len(runs)} runs ({sum(float(r[0]) for r in runs):.0f} s), "
+                                f"{len(rows) - len(runs)} dry runs and lints "
+                                f"({sum(float(r[0]) for r in rows if r[1] != 'run'):.0f} s); the longest:")
+    for seconds, kind, test, args in sorted(rows, key=lambda r: -float(r[0]))[:15]:
+        terminalreporter.write_line(f"{float(seconds):7.1f} s  {kind}  {test}  {args}")

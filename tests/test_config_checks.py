@@ -120,7 +120,6 @@ def test_the_config_checker_names_the_file_and_line_that_snakemake_does_not(tmp_
     assert main([str(REPO / "config/config.yaml")]) == 0 and capsys.readouterr().err == ""
 
 
-@pytest.mark.workflow
 def test_duplicate_key_and_label_flip_onto_itself_refused_by_snakemake_before_any_job(workflow_copy):
     text = (REPO / "config/config.yaml").read_text()
     (workflow_copy / "dup.yaml").write_text(text.replace("attacks:\n", "attacks:\n  label_flip:\n    type: none\n", 1))

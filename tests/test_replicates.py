@@ -144,6 +144,7 @@ def replicated(tmp_path_factory):
     return work
 
 
+@pytest.mark.workflow
 def test_two_seeds_make_different_poisons_and_models_on_one_split(replicated):
     results_dir = replicated / "results"
     assert sorted(p.name for p in (results_dir / "data").iterdir()) == ["digits"]  # one split
@@ -155,6 +156,7 @@ def test_two_seeds_make_different_poisons_and_models_on_one_split(replicated):
     assert smoothed[0].read_bytes() != smoothed[1].read_bytes()
 
 
+@pytest.mark.workflow
 def test_all_tsv_keeps_each_seed_and_the_wide_table_is_their_mean(replicated):
     tidy = results.read_rows(replicated / "results/tables/all.tsv")
     accuracy = tidy[(tidy["metric"] == "accuracy") & (tidy["certificate"] == "dpa")]
@@ -170,6 +172,7 @@ def test_all_tsv_keeps_each_seed_and_the_wide_table_is_their_mean(replicated):
     assert (smoothing["n_seeds"] == 2).all() and "acr:sd" in smoothing
 
 
+@pytest.mark.workflow
 def test_der_pairs_each_seed_with_its_baseline_and_the_export_averages(replicated):
     tidy = results.read_rows(replicated / "results/tables/all.tsv")
     der = tidy[tidy["metric"] == "der"]
@@ -179,6 +182,7 @@ def test_der_pairs_each_seed_with_its_baseline_and_the_export_averages(replicate
     assert bench.loc[0, "der"] == pytest.approx(der["value"].mean())
 
 
+@pytest.mark.workflow
 def test_the_plots_of_replicates_are_drawn(replicated):
     for name in ("poison_budget", "smoothing_radius"):
         assert (replicated / f"results/plots/digits/{name}.png").stat().st_size > 0
@@ -197,6 +201,7 @@ def test_replicates_share_the_split_unless_the_dataset_asks_for_its_own():
     assert "replicate_split" not in split.dataset_params(config, SimpleNamespace(dataset="digits"))
 
 
+@pytest.mark.workflow
 def test_a_replicated_split_is_drawn_with_each_seed(workflow_copy):
     config = yaml.safe_load(SMALL.read_text())
     config["datasets"]["digits"]["replicate_split"] = True

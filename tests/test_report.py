@@ -1,41 +1,24 @@
-"""`snakemake --report`: after a small run with every kind of report item (the poisoning-budget plot,
-a randomized-smoothing plot, all.tsv), the self-contained HTML report and the zip report hold the plots
-and the table with their captions, grouped by dataset."""
+"""`snakemake --report`: after the default run (the session's ``default_run``, which has every kind of
+report item: the poisoning-budget plot, randomized-smoothing plots, all.tsv), the self-contained HTML
+report and the zip report hold the plots and the table with their captions, grouped by dataset."""
 
 from __future__ import annotations
 
 import base64
 import json
 import re
-import shutil
 import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import REPO, WORKFLOW_FILES, snakemake
+from conftest import snakemake
 
 pytestmark = pytest.mark.workflow
 
-CONFIG = "tests/configs/report_small.yaml"
 PLOT = "results/plots/digits/poison_budget.png"
 SMOOTHING_PLOT = "results/plots/digits/seed_0/smoothing/none/smoothing.png"
 TABLE = "results/tables/all.tsv"
 HEADLINE = "results/plots/headline.png"
-
-
-@pytest.fixture(scope="module")
-def workflow_run(tmp_path_factory) -> Path:
-    """A copy of the workflow after one run of the small config."""
-    target = tmp_path_factory.mktemp("report") / "wf"
-    for name in [*WORKFLOW_FILES, CONFIG]:
-        source = REPO / name
-        (target / name).parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target / name)
-        else:
-            shutil.copy2(source, target / name)
-    snakemake(target, "--cores", "2", "--configfile", CONFIG, "--", "all")
-    return target
 
 
 def _embedded(html: str, name: str) -> dict:
@@ -47,12 +30,11 @@ def _embedded(html: str, name: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def html_report(workflow_run) -> str:
-    snakemake(workflow_run, "--configfile", CONFIG, "--report", "results/report.html")
-    return (workflow_run / "results/report.html").read_text()
+def html_report(default_run) -> str:
+    return (default_run / "results/report.html").read_text()
 
 
-def test_html_report_holds_the_plots_and_the_table_with_captions(html_report, workflow_run):
+def test_html_report_holds_the_plots_and_the_table_with_captions(html_report, default_run):
     results = _embedded(html_report, "results")
     assert {PLOT, SMOOTHING_PLOT, TABLE} <= set(results)
 
@@ -60,7 +42,7 @@ def test_html_report_holds_the_plots_and_the_table_with_captions(html_report, wo
     assert plot["mime_type"] == "image/png"
     assert "Certified accuracy of the aggregation defenses on digits" in plot["caption"]
     payload = plot["data_uri"].split("base64,", 1)[1]
-    assert base64.b64decode(payload) == (workflow_run / PLOT).read_bytes()
+    assert base64.b64decode(payload) == (default_run / PLOT).read_bytes()
 
     noisy = results["results/plots/digits/smoothing/noisy_examples.png"]
     assert "under the Gaussian noise" in noisy["caption"] and noisy["mime_type"] == "image/png"
@@ -75,7 +57,7 @@ def test_html_report_holds_the_plots_and_the_table_with_captions(html_report, wo
     table = results[TABLE]
     assert "Every number of the run in long form" in table["caption"]
     payload = table["data_uri"].split("base64,", 1)[1]
-    assert base64.b64decode(payload) == (workflow_run / TABLE).read_bytes()
+    assert base64.b64decode(payload) == (default_run / TABLE).read_bytes()
 
 
 def test_report_groups_the_plots_by_dataset(html_report):
@@ -90,12 +72,12 @@ def test_report_groups_the_plots_by_dataset(html_report):
     assert HEADLINE in [item for items in categories["overview"].values() for item in items]
 
 
-def test_zip_report(workflow_run):
-    snakemake(workflow_run, "--configfile", CONFIG, "--report", "results/report.zip")
-    with zipfile.ZipFile(workflow_run / "results/report.zip") as archive:
+def test_zip_report(default_run):
+    snakemake(default_run, "--report", "results/report.zip", "--", "all")
+    with zipfile.ZipFile(default_run / "results/report.zip") as archive:
         names = archive.namelist()
         assert any(name.endswith("report.html") for name in names)
         for wanted in (PLOT, SMOOTHING_PLOT, TABLE):  # stored as report/data/raw/<hash>/<file name>
             stored = [name for name in names if name.endswith("/" + Path(wanted).name)]
             assert len(stored) == 1, (wanted, names)
-            assert archive.read(stored[0]) == (workflow_run / wanted).read_bytes()
+            assert archive.read(stored[0]) == (default_run / wanted).read_bytes()

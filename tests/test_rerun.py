@@ -8,16 +8,14 @@ every rule (robustcert.fingerprint)."""
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, WORKFLOW_FILES, snakemake
+from conftest import snakemake
 
 pytestmark = pytest.mark.workflow
-CONFIG = REPO / "tests" / "configs" / "rerun_small.yaml"
 TABLES = {"tabulate_results", "tabulate_method", "export_backdoorbench", "plot_headline", "all"}
 SMOOTHING_AFTER_TRAINING = {"certify_smoothed", "predict_smoothed", "gather_smoothed", "summarize_smoothing",
                             "analyze_smoothing", "plot_smoothing_radius"}
@@ -25,18 +23,10 @@ BILEVEL_EVALUATION = {"evaluate_bilevel_radius", "tabulate_bilevel_transfer"}  #
 
 
 @pytest.fixture(scope="module")
-def up_to_date(tmp_path_factory) -> Path:
-    """A copy of the workflow (and of the package, in src/, which its Snakemake imports) whose
-    config/config.yaml is the small config, run to the end."""
-    work = tmp_path_factory.mktemp("rerun") / "wf"
-    work.mkdir()
-    for name in WORKFLOW_FILES:
-        source = REPO / name
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, work / name)
-    shutil.copytree(REPO / "src/robustcert", work / "src/robustcert", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy2(CONFIG, work / "config" / "config.yaml")
-    run(work, "--cores", "2", "--", "all")
-    return work
+def up_to_date(small_run) -> Path:
+    """The session's small run (conftest.small_run): a copy of the workflow and of the package whose
+    config/config.yaml is the small config, run to the end. Each test restores what it edits."""
+    return small_run
 
 
 def run(work: Path, *args: str):

@@ -1,6 +1,7 @@
-"""Same config, same bytes: two from-scratch runs in two copies of the workflow write byte-identical
-results (every file under results/ but the logs and the benchmarks, which hold times), so that DVC
-sees an unchanged rerun as unchanged."""
+"""Same config, same bytes: two from-scratch runs in two copies of the workflow (the session's
+``small_run`` on 2 cores, and one more on 1 core) write byte-identical results (every file under
+results/ but the logs and the benchmarks, which hold times), so that DVC sees an unchanged rerun as
+unchanged, whatever the number of cores."""
 
 from __future__ import annotations
 
@@ -25,14 +26,11 @@ def _results(workdir: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.workflow
-def test_the_same_config_run_twice_from_scratch_gives_the_same_bytes(tmp_path):
-    runs = []
-    for name in ("first", "second"):
-        workdir = copy_workflow(tmp_path / name)
-        shutil.copy2(CONFIG, workdir / "config" / "config.yaml")
-        snakemake(workdir, "--cores", "1", "--", "all")
-        runs.append(_results(workdir))
-    first, second = runs
+def test_the_same_config_run_twice_from_scratch_gives_the_same_bytes(small_run, tmp_path):
+    workdir = copy_workflow(tmp_path / "second")
+    shutil.copy2(CONFIG, workdir / "config" / "config.yaml")
+    snakemake(workdir, "--cores", "1", "--", "all")
+    first, second = _results(small_run), _results(workdir)
     assert sorted(first) == sorted(second)
     assert any(name.endswith(".pt") for name in first) and any(name.endswith(".png") for name in first)
     assert "tables/all.tsv" in first and any(name.endswith(".pdf") for name in first)

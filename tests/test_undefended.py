@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -11,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, WORKFLOW_FILES, snakemake
+from conftest import REPO
 
 from robustcert import config as cfg, results
 from robustcert.evaluate import save_scores
@@ -60,22 +59,13 @@ def test_accuracy_and_attack_success_of_the_one_model(tmp_path):
 
 
 @pytest.mark.workflow
-def test_undefended_through_the_workflow(tmp_path):
-    work = tmp_path / "wf"
-    work.mkdir()
-    for name in WORKFLOW_FILES:
-        source = REPO / name
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, work / name)
-    config = yaml.safe_load((REPO / "tests/configs/dvc_small.yaml").read_text())
-    config["attacks"]["backdoor"] = {"type": "backdoor", "preset": "localised", "target": 7, "fraction": 0.05}
-    config["defenses"] = {"plain": {"method": "undefended", "arch": "small_cnn", "train": config["defenses"]["dpa"]["train"]}}
-    config["experiments"] = [{"datasets": ["digits"], "attacks": ["none", "backdoor"], "defenses": ["plain"]}]
-    (work / "small.yaml").write_text(yaml.safe_dump(config))
-    snakemake(work, "--cores", "2", "--configfile", "small.yaml", "--", "all")
-    table = results.wide(results.read_rows(work / "results/tables/all.tsv")).set_index("attack")
-    assert set(table["method"]) == {"undefended"} and (table["n_test"] == 360).all()
+def test_undefended_through_the_workflow(default_run):
+    """The default run's undefended model on digits, clean and backdoored."""
+    table = results.wide(results.read_rows(default_run / "results/tables/all.tsv"))
+    table = table[(table["method"] == "undefended") & (table["dataset"] == "digits")].set_index("attack")
+    assert {"none", "backdoor"} <= set(table.index) and (table["n_test"] == 360).all()
     assert table.loc["none", "accuracy"] > 0.3
     assert pd.isna(table.loc["none", "asr"]) and pd.isna(table.loc["none", "asr_all"])  # no trigger, no rate
     assert 0 <= table.loc["backdoor", "asr"] <= 1 and 0 <= table.loc["backdoor", "asr_all"] <= 1
-    assert (work / "results/tables/undefended.tsv").exists()
-    assert len(list((work / "results/models/digits/seed_0/backdoor/plain").glob("*.pt"))) == 1
+    assert (default_run / "results/tables/undefended.tsv").exists()
+    assert len(list((default_run / "results/models/digits/seed_0/backdoor/undefended").glob("*.pt"))) == 1

@@ -18,7 +18,6 @@ from conftest import REPO, snakemake
 from robustcert import results
 from robustcert.bilevel import transfer_table
 
-pytestmark = pytest.mark.workflow
 CONFIGS = sorted((REPO / "config").glob("*.yaml"))
 
 
@@ -70,6 +69,7 @@ def _mnist_run(workdir: Path, data_root: Path, *extra: str) -> subprocess.Comple
                      "--", "results/tables/all.tsv")
 
 
+@pytest.mark.workflow
 def test_tiny_mnist_through_the_whole_chain_and_deterministic_after_a_kill(workflow_copy, tiny_mnist):
     _mnist_run(workflow_copy, tiny_mnist)
     table = results.wide(results.read_rows(workflow_copy / "results/tables/all.tsv"))
@@ -113,26 +113,44 @@ def _assert_asr_all_beside_asr(tidy: pd.DataFrame, digits_labels: np.ndarray) ->
     assert a.between(-1e-9, 1 + 1e-9).all()
 
 
-def test_default_config_end_to_end(workflow_copy):
+# ----------------------------------------------------------- the default config, run once (default_run)
+
+@pytest.fixture(scope="module")
+def tidy(default_run) -> pd.DataFrame:
+    """all.tsv of the default run."""
+    return results.read_rows(default_run / "results/tables/all.tsv")
+
+
+@pytest.fixture(scope="module")
+def table(default_run) -> pd.DataFrame:
+    """The per-method wide tables of the default run, one after the other."""
+    return wide_tables(default_run)
+
+
+@pytest.fixture(scope="module")
+def dpa(table) -> pd.DataFrame:
+    return table[table["certificate"] == "dpa"].set_index("attack")
+
+
+@pytest.mark.workflow
+def test_default_run_all_tsv_is_tidy_and_every_wide_table_reshapes_it(default_run, tidy):
     """The README's main job (`make run`): every defense of the default config, on 2 cores."""
-    snakemake(workflow_copy, "--cores", "2", "--resources", "gpu=1", "--", "all")
-    tidy = results.read_rows(workflow_copy / "results/tables/all.tsv")  # the fixed header, no empty cell
-    assert tuple(tidy.columns) == results.COLUMNS
+    assert tuple(tidy.columns) == results.COLUMNS  # the fixed header, no empty cell
     assert not tidy.duplicated(["dataset", "attack", "defense", "certificate", "params", "metric", "axis", "at"]).any()
-    for wide in sorted((workflow_copy / "results/tables").glob("*.tsv")):  # the numbers of all.tsv, reshaped
+    for wide in sorted((default_run / "results/tables").glob("*.tsv")):  # the numbers of all.tsv, reshaped
         if wide.name == "bilevel_transfer.tsv":  # a matrix of the bilevel rows: attack victim × evaluation victim
             bilevel_rows = tidy[tidy["certificate"] == "target_class_certify"]
-            transfer_table(bilevel_rows).to_csv(workflow_copy / "again.tsv", sep="\t", index=False)
-            assert (workflow_copy / "again.tsv").read_text() == wide.read_text(), wide.name
+            assert transfer_table(bilevel_rows).to_csv(sep="\t", index=False) == wide.read_text(), wide.name
         elif wide.name != "all.tsv":
             cells = pd.read_csv(wide, sep="\t")[["method", "certificate"]].drop_duplicates()
             mine = tidy[~tidy["metric"].isin(["der", "rir"])].merge(cells, on=["method", "certificate"])
-            results.wide(mine).to_csv(workflow_copy / "again.tsv", sep="\t", index=False)
-            assert (workflow_copy / "again.tsv").read_text() == wide.read_text(), wide.name
+            assert results.wide(mine).to_csv(sep="\t", index=False) == wide.read_text(), wide.name
     assert {"all.tsv", "bilevel.tsv", "dpa.tsv", "fa.tsv", "smoothing.tsv"} <= {
-        p.name for p in (workflow_copy / "results/tables").glob("*.tsv")}
-    table = wide_tables(workflow_copy)
-    dpa = table[table["certificate"] == "dpa"].set_index("attack")
+        p.name for p in (default_run / "results/tables").glob("*.tsv")}
+
+
+@pytest.mark.workflow
+def test_default_run_dpa_and_fa(default_run, tidy, table, dpa):
     assert set(dpa.index) == {"none", "backdoor", "label_flip", "bilevel"}
     assert (dpa["n_test"] == 360).all() and (dpa["k"] == 20).all()
     assert dpa.loc["none", "accuracy"] > 0.9  # the aggregate of 20 small CNNs on digits
@@ -143,21 +161,33 @@ def test_default_config_end_to_end(workflow_copy):
     assert dpa.loc["backdoor", "poison_size"] == 2 * round(0.02 * 1257)
     assert dpa.loc["backdoor", "certified_ra"] <= dpa.loc["backdoor", "ra"] <= 1 - dpa.loc["backdoor", "asr"]
     assert pd.isna(dpa.loc["none", "asr_all"])
-    _assert_asr_all_beside_asr(tidy, np.load(workflow_copy / "results/data/digits/split.npz")["y_test"])
-
-    compared = tidy[tidy["metric"].isin(["der", "rir"])]
-    # the attacks with a trigger and an undefended model: the backdoor on digits, RAB's four pixels on 6 vs 8
-    assert set(zip(compared["dataset"], compared["attack"])) == {("digits", "backdoor"), ("digits_binary", "four_pixel")}
-    assert compared["params"].str.contains("baseline=undefended").all() and compared["value"].between(0, 1).all()
-    bench = pd.read_csv(workflow_copy / "results/tables/backdoorbench.csv").set_index(["defense", "certificate"])
-    assert bench.loc[("dpa", "dpa"), "asr_attack"] > bench.loc[("dpa", "dpa"), "asr_defense"]  # DPA resists
-    assert bench.loc[("dpa", "dpa"), "der"] > 0.5
-
+    _assert_asr_all_beside_asr(tidy, np.load(default_run / "results/data/digits/split.npz")["y_test"])
     variants = table.groupby(["attack", "defense"])["certificate"].apply(set)
     assert variants[("none", "dpa")] == {"dpa", "dpa_roe"} and variants[("backdoor", "fa")] == {"fa", "fa_roe"}
     fa = table[(table["certificate"] == "fa") & (table["attack"] == "none")].iloc[0]
     assert fa["d"] == 4 and fa["k"] == 20 and fa["accuracy"] > 0.9
+    certify = pd.read_csv(default_run / "results/certify/digits/seed_0/none/dpa/dpa.tsv", sep="\t")
+    assert list(certify.columns) == ["idx", "label", "predict", "radius", "correct"] and len(certify) == 360
+    # the table's numbers are those of the certificates (the reshaping changed none of them)
+    assert dpa.loc["none", "accuracy"] == certify["correct"].mean()
+    for budget in (1, 2, 5):
+        expected = ((certify["radius"] >= budget) & (certify["correct"] == 1)).mean()
+        assert dpa.loc["none", f"cert_acc@poison_samples={budget}"] == expected
 
+
+@pytest.mark.workflow
+def test_default_run_compares_each_defense_with_the_undefended_model(default_run, tidy):
+    compared = tidy[tidy["metric"].isin(["der", "rir"])]
+    # the attacks with a trigger and an undefended model: the backdoor on digits, RAB's four pixels on 6 vs 8
+    assert set(zip(compared["dataset"], compared["attack"])) == {("digits", "backdoor"), ("digits_binary", "four_pixel")}
+    assert compared["params"].str.contains("baseline=undefended").all() and compared["value"].between(0, 1).all()
+    bench = pd.read_csv(default_run / "results/tables/backdoorbench.csv").set_index(["defense", "certificate"])
+    assert bench.loc[("dpa", "dpa"), "asr_attack"] > bench.loc[("dpa", "dpa"), "asr_defense"]  # DPA resists
+    assert bench.loc[("dpa", "dpa"), "der"] > 0.5
+
+
+@pytest.mark.workflow
+def test_default_run_randomized_smoothing(default_run, table):
     smoothing = table[table["certificate"] == "cohen_certify"]
     assert sorted(smoothing["sigma_train"].unique()) == [0.25, 0.5] and len(smoothing) == 6
     assert (smoothing["n"] == 10000).all() and (smoothing["n_test"] == 40).all()
@@ -168,43 +198,44 @@ def test_default_config_end_to_end(workflow_copy):
     assert pd.isna(clean.loc[0.25, "k"])  # smoothing has no partitions
     assert clean.loc[0.25, "cert_acc@l2=1"] == 0
     assert (smoothing["cert_acc@l2=1"] <= smoothing["cert_acc@l2=0"]).all()
+    smoothed = pd.read_csv(default_run / "results/smoothing/digits/seed_0/none/smoothing/sigma_0.25/certify.tsv", sep="\t")
+    assert list(smoothed.columns) == ["idx", "label", "predict", "radius", "correct"]
+    assert smoothed["idx"].tolist() == list(range(0, 360, 9))
 
+
+@pytest.mark.workflow
+def test_default_run_bilevel_attack(default_run, table):
     bilevel = table[table["certificate"] == "target_class_certify"].set_index("sigma_train")
     assert sorted(bilevel.index) == [0.25, 0.5] and (bilevel["target"] == 8).all()
     assert (bilevel["acr_clean"] > 0).all() and (bilevel["n_test"] > 0).all()
     assert (bilevel["acr_drop"] == 1 - bilevel["acr"] / bilevel["acr_clean"]).all()
-    assert ("bilevel", "dpa") in variants.index  # the poisons also go through DPA (transfer)
-    poison = np.load(workflow_copy / "results/poison/digits/seed_0/bilevel.npz")
-    split = np.load(workflow_copy / "results/data/digits/split.npz")
+    assert ("bilevel", "dpa") in table.groupby(["attack", "defense"]).groups  # the poisons also go through DPA
+    poison = np.load(default_run / "results/poison/digits/seed_0/bilevel.npz")
+    split = np.load(default_run / "results/data/digits/split.npz")
     original = split["x_train"][poison["index"]].astype(int)
     assert np.abs(poison["x"].astype(int) - original).max() <= 25  # ε = 0.1 of 255
     assert np.array_equal(poison["y"], split["y_train"][poison["index"]]) and (poison["y"] == 8).all()
 
+
+@pytest.mark.workflow
+def test_default_run_plots_rab_and_report(default_run):
     for name in ("poison_budget", "seed_0/smoothing/none/smoothing", "seed_0/smoothing/backdoor/smoothing",
                  "seed_0/smoothing/bilevel/smoothing", "seed_0/bilevel_bilevel_objective", "smoothing/noisy_examples",
                  "smoothing_radius", "patch/patch"):
         for ext in ("png", "pdf"):
-            assert (workflow_copy / f"results/plots/digits/{name}.{ext}").stat().st_size > 1000
+            assert (default_run / f"results/plots/digits/{name}.{ext}").stat().st_size > 1000
     for ext in ("png", "pdf"):
-        assert (workflow_copy / f"results/plots/digits_binary/rab_l2_budget.{ext}").stat().st_size > 1000
-    rab = pd.read_csv(workflow_copy / "results/tables/rab.tsv", sep="\t")  # digits 6 vs 8 × {none, four pixel}
+        assert (default_run / f"results/plots/digits_binary/rab_l2_budget.{ext}").stat().st_size > 1000
+    rab = pd.read_csv(default_run / "results/tables/rab.tsv", sep="\t")  # digits 6 vs 8 × {none, four pixel}
     assert sorted(rab["certificate"]) == ["rab", "rab", "rab_expected", "rab_expected"]
     assert (rab["n_test"] == 118).all() and rab["cert_acc@l2_train=0"].between(0, 1).all()
-    certify = pd.read_csv(workflow_copy / "results/certify/digits/seed_0/none/dpa/dpa.tsv", sep="\t")
-    assert list(certify.columns) == ["idx", "label", "predict", "radius", "correct"] and len(certify) == 360
-    # the table's numbers are those of the certificates (the reshaping changed none of them)
-    assert dpa.loc["none", "accuracy"] == certify["correct"].mean()
-    for budget in (1, 2, 5):
-        expected = ((certify["radius"] >= budget) & (certify["correct"] == 1)).mean()
-        assert dpa.loc["none", f"cert_acc@poison_samples={budget}"] == expected
-    smoothed = pd.read_csv(workflow_copy / "results/smoothing/digits/seed_0/none/smoothing/sigma_0.25/certify.tsv", sep="\t")
-    assert list(smoothed.columns) == ["idx", "label", "predict", "radius", "correct"]
-    assert smoothed["idx"].tolist() == list(range(0, 360, 9))
     # The HTML report builds on the default config and holds every plot and the table.
-    snakemake(workflow_copy, "--report", "results/report.html", "--", "all")
-    report = (workflow_copy / "results/report.html").read_text(errors="replace")
+    report = (default_run / "results/report.html").read_text(errors="replace")
     for name in ("poison_budget.png", "all.tsv", "bilevel_bilevel_objective.png"):
         assert name in report
-    # Nothing left to do afterwards.
-    dry = snakemake(workflow_copy, "-n", "--cores", "2", "--", "all")
+
+
+@pytest.mark.workflow
+def test_default_run_leaves_nothing_to_do(default_run):
+    dry = snakemake(default_run, "-n", "--cores", "2", "--", "all")
     assert "Nothing to be done" in dry.stdout + dry.stderr

@@ -10,10 +10,10 @@ from formats import write_image_folder
 
 from robustcert import data, results
 
-pytestmark = pytest.mark.workflow
 TINY = str(REPO / "tests/configs/tiny_imagenet.yaml")
 
 
+@pytest.mark.workflow
 def test_tiny_image_folder_trains_and_certifies_end_to_end(workflow_copy, tmp_path):
     write_image_folder(tmp_path / "data")
     snakemake(workflow_copy, "--configfile", TINY, "--config", f"data_root={tmp_path / 'data'}", "--cores", "2",
