@@ -9,7 +9,7 @@ CORES  ?= 2
 $(BIN)/snakemake: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[workflow,test]'
 	touch $@
 
 setup: $(BIN)/snakemake  ## create .venv with the pinned dependencies

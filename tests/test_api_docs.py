@@ -28,7 +28,7 @@ def test_every_api_entry_has_an_example():
     text = "\n".join(code_blocks(API_DOC))
     assert len(code_blocks(API_DOC)) >= 6
     missing = [name for name in robustcert.__all__ if name not in text]
-    assert missing == ["PartitionedEnsemble"], f"API names without an example in docs/api.md: {missing}"
+    assert not missing, f"API names without an example in docs/api.md: {missing}"
 
 
 @pytest.mark.parametrize("index", range(len(code_blocks(API_DOC))))
