@@ -6,6 +6,7 @@ from __future__ import annotations
 import pydoc
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -179,3 +180,13 @@ def test_rab_and_metrics_are_those_of_the_workflow():
 def test_errors_name_the_argument(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def test_no_workflow_step_runs_the_api():
+    """The API is not part of any step's code digest (robustcert.fingerprint): adding to it reruns nothing."""
+    from robustcert import fingerprint
+
+    top_level, _ = fingerprint.load("robustcert").used(frozenset())
+    assert [statement.names for statement in top_level] == [frozenset({"__version__"})]
+    scripts = sorted((Path(__file__).resolve().parents[1] / "scripts").glob("*.py"))
+    assert scripts and not [s.name for s in scripts if "robustcert.api" in fingerprint.covered(s)]

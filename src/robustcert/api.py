@@ -239,9 +239,23 @@ def train_partitioned(images: np.ndarray, labels: np.ndarray, make_model: Callab
     cfg = train.TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, **recipe)
     parts = partition.partition_dataset(images, labels.astype(np.int64), k, d, seed=seed)
     device = _device_of(make_model())
-    models = train.train_models(images, labels.astype(np.int64), parts, range(parts.num_subsets),
-                                lambda j: make_model(), cfg, device)
-    return PartitionedEnsemble([m.eval() for m in models], parts.shifts, k)
+    states = train.train_shard(images, labels.astype(np.int64), parts, list(range(parts.num_subsets)),
+                               _Factory(make_model), cfg, device)
+    models = [make_model() for _ in states]
+    for model, state in zip(models, states):
+        model.load_state_dict(state)
+    return PartitionedEnsemble([model.eval() for model in models], parts.shifts, k)
+
+
+@dataclass(frozen=True)
+class _Factory:
+    """The user's model factory in the place of the workflow's :class:`robustcert.train.ModelSpec`:
+    ``train_shard`` builds model j with ``build`` (the subset's statistics are the user's business)."""
+
+    make_model: Callable[[], nn.Module]
+
+    def build(self, mean: Sequence[float], std: Sequence[float]) -> nn.Module:
+        return self.make_model()
 
 
 def ensemble_scores(models: Sequence[nn.Module], images: np.ndarray, batch_size: int = 1024) -> np.ndarray:

@@ -257,24 +257,16 @@ class _Run:
 def train_shard(images: np.ndarray, labels: np.ndarray, partition: Partition, subsets: Sequence[int],
                 spec: ModelSpec, cfg: TrainConfig, device: torch.device) -> list[dict[str, torch.Tensor]]:
     """Train the models of ``subsets`` and return their state dicts (on the CPU), in that order."""
-    models = train_models(images, labels, partition, subsets,
-                          lambda j: spec.build(partition.mean[j], partition.std[j]), cfg, device)
-    return [{name: t.detach().cpu() for name, t in m.state_dict().items()} for m in models]
-
-
-def train_models(images: np.ndarray, labels: np.ndarray, partition: Partition, subsets: Sequence[int],
-                 build: Callable[[int], nn.Module], cfg: TrainConfig, device: torch.device) -> list[nn.Module]:
-    """Train the models of ``subsets``, model j built by ``build(j)`` under ``torch.manual_seed(seed + j)``
-    and trained on subset j; return them (on ``device``), in that order."""
     strategy = resolve_strategy(cfg.strategy, device, objective_of(cfg))
     runs, models = model_runs(images, labels, partition, subsets, cfg, device), []
     for j in subsets:
         torch.manual_seed(cfg.seed + j)
-        models.append(build(j).to(device))
+        models.append(spec.build(partition.mean[j], partition.std[j]).to(device))
     log.info("training %d models (subsets %s..%s) with strategy %s on %s", len(runs), subsets[0],
              subsets[-1], strategy, device)
     train = _train_batched if strategy == "batched" else _train_sequential
-    return train(models, runs, cfg, device)
+    models = train(models, runs, cfg, device)
+    return [{name: t.detach().cpu() for name, t in m.state_dict().items()} for m in models]
 
 
 def model_runs(images: np.ndarray, labels: np.ndarray, partition: Partition, subsets: Sequence[int],
