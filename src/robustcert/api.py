@@ -101,6 +101,7 @@ class PatchSmoothing:
         self.model, self.num_classes, self.threshold = model, num_classes, threshold
         self.kind, self.size, self.count, self.batch_size = ablation, size, count, batch_size
         self._smooth: PatchSmooth | None = None
+        self._shape: tuple[int, int, int] | None = None
 
     def votes(self, x: torch.Tensor) -> np.ndarray:
         """The votes int64 [n, num_classes] of all positions for images ``x`` [n, C, H, W] in [0, 1]."""
@@ -129,13 +130,14 @@ class PatchSmoothing:
         return certify_votes(counts, 0)[0].astype(np.int64), largest
 
     def _smoothed(self, image_shape: tuple[int, ...]) -> PatchSmooth:
+        """The smoothed classifier for images of this shape [C, H, W] (made again when it changes)."""
         channels, height, width = image_shape
-        current = self._smooth
-        if current is None or (current.ablation.height, current.ablation.width) != (height, width):
+        if self._smooth is None or self._shape != (channels, height, width):
             ablation = Ablation(self.kind, self.size, height, width, self.count)
             size = (patch_batch_size(_device_of(self.model), (channels, height, width))
                     if self.batch_size == "auto" else int(self.batch_size))
             self._smooth = PatchSmooth(self.model, self.num_classes, ablation, channels, size)
+            self._shape = (channels, height, width)
         return self._smooth
 
 
