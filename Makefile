@@ -9,7 +9,7 @@ CORES  ?= 2
 $(BIN)/snakemake: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[workflow,test]'
 	touch $@
 
 setup: $(BIN)/snakemake  ## create .venv with the pinned dependencies
@@ -24,11 +24,13 @@ export ROBUSTCERT_SLURM_TESTS ?= 1
 # Two pytest workers (pytest-xdist); the tests sharing a Snakemake run stay on one (tests/conftest.py).
 TEST_WORKERS ?= 2
 
-test: setup  ## the whole test suite (what .ci/run calls)
-	$(BIN)/python -m pytest -ra -n $(TEST_WORKERS) --dist loadgroup tests
+PYTEST := $(BIN)/python -m pytest -ra -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
-test-fast: setup  ## unit tests, dry runs and refusals: no Snakemake job runs (a few minutes)
-	$(BIN)/python -m pytest -ra -n $(TEST_WORKERS) --dist loadgroup -m "not workflow" tests
+test: setup  ## the whole test suite (what .ci/run calls)
+	$(PYTEST) tests
+
+test-fast: setup  ## unit tests, dry runs and refusals: no Snakemake job, no fresh venv (a few minutes)
+	$(PYTEST) -m "not workflow and not core_install" tests
 
 lint: setup
 	$(BIN)/snakemake --lint

@@ -1,6 +1,6 @@
 """Throughput of RAB's training: N models, each on the whole training set plus its own fixed noise draw.
 
-RAB's cost is N × one model's training (METHODS.md §3). This trains the same N models on scikit-learn's
+RAB's cost is N × one model's training (docs/methods.md §3). This trains the same N models on scikit-learn's
 digits (6 vs 8, as the default config) three ways in this process and prints models per hour and the
 ratio against the plain baseline:
   reference   one model after another, a DataLoader over a TensorDataset of the noisy set, torch's Adam

@@ -34,6 +34,9 @@ WORKFLOW_FILES = ["Snakefile", "rules", "scripts", "config", "envs", "profiles",
 RUN_LOG = REPO / ".pytest_cache" / "snakemake-runs.tsv"
 # Session-scoped runs that tests of several files read: the tests asking for one share an xdist worker.
 SHARED_RUNS = ("default_run", "small_run")
+# The groups that take longest (measured), started first; the other groups with a real run follow, then
+# the unit tests.
+LONGEST_GROUPS = ("default_run", "test_dvc.py", "test_core_install.py", "test_slurm.py", "small_run")
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 2400,
@@ -121,10 +124,19 @@ def pytest_configure(config) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items) -> None:
     """Group the tests for ``--dist loadgroup``: those reading a shared session run together, the others
-    by file (their module-scoped runs are made once)."""
+    by file (their module-scoped runs are made once); and put the long groups first, so that the two
+    workers finish together (`make test` keeps this order with ``--no-loadscope-reorder``)."""
     for item in items:
-        shared = [name for name in SHARED_RUNS if name in getattr(item, "fixturenames", ())]
-        item.add_marker(pytest.mark.xdist_group(shared[0] if shared else item.path.name))
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
+    slow = {_group(item) for item in items if {"workflow", "core_install"} & {m.name for m in item.iter_markers()}}
+    order = {name: rank for rank, name in enumerate(LONGEST_GROUPS)}
+    items.sort(key=lambda item: (order.get(_group(item), len(order) if _group(item) in slow else len(order) + 1)))
+
+
+def _group(item) -> str:
+    """The xdist group of a test: the shared session run it reads, else its file."""
+    shared = [name for name in SHARED_RUNS if name in getattr(item, "fixturenames", ())]
+    return shared[0] if shared else item.path.name
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:

@@ -18,7 +18,7 @@ from robustcert.analysis import (
 )
 
 RADII = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5]
-# METHODS.md §1: CIFAR-10, ResNet-110, 500 test images, train σ = certify σ; accuracies at RADII, ACR.
+# docs/methods.md §1: CIFAR-10, ResNet-110, 500 test images, train σ = certify σ; accuracies at RADII, ACR.
 PUBLISHED_CIFAR10 = {
     "0.12": ([0.81, 0.59, 0.00, 0.00, 0.00, 0.00, 0.00], 0.270),
     "0.25": ([0.75, 0.60, 0.43, 0.27, 0.00, 0.00, 0.00], 0.429),

@@ -1,4 +1,4 @@
-"""The bilevel radius attack (METHODS.md §5): second-order pieces against finite differences and the
+"""The bilevel radius attack (docs/methods.md §5): second-order pieces against finite differences and the
 exact implicit-function gradient, the poisons' constraints, determinism, and the attack's progress
 on a small digits instance."""
 

@@ -1,4 +1,4 @@
-"""Randomized smoothing against closed forms (METHODS.md §1).
+"""Randomized smoothing against closed forms (docs/methods.md §1).
 
 The base classifier f(x) = 1[x₀ > t] has the smoothed probability P(f(x + ε) = 0) = Φ((t − x₀)/σ),
 and its smoothed classifier's true robust radius at x is exactly |t − x₀|.

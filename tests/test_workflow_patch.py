@@ -148,7 +148,7 @@ def test_given_test_indices_are_certified_in_their_order_and_refused_beyond_the_
 
 @pytest.mark.workflow
 def test_patch_smoothing_on_a_tiny_mnist_format_dataset(workflow_copy, tiny_mnist):
-    """The MNIST-format instance (METHODS.md §4: column and row bands s = 4 on 28×28 images), through the
+    """The MNIST-format instance (docs/methods.md §4: column and row bands s = 4 on 28×28 images), through the
     real idx loader: rows for every ablation and rule, and certified patch sizes bounded by the image."""
     config = yaml.safe_load((REPO / "tests/configs/tiny_mnist.yaml").read_text())
     config["data_root"] = str(tiny_mnist)

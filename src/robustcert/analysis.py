@@ -1,4 +1,4 @@
-"""Certified accuracy of randomized smoothing: tables and plots from certify TSVs (METHODS.md §1;
+"""Certified accuracy of randomized smoothing: tables and plots from certify TSVs (docs/methods.md §1;
 ref: locuslab/smoothing code/analyze.py).
 
 A certify TSV has one row per test point and the columns ``idx label predict radius correct``

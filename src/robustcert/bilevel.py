@@ -1,5 +1,5 @@
 """Clean-label bilevel poisons that shrink the certified radius of a target class (Mehra, Kailkhura,
-Chen, Hamm, CVPR 2021; METHODS.md §5; ref: the authors' TensorFlow code, ``bilevel_approxgrad.py``,
+Chen, Hamm, CVPR 2021; docs/methods.md §5; ref: the authors' TensorFlow code, ``bilevel_approxgrad.py``,
 ``bilevel_poison_radius*.py`` and their drivers).
 
 The attacker perturbs every training image of the target class within L∞ ε (labels unchanged) to
@@ -153,7 +153,7 @@ class ObjectiveVictim:
 
 
 def gaussian_augmentation_victim(sigma: float) -> ObjectiveVictim:
-    """Cohen et al.'s training (METHODS.md §1), the victim of the attack unless another is given."""
+    """Cohen et al.'s training (docs/methods.md §1), the victim of the attack unless another is given."""
     return ObjectiveVictim(GaussianAugmentation(sigma))
 
 
@@ -277,7 +277,7 @@ def _dot(a: Sequence[Tensor], b: Sequence[Tensor]) -> float:
 
 @dataclass(frozen=True)
 class BilevelConfig:
-    """The attack's knobs: METHODS.md §5 defaults (MNIST). The reference's CIFAR-10 driver uses
+    """The attack's knobs: docs/methods.md §5 defaults (MNIST). The reference's CIFAR-10 driver uses
     epsilon 0.03, sigma 0.25, lr_p 1e-4, k 5, batches of 180 clean + 20 poisons and val_batch 20."""
 
     target: int = 8
@@ -328,7 +328,7 @@ def bilevel_radius_attack(model_builder: Callable[[], nn.Module], x_clean: Tenso
                           y_clean: Tensor | np.ndarray, x_target: Tensor | np.ndarray,
                           x_val_target: Tensor | np.ndarray, cfg: BilevelConfig, device: torch.device | str,
                           victim: Victim | None = None, log_fn: LogFn | None = None) -> AttackResult:
-    """ApproxGrad poisons for every training image of the target class (METHODS.md §5).
+    """ApproxGrad poisons for every training image of the target class (docs/methods.md §5).
 
     :param model_builder: returns a freshly initialised model (called under a seeded RNG: the
         attack's seed plus the restart count); it is moved to ``device``
@@ -514,7 +514,7 @@ def target_class_certification(model: nn.Module, x_test: np.ndarray, y_test: np.
                                n_points: int = 500, n0: int = 100, n: int = 100_000, alpha: float = 0.001,
                                sigma: float = 0.5, batch_size: int = 1000, seed: int = 0, num_classes: int = 10,
                                radii: Sequence[float] = DEFAULT_RADII) -> dict[str, Any]:
-    """CERTIFY a fixed random subset of the target class's test points (METHODS.md §5 evaluation).
+    """CERTIFY a fixed random subset of the target class's test points (docs/methods.md §5 evaluation).
 
     The subset depends only on ``seed``, ``n_points`` and the labels, so a victim trained on clean
     data and one trained on poisons are certified on the same points (and the same noise).

@@ -2,7 +2,7 @@
 
 Every function takes ``logits`` of shape [n, m, C] (n test points, m base models, C classes;
 column j is the model of partition/subset j) and returns ``(prediction, certificate)``, two
-int64 arrays of shape [n]. Ties go to the smaller class index everywhere (METHODS.md §7).
+int64 arrays of shape [n]. Ties go to the smaller class index everywhere (docs/methods.md §7).
 The certificate is the number of training-set insertions or deletions the prediction provably
 survives; it is not yet compared with labels.
 
@@ -117,8 +117,7 @@ def finite_aggregation_run_off(
     by FA's greedy bound Certv1 (the fewest buckets whose largest possible reductions close a gap):
     - R1 = min over pairs of rivals {c1, c2} of max(Certv1(p → c1), Certv1(p → c2), Certv1 of the
       summed gaps with bucket reductions Σ_j (1 + 2·1[f_j = p] − 1[f_j = c1] − 1[f_j = c2])). The
-      paper's code uses this here instead of the dynamic program of DPA+ROE (METHODS.md names only
-      the latter);
+      paper's code uses this here instead of the dynamic program of DPA+ROE (docs/methods.md §2);
     - R2 = min over c ≠ p of max(Certv1(s → c), Certv1 of g2 (as in :func:`run_off_election`) with
       bucket reductions 2·#{models j of the bucket with logit_p > logit_c}).
     Certificate = min(R1, R2) − 1, clamped at 0 as in :func:`run_off_election`. Guarantee: the

@@ -1,4 +1,4 @@
-"""Exposing backdoors in robust models (Soremekun, Udeshi & Chattopadhyay; METHODS.md §6).
+"""Exposing backdoors in robust models (Soremekun, Udeshi & Chattopadhyay; docs/methods.md §6).
 
 A model made robust by PGD adversarial training still learns a backdoor, and its robustness gives
 the backdoor away: the gradients of a robust model are perceptually aligned, so moving an image

@@ -17,7 +17,7 @@ exactly the ``robustcert`` source it runs, found by reading (never importing) th
 
 Then a change of a module reruns exactly the jobs whose steps reach the changed part (Snakemake's
 ``params`` trigger: "Params have changed since last execution"), and it does so also after a ``pull``
-on a later commit, where file times say nothing. ``python -m robustcert.fingerprint scripts/x.py``
+on a later commit, where file times say nothing. ``python -m robustcert.fingerprint scripts/train_shard.py``
 lists what one digest covers.
 """
 

@@ -1,4 +1,4 @@
-"""(De)randomized smoothing against adversarial patches (Levine & Feizi, NeurIPS 2020; METHODS.md §4;
+"""(De)randomized smoothing against adversarial patches (Levine & Feizi, NeurIPS 2020; docs/methods.md §4;
 ref: alevine0/patchSmoothing).
 
 An adversarial patch sets every pixel of an m×m square anywhere in the image to anything. The smoothed

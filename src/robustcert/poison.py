@@ -10,11 +10,11 @@ Attack types (config ``attacks.<name>.type``):
 - ``none``: nothing changes.
 - ``backdoor``: a ``fraction`` of the training set (drawn from images whose label is not
   ``target``) gets the trigger and, with ``dirty_label``, the label ``target``; with clean labels
-  the trigger goes on images of the target class instead. Pattern: a ``preset`` (METHODS.md §3, §6)
+  the trigger goes on images of the target class instead. Pattern: a ``preset`` (docs/methods.md §3, §6)
   or ``position``/``size``/``value`` of a filled rectangle.
 - ``label_flip``: a ``fraction`` of the images of class ``source`` (of every class but ``target``
   when ``source`` is null) get the label ``target``.
-- ``l2_backdoor``: RAB's backdoors (METHODS.md §3), planted as ``backdoor`` plants its trigger, with
+- ``l2_backdoor``: RAB's backdoors (docs/methods.md §3), planted as ``backdoor`` plants its trigger, with
   a trigger of L2 norm ``delta`` (in [0, 1] pixel units, before rounding to uint8 levels and
   clipping): ``one_pixel``, ``four_pixel`` (:data:`RAB_FOUR_PIXELS`), each pixel on every channel
   raised by δ/√(pixels · channels), or ``blending``, a fixed Gaussian pattern over the whole image
@@ -84,7 +84,7 @@ def trigger_pixels(preset: str, height: int, width: int) -> tuple[list[Pixel], s
     localised: filled 3×3 square one pixel from the bottom-right corner ((24..26, 24..26) on 28×28);
     distributed: 2×2 squares one pixel from the top-left and bottom-right corners;
     one_pixel: the pixel (H−2, W−2), added; four_pixel: (18,20), (19,19), (20,18), (20,20) on 28×28,
-    counted from the bottom-right corner on other sizes, added (RAB, METHODS.md §3).
+    counted from the bottom-right corner on other sizes, added (RAB, docs/methods.md §3).
     """
     patterns = {
         "localised": (_square(height - 4, width - 4, 3, 3), "set"),

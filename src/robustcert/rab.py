@@ -1,5 +1,5 @@
 """RAB: randomized smoothing of the training set, certified against backdoors of bounded L2 norm
-(Weber, Xu, Karlaš, Zhang, Li; IEEE S&P 2023; METHODS.md §3).
+(Weber, Xu, Karlaš, Zhang, Li; IEEE S&P 2023; docs/methods.md §3).
 
 N models are trained, model i on the whole (possibly poisoned) training set plus one Gaussian
 noise draw N(0, σ²) per training example, fixed for all its epochs (training objective

@@ -1,4 +1,4 @@
-"""Randomized smoothing (Cohen, Rosenfeld, Kolter, ICML 2019; METHODS.md §1; ref: locuslab/smoothing
+"""Randomized smoothing (Cohen, Rosenfeld, Kolter, ICML 2019; docs/methods.md §1; ref: locuslab/smoothing
 code/core.py).
 
 The smoothed classifier is g(x) = argmax_c P(f(x + ε) = c), ε ~ N(0, σ²I), with the noise added in

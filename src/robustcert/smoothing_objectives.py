@@ -1,4 +1,4 @@
-"""Training objectives that make a base classifier robust under Gaussian noise (METHODS.md §8).
+"""Training objectives that make a base classifier robust under Gaussian noise (docs/methods.md §8).
 
 - :class:`Macer` (Zhai et al., ICLR 2020; ref: RuntianZ/macer ``macer.py``): k noisy copies of each
   input; cross-entropy of the mean softmax, plus λ times a hinge on the soft certified radius of the

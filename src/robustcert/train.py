@@ -54,7 +54,7 @@ CHECKPOINT_FORMAT = "robustcert.shard/1"
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The training recipe (METHODS.md §2 defaults: SGD 0.1, nesterov 0.9, wd 5e-4, ×0.2 at 60/120/160).
+    """The training recipe (docs/methods.md §2 defaults: SGD 0.1, nesterov 0.9, wd 5e-4, ×0.2 at 60/120/160).
 
     ``optimizer`` ``adam`` is ``torch.optim.Adam`` (betas 0.9/0.999, eps 1e-8, L2 weight decay; RAB's
     recipe); ``momentum`` and ``nesterov`` are SGD's only.
@@ -183,7 +183,7 @@ class AblationTraining(CrossEntropy):
 @dataclass(frozen=True)
 class FixedNoise(CrossEntropy):
     """Cross-entropy on the training set plus ONE draw of N(0, σ²I) per training example, made before
-    the first epoch and kept for every epoch (RAB, Weber et al.; METHODS.md §3), unclipped. Each model
+    the first epoch and kept for every epoch (RAB, Weber et al.; docs/methods.md §3), unclipped. Each model
     draws its own: model j's noise is the first draw of its generator (seed + j)."""
 
     sigma: float

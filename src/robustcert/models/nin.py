@@ -1,4 +1,4 @@
-"""Network-in-Network, the base model of DPA (METHODS.md §2; ref: alevine0/DPA)."""
+"""Network-in-Network, the base model of DPA (docs/methods.md §2; ref: alevine0/DPA)."""
 
 from __future__ import annotations
 

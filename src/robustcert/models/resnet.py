@@ -1,11 +1,11 @@
 """ResNets for small images (He et al. 2016).
 
-- CIFAR ResNets of depth 6n+2, the base models of randomized smoothing (METHODS.md §1): three stages
+- CIFAR ResNets of depth 6n+2, the base models of randomized smoothing (docs/methods.md §1): three stages
   of n basic blocks with 16, 32 and 64 channels, the last two starting with stride 2, then global
   average pooling and one linear layer. A block that changes shape has a 1×1 conv–BN shortcut (as in
   locuslab/smoothing code/archs/cifar_resnet.py).
 - ResNet-18 and ResNet-50 as Madry's ``robustness`` library builds them for CIFAR (the models of
-  Soremekun et al., METHODS.md §6): a 3×3 stem of 64 channels, four stages ``layer1``..``layer4`` of
+  Soremekun et al., docs/methods.md §6): a 3×3 stem of 64 channels, four stages ``layer1``..``layer4`` of
   basic (18) or bottleneck (50) blocks with 64..512 base channels, the last three starting with
   stride 2, global average pooling, ``linear``. The stage names are the layers that backdoor
   detection reads features from.
