@@ -147,6 +147,8 @@ def environment(step: Step) -> None:
     step.emit("python", sys.version.split()[0])
     step.emit("torch", torch.__version__)
     step.emit("cuda_available", int(torch.cuda.is_available()))
+    if shutil.which("nvidia-smi"):
+        subprocess.run(["nvidia-smi"], check=False)
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         step.emit("gpu", props.name, "", f"CUDA {torch.version.cuda}, capability {props.major}.{props.minor}")
@@ -243,18 +245,13 @@ def train_shard(step: Step) -> None:
     from robustcert.device import select_device
 
     args = bench.parse_args(step.benchmark_argv())
+    torch.set_num_threads(args.threads)
     device = select_device(args.device)
     shape = (f"{args.arch}, {args.channels}×{args.size}×{args.size}, ~{args.images} images/model, "
              f"{args.epochs} epoch(s)")
     for k in args.models:
         rows = bench.compare(k, args, device)
-        for row in rows:
-            step.emit(f"K{k}.{row['strategy']}", round(row["images_per_s"]), "images/s",
-                      f"{row['ratio']:.2f}× reference, max |Δw| {row['max_diff']:.1e}; {shape}")
-        worst = max(row["max_diff"] for row in rows)
-        step.emit(f"K{k}.max_weight_difference", worst, "", f"tolerance {WEIGHT_TOLERANCE:g}")
-        if worst > WEIGHT_TOLERANCE:
-            raise SystemExit(f"K={k}: the strategies' weights differ by {worst:.1e} > {WEIGHT_TOLERANCE:g}")
+        emit_strategies(step, f"K{k}", rows, "images_per_s", "images/s", shape)
     batched = rows[-1]
     step.emit(f"rate.train.{args.arch}", round(batched["images_per_s"]), "images/s",
               f"batched, K={batched['K']}; {shape}; {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}")
@@ -323,9 +320,20 @@ def rab_train(step: Step) -> None:
     split = bench.digits_6_vs_8()
     bench.warm_up(split, args, device)
     for n in args.models:
-        for row in bench.compare(n, split, args, device):
-            step.emit(f"N{n}.{row['strategy']}", round(row["models_per_h"]), "models/h",
-                      f"{row['ratio']:.2f}× reference, max |Δw| {row['max_diff']:.1e}; {args.arch}, digits 6 vs 8")
+        emit_strategies(step, f"N{n}", bench.compare(n, split, args, device), "models_per_h", "models/h",
+                        f"{args.arch}, digits 6 vs 8")
+
+
+def emit_strategies(step: Step, label: str, rows: list[dict], rate: str, unit: str, what: str) -> None:
+    """Each training strategy's rate, and the largest weight difference from the reference's (the step
+    fails above WEIGHT_TOLERANCE)."""
+    for row in rows:
+        step.emit(f"{label}.{row['strategy']}", round(row[rate]), unit,
+                  f"{row['ratio']:.2f}× reference, max |Δw| {row['max_diff']:.1e}; {what}")
+    worst = max(row["max_diff"] for row in rows)
+    step.emit(f"{label}.max_weight_difference", worst, "", f"tolerance {WEIGHT_TOLERANCE:g}")
+    if worst > WEIGHT_TOLERANCE:
+        raise SystemExit(f"{label}: the strategies' weights differ by {worst:.1e} > {WEIGHT_TOLERANCE:g}")
 
 
 def projection(step: Step) -> None:
