@@ -171,6 +171,8 @@ def cuda_tests(step: Step) -> None:
         step.emit(outcome, number, "tests")
     if result.returncode != 0:
         raise SystemExit(f"pytest exited with {result.returncode}")
+    if step.settings["device"] == "cuda" and counts["skipped"]:
+        raise SystemExit(f"{counts['skipped']} CUDA test(s) skipped on the GPU machine: is CUDA visible?")
 
 
 def needs_cuda_tests(folder: Path) -> list[str]:
@@ -458,12 +460,14 @@ def read_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def run_step(name: str, mode: str, work: Path, log, timeout: float) -> tuple[str, float]:
-    """Run one step in a new process group; its status and seconds. A timeout kills the whole group."""
+def run_step(name: str, mode: str, work: Path, log, timeout: float) -> tuple[str, float, str]:
+    """Run one step in a new process group; its status, seconds and last line of output. A timeout kills
+    the whole group."""
     rows, prior = work / f"{name}.rows.jsonl", work / "all.rows.jsonl"
     rows.unlink(missing_ok=True)
     log.write(f"\n===== {name} ({mode}, timeout {timeout:.0f} s) {time.strftime('%H:%M:%S')}\n")
     log.flush()
+    begin = log.tell()
     command = [sys.executable, __file__, "--mode", mode, "--work", str(work), "--run-step", name]
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -477,9 +481,10 @@ def run_step(name: str, mode: str, work: Path, log, timeout: float) -> tuple[str
     seconds = time.perf_counter() - start
     with prior.open("a") as out:
         out.writelines(json.dumps(row) + "\n" for row in read_rows(rows))
+    output = Path(log.name).read_text(errors="replace")[begin:].strip().splitlines()
     log.write(f"===== {name}: {status} after {seconds:.1f} s\n")
     log.flush()
-    return status, seconds
+    return status, seconds, output[-1] if output else ""
 
 
 def step_environment() -> dict[str, str]:
@@ -500,10 +505,12 @@ def check(mode: str, out: Path, steps: list[str]) -> Path:
         for name in steps:
             left = deadline - time.monotonic()
             if left < 5:
-                status, seconds = "no time left", 0.0
+                status, seconds, last = "no time left", 0.0, ""
             else:
-                status, seconds = run_step(name, mode, work, log, min(MODES[mode]["timeouts"][name], left))
-            rows = read_rows(work / f"{name}.rows.jsonl") or [{"metric": "-", "value": "-", "unit": "", "note": ""}]
+                status, seconds, last = run_step(name, mode, work, log, min(MODES[mode]["timeouts"][name], left))
+            rows = read_rows(work / f"{name}.rows.jsonl")
+            if status != "ok" or not rows:
+                rows.append({"metric": "last_output", "value": "-", "unit": "", "note": last[:300]})
             for row in rows:
                 writer.writerow([name, status, f"{seconds:.1f}", row["metric"], row["value"], row["unit"], row["note"]])
             tsv.flush()

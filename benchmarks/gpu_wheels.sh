@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fetch into .whl/ (ignored by git) the wheels that benchmarks/gpu_check.sh installs on a GPU machine
+# Fetch into .whl/ (ignored by git; or $ROBUSTCERT_WHEELS) the wheels that benchmarks/gpu_check.sh installs on a GPU machine
 # that has Python, torch and the scientific stack but no registry: Snakemake and jsonschema with
 # everything they need, at the versions of constraints.txt, for CPython 3.12 on x86-64 Linux.
 # Run it where pip reaches a registry; then carry .whl along with the repository.
@@ -8,7 +8,7 @@
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 version="${1:-3.12}"
-wheels="$repo/.whl"
+wheels="${ROBUSTCERT_WHEELS:-$repo/.whl}"
 packages=("$(grep -i '^snakemake==' "$repo/constraints.txt")" "$(grep -i '^jsonschema==' "$repo/constraints.txt")")
 built="$(mktemp -d)"
 trap 'rm -rf "$built"' EXIT
