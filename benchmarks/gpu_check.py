@@ -79,8 +79,8 @@ MODES = {
         "patch_certify": ["--arch", "small_cnn", "--images", "1", "--size", "8", "--rounds", "1", "--threads", "2"],
         "rab_train": ["--models", "2", "--epochs", "1", "--threads", "2"],
         "timeouts": {"setup": 60, "environment": 60, "cuda_tests": 90, "snakemake_gpu1": 240, "snakemake_gpu2": 180,
-                     "train_shard": 60, "certify": 60, "patch_certify": 60, "rab_train": 60, "projection": 60,
-                     "certify_compiled": 60},
+                     "train_shard": 90, "certify": 90, "patch_certify": 90, "rab_train": 90, "projection": 60,
+                     "certify_compiled": 90},
     },
 }
 
