@@ -15,6 +15,7 @@ Models are randomly initialised: speed does not depend on the weights.
 
     python benchmarks/certify.py --threads 2 [--n 20000] [--bf16] [--compiled]
     python benchmarks/certify.py --device cuda --models resnet110 --n 100000 --bf16   # the paper's setting
+    python benchmarks/certify.py --device cuda --models resnet110 --n 100000 --variants compiled --rounds 1
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ MODELS = {"lenet": ("MNIST CNN (LeNet)", 1, 28), "resnet20": ("CIFAR ResNet-20",
           "resnet110": ("CIFAR ResNet-110", 3, 32)}
 NUM_CLASSES, SIGMA, N0, ALPHA = 10, 0.25, 100, 0.001
 REFERENCE_BATCH = 400
+# our variants by name: (bf16, compiled)
+VARIANTS = {"fp32": (False, False), "bf16": (True, False), "compiled": (False, True), "bf16-compiled": (True, True)}
 FLOOR = "fp32 compute floor"
 
 
@@ -100,17 +103,28 @@ def benchmark(arch: str, channels: int, size: int, args: argparse.Namespace) -> 
     x = torch.rand(channels, size, size, device=args.device)
     batch_size = args.batch_size or auto_batch_size(args.device, x.shape)
     runs = {"reference": lambda: (reference_counts(model, x, N0), reference_counts(model, x, args.n))}
-    for bf16 in (False, True)[: 1 + args.bf16]:
-        for compiled in (False, True)[: 1 + args.compiled]:
-            name = " ".join(["ours", *(["bf16"] if bf16 else []), *(["compiled"] if compiled else [])])
-            smooth = Smooth(copy.deepcopy(model), NUM_CLASSES, SIGMA, 0, bf16=bf16, channels_last=True,
-                            compiled=compiled)
-            runs[name] = lambda smooth=smooth: smooth.certify(x, N0, args.n, ALPHA, batch_size)
+    for variant in chosen_variants(args):
+        bf16, compiled = VARIANTS[variant]
+        smooth = Smooth(copy.deepcopy(model), NUM_CLASSES, SIGMA, 0, bf16=bf16, channels_last=True, compiled=compiled)
+        runs[variant_label(variant)] = lambda smooth=smooth: smooth.certify(x, N0, args.n, ALPHA, batch_size)
     certify_flops = flops_per_sample(model, x) * (N0 + args.n)
     runs[FLOOR], floor_flops = matmul_workload(certify_flops, args.device)
     seconds = interleaved_seconds(runs, args.rounds)
     seconds[FLOOR] = [t * certify_flops / floor_flops for t in seconds[FLOOR]]
     return batch_size, seconds
+
+
+def chosen_variants(args: argparse.Namespace) -> list[str]:
+    """``--variants``, else fp32 with bf16 and compiled as ``--bf16`` and ``--compiled`` ask (and both together)."""
+    if args.variants:
+        return args.variants
+    return [name for name, (bf16, compiled) in VARIANTS.items()
+            if (args.bf16 or not bf16) and (args.compiled or not compiled)]
+
+
+def variant_label(variant: str) -> str:
+    """How a variant is named in the printed table: "ours", "ours bf16", "ours compiled", "ours bf16 compiled"."""
+    return " ".join(["ours", *(flag for flag in variant.split("-") if flag != "fp32")])
 
 
 def report(label: str, batch_size: int, seconds: dict[str, list[float]], samples: int) -> None:
@@ -124,7 +138,7 @@ def report(label: str, batch_size: int, seconds: dict[str, list[float]], samples
               f"{statistics.median(ratios):>8.2f}   [{min(ratios):.2f}, {max(ratios):.2f}]")
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=["lenet", "resnet20"])
@@ -132,9 +146,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, help="our batch (default: auto_batch_size for the device)")
     parser.add_argument("--bf16", action="store_true", help="also time ours under bfloat16 autocast")
     parser.add_argument("--compiled", action="store_true", help="also time ours with torch.compile")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS,
+                        help="exactly these variants of ours (instead of fp32 and what --bf16, --compiled add)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved timed rounds")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     args.device = select_device(args.device)

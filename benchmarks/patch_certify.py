@@ -8,7 +8,7 @@ every position for θ = 0.2 and for the top class, on the same weights, in inter
 benchmarks/certify.py): the ratio is the median over rounds of reference time / ours. The fp32 compute
 floor (matrix products of the same FLOPs) is timed in the same rounds.
 
-    python benchmarks/patch_certify.py --threads 2 [--arch resnet18] [--images 2] [--device cuda]
+    python benchmarks/patch_certify.py --threads 2 [--arch resnet18] [--images 2] [--device cuda] [--size 32]
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from robustcert.device import select_device
 from robustcert.models import build_model
 from robustcert.patch import PatchSmooth, all_masks, auto_batch_size, encode
 
-NUM_CLASSES, CHANNELS, SIZE, THRESHOLD = 10, 3, 32, 0.2
-ABLATIONS = {"band s=4": Ablation("band", 4, SIZE, SIZE), "block s=4": Ablation("block", 4, SIZE, SIZE)}
+NUM_CLASSES, CHANNELS, THRESHOLD = 10, 3, 0.2
+ABLATIONS = {"band s=4": ("band", 4), "block s=4": ("block", 4)}  # label: (kind, size)
 FLOOR = "fp32 compute floor"
 
 
@@ -47,10 +47,10 @@ def reference_counts(model: torch.nn.Module, x: torch.Tensor, ablation: Ablation
 def benchmark(ablation: Ablation, args: argparse.Namespace) -> tuple[int, dict[str, list[float]]]:
     """Our batch size, and per-round seconds of the reference loop, ours and the compute floor."""
     torch.manual_seed(0)
-    model = build_model(args.arch, 2 * CHANNELS, NUM_CLASSES, SIZE, [0.0] * 2 * CHANNELS, [1.0] * 2 * CHANNELS)
+    model = build_model(args.arch, 2 * CHANNELS, NUM_CLASSES, args.size, [0.0] * 2 * CHANNELS, [1.0] * 2 * CHANNELS)
     model = model.to(args.device).eval()
-    x = torch.rand(args.images, CHANNELS, SIZE, SIZE, device=args.device)
-    batch_size = args.batch_size or auto_batch_size(args.device, (CHANNELS, SIZE, SIZE))
+    x = torch.rand(args.images, CHANNELS, args.size, args.size, device=args.device)
+    batch_size = args.batch_size or auto_batch_size(args.device, (CHANNELS, args.size, args.size))
     smooth = PatchSmooth(model, NUM_CLASSES, ablation, CHANNELS, batch_size)
     ours, theirs = smooth.vote_counts(x, [THRESHOLD]), reference_counts(model, x, ablation)
     assert np.array_equal(ours[f"theta_{THRESHOLD:g}"], theirs[0]) and np.array_equal(ours["top_one"], theirs[1])
@@ -72,24 +72,35 @@ def report(label: str, batch_size: int, seconds: dict[str, list[float]], images:
               f"   [{min(ratios):.2f}, {max(ratios):.2f}]")
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--arch", default="resnet18", help="base classifier (2C input channels)")
-    parser.add_argument("--images", type=int, default=2, help="CIFAR-size images certified per call")
+    parser.add_argument("--images", type=int, default=2, help="images certified per call")
+    parser.add_argument("--size", type=int, default=32, help="image side (32: CIFAR size)")
     parser.add_argument("--ablations", nargs="+", choices=ABLATIONS, default=list(ABLATIONS))
     parser.add_argument("--batch-size", type=int, help="our ablated inputs per pass (default: auto_batch_size)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timed rounds")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def ablation_of(label: str, size: int) -> Ablation:
+    """The ablation of one ``ABLATIONS`` label on images of side ``size``."""
+    kind, side = ABLATIONS[label]
+    return Ablation(kind, side, size, size)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     args.device = select_device(args.device)
-    print(f"device {args.device}, {torch.get_num_threads()} threads, {args.arch} on {SIZE}×{SIZE}×{CHANNELS}, "
-          f"{args.images} images, {args.rounds} rounds")
+    print(f"device {args.device}, {torch.get_num_threads()} threads, {args.arch} on "
+          f"{args.size}×{args.size}×{CHANNELS}, {args.images} images, {args.rounds} rounds")
     print(f"{'ablation':<12} {'variant':<20} {'batch':>6} {'s/image':>10} {'× ref':>8}   [round range]")
     for label in args.ablations:
-        batch_size, seconds = benchmark(ABLATIONS[label], args)
+        batch_size, seconds = benchmark(ablation_of(label, args.size), args)
         report(label, batch_size, seconds, args.images)
 
 

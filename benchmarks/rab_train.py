@@ -52,7 +52,7 @@ def reference_style(x: np.ndarray, y: np.ndarray, parts: partition.Partition, su
     return states
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--epochs", type=int, default=2)
@@ -62,28 +62,55 @@ def main() -> None:
     parser.add_argument("--arch", default="small_cnn")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    device = select_device(args.device)
-    split = data.restrict_classes(data.split_source(data.load_source("digits", "unused"), 100, 600, 0), [6, 8])
+    return parser.parse_args(argv)
+
+
+def digits_6_vs_8() -> data.Split:
+    """The default config's RAB task: digits 6 vs 8."""
+    return data.restrict_classes(data.split_source(data.load_source("digits", "unused"), 100, 600, 0), [6, 8])
+
+
+def train_config(args: argparse.Namespace, **extra) -> train.TrainConfig:
+    return train.TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
+                             lr=1e-3 if args.optimizer == "adam" else 0.05, milestones=(), objective="fixed_noise",
+                             noise_sigma=args.sigma, optimizer=args.optimizer, weight_decay=0.0, seed=0, **extra)
+
+
+def compare(n: int, split: data.Split, args: argparse.Namespace, device: torch.device) -> list[dict]:
+    """The N models trained by each strategy: models per hour, × reference and max |Δw| against the reference."""
     x, y = split.x_train, split.y_train
     spec = train.ModelSpec.for_split(args.arch, split)
-    base = dict(epochs=args.epochs, batch_size=args.batch_size, lr=1e-3 if args.optimizer == "adam" else 0.05,
-                milestones=(), objective="fixed_noise", noise_sigma=args.sigma, optimizer=args.optimizer,
-                weight_decay=0.0, seed=0)
-    print(f"device {device}, {args.threads} threads, {args.arch}, digits 6 vs 8 ({len(y)} training images), "
-          f"σ {args.sigma}, {args.optimizer}, {args.epochs} epochs, batch {args.batch_size}")
+    parts = partition.assign("whole", x, y, n)
+    subsets = list(range(n))
+    ref, t_ref = timed(reference_style, x, y, parts, subsets, spec, train_config(args), device)
+    rows = [dict(N=n, strategy="reference", models_per_h=3600 * n / t_ref, ratio=1.0, max_diff=0.0, seconds=t_ref)]
+    for strategy in ("sequential", "batched"):
+        ours, t = timed(train.train_shard, x, y, parts, subsets, spec, train_config(args, strategy=strategy), device)
+        rows.append(dict(N=n, strategy=strategy, models_per_h=3600 * n / t, ratio=t_ref / t,
+                         max_diff=max_difference(ref, ours), seconds=t))
+    return rows
+
+
+def warm_up(split: data.Split, args: argparse.Namespace, device: torch.device) -> None:
+    """One reference model, so that the first timing does not pay for the device's start."""
+    x, y = split.x_train, split.y_train
+    reference_style(x, y, partition.assign("whole", x, y, 1), [0], train.ModelSpec.for_split(args.arch, split),
+                    train_config(args), device)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = select_device(args.device)
+    split = digits_6_vs_8()
+    print(f"device {device}, {args.threads} threads, {args.arch}, digits 6 vs 8 ({len(split.y_train)} training "
+          f"images), σ {args.sigma}, {args.optimizer}, {args.epochs} epochs, batch {args.batch_size}")
     print(f"{'N':>4} {'strategy':>11} {'models/h':>10} {'× reference':>12} {'max |Δw|':>10}")
-    reference_style(x, y, partition.assign("whole", x, y, 1), [0], spec, train.TrainConfig(**base), device)  # warm-up
+    warm_up(split, args, device)
     for n in args.models:
-        parts = partition.assign("whole", x, y, n)
-        subsets = list(range(n))
-        ref, t_ref = timed(reference_style, x, y, parts, subsets, spec, train.TrainConfig(**base), device)
-        print(f"{n:>4} {'reference':>11} {3600 * n / t_ref:>10.0f} {1.0:>12.2f} {0.0:>10.1e}")
-        for strategy in ("sequential", "batched"):
-            cfg = train.TrainConfig(**base, strategy=strategy)
-            ours, t = timed(train.train_shard, x, y, parts, subsets, spec, cfg, device)
-            print(f"{n:>4} {strategy:>11} {3600 * n / t:>10.0f} {t_ref / t:>12.2f} {max_difference(ref, ours):>10.1e}")
+        for row in compare(n, split, args, device):
+            print(f"{n:>4} {row['strategy']:>11} {row['models_per_h']:>10.0f} {row['ratio']:>12.2f} "
+                  f"{row['max_diff']:>10.1e}")
 
 
 if __name__ == "__main__":
