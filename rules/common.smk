@@ -17,7 +17,7 @@
 
 from pathlib import Path
 
-from robustcert.config import check_config_files, validate_config
+from robustcert.config import check_config_files, check_results_folder, validate_config
 from robustcert.fingerprint import code_of as fingerprint_of
 from robustcert.sharing import PROG as SHARING, unrestored
 from robustcert.workflow.split import split_of
@@ -25,6 +25,7 @@ from robustcert.workflow.split import split_of
 
 check_config_files(workflow.configfiles)
 validate_config(config, Path(workflow.basedir) / "config/schemas")
+check_results_folder(config, workflow.basedir)
 PULLED_WITHOUT_RECORDS = unrestored(config["pathvars"]["results"])
 if PULLED_WITHOUT_RECORDS:
     # Results checked out by a plain `dvc pull`: without their Snakemake records a change of config or
