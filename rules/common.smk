@@ -19,7 +19,7 @@ from pathlib import Path
 
 from robustcert.config import check_config_files, check_results_folder, validate_config
 from robustcert.fingerprint import code_of as fingerprint_of
-from robustcert.sharing import PROG as SHARING, unrestored
+from robustcert.sharing import PROG as SHARING, TouchLedger, unrestored
 from robustcert.workflow.split import split_of
 
 
@@ -32,6 +32,13 @@ if PULLED_WITHOUT_RECORDS:
     # code would go unseen, and their checkout-time dates would retrain what is up to date.
     raise WorkflowError(f"{', '.join(PULLED_WITHOUT_RECORDS)}: these results were pulled without Snakemake's records "
                         f"of them. Run `make pull` (`{SHARING} pull`), not a plain `dvc pull`, then snakemake.")
+
+if workflow.touch:
+    # `snakemake --touch` records the current params for outputs made with others; `make push` judges
+    # them by the records of the runs that made them (robustcert.sharing.TouchLedger).
+    TOUCHED = TouchLedger(config["pathvars"]["results"])
+    workflow.onsuccess(TOUCHED.record)
+    workflow.onerror(TOUCHED.record)
 
 FINAL_OUTPUT = ["<results>/tables/all.tsv"]
 RESULT_ROWS = {}

@@ -221,7 +221,11 @@ def _certifiable_problems(ablations: Sequence[Ablation], defense: Mapping[str, A
             continue
         needed = 0.5 + ablation.delta(smallest) / positions
         bound = highest_lower_bound(randomized["n"], randomized["alpha"])
-        if randomized["enabled"] and bound <= needed:
+        if randomized["enabled"] and needed >= 1:
+            problems.append(f"randomized: with ablation {ablation.label} a certificate at patch size {smallest} needs a "
+                            f"lower bound above 1/2 + Δ/P = 1/2 + {ablation.delta(smallest)}/{positions} ≥ 1, which no "
+                            "number of draws reaches, so no point could ever be certified")
+        elif randomized["enabled"] and bound <= needed:
             problems.append(f"randomized.n is {randomized['n']}, too few for alpha {randomized['alpha']:g} with ablation "
                             f"{ablation.label}: even if every draw votes for the top class the lower bound is {bound:.3f}, "
                             f"not above 1/2 + Δ/P = {needed:.3f} at patch size {smallest}, so no point could ever be "
