@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from snakemake.utils import update_config
-from conftest import REPO, snakemake
+from conftest import REPO, copy_workflow, snakemake
 
 from robustcert.config import check_results_folder, load_yaml_strictly, main, validate_config
 from robustcert.workflow import detection, patch, poison, rab, smoothing
@@ -145,6 +145,34 @@ def test_settings_next_to_the_refused_ones_pass(edit):
     check_results_folder(config, REPO)
     for method in (smoothing, patch, rab, detection):
         method.Plan(config)
+
+
+@pytest.fixture(scope="module")
+def refusing_workflow(tmp_path_factory) -> Path:
+    """A copy of the workflow whose dry runs refuse the configs below (it never gets results)."""
+    return copy_workflow(tmp_path_factory.mktemp("refusals") / "wf")
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("overlay,named", [
+    ({"defenses": {"patch": {"ablations": [{"kind": "band", "size": 8}]}}}, "ablation band_s8 keeps the whole image"),
+    ({"defenses": {"smoothing": {"n": 1}}}, "defenses.smoothing.n is 1, too few samples for alpha 0.001"),
+    ({"defenses": {"rab": {"n_models": 10}}}, "defenses.rab.n_models is 10, too few for alpha 0.001"),
+    ({"defenses": {"robust": {"features": {"layer": "layer4"}}}}, "defenses.robust.features.layer (small_cnn on datasets.digits)"),
+    ({"defenses": {"robust": {"adversary": {"steps": 0}}}}, "defenses.robust.adversary.steps is 0"),
+    ({"experiments": [{"datasets": ["digits"], "attacks": ["none"], "defenses": ["dpa"], "seeds": [0, 2**32]}]},
+     "experiments[0].seeds: 4294967296 and 0 (experiments[0]) are equal modulo 2³²"),
+    ({"attacks": {"four_pixel": {"target": 3}}}, "attacks.four_pixel.target is 3, not a class of datasets.digits_binary"),
+    ({"pathvars": {"results": ".git"}}, "pathvars.results is '.git', which is the workflow's .git/"),
+    ({"datasets": {"d" * 240: {"source": "digits", "n_test": 360}}}, "the name is 240 bytes long"),
+], ids=["patch-whole-image", "smoothing-n", "rab-models", "detection-layer", "adversary-steps", "seeds-mod-2^32",
+        "target-outside-subset", "results-in-git", "long-name"])
+def test_snakemake_refuses_a_meaningless_setting_before_any_job(refusing_workflow, overlay, named):
+    (refusing_workflow / "overlay.yaml").write_text(yaml.safe_dump(overlay))
+    result = snakemake(refusing_workflow, "-n", "--configfile", "overlay.yaml", "--cores", "1", check=False)
+    said = result.stdout + result.stderr
+    assert result.returncode != 0 and named in said, said[-3000:]
+    assert not (refusing_workflow / "results").exists() and not (refusing_workflow / ".git").exists()
 
 
 def test_a_bogus_device_override_is_refused_before_any_job(monkeypatch):

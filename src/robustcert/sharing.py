@@ -14,8 +14,9 @@ time).
 
 ``push`` takes the stages whose results folder is here and differs from ``dvc.lock`` (or the one
 ``--stage`` names); for each it refuses unless Snakemake plans nothing for the stage's targets (the
-results are complete and up to date, by Snakemake's own provenance), writes the provenance, then
-``dvc commit`` (``dvc.lock``) and ``dvc push``.
+results are complete and up to date, by Snakemake's own provenance; files that ``snakemake --touch``
+marked up to date judged by the records of the runs that made them, :class:`TouchLedger`), writes the
+provenance, then ``dvc commit`` (``dvc.lock``) and ``dvc push``.
 
 ``pull`` takes every stage that ``dvc.lock`` records (or the one ``--stage`` names) and, per stage:
 
@@ -24,8 +25,11 @@ see ``unrestored``.)
 
 1. says which deps differ from ``dvc.lock`` (code or config changed since the push) — not a refusal.
 2. the remote is probed; unreachable or missing, the error names it and its URL; nothing is touched.
-3. ``dvc fetch`` (into ``.dvc/cache`` only), then ``dvc checkout`` without ``--force``: DVC refuses
-   to overwrite or delete local files that differ from the pushed ones, and so does this command.
+3. ``dvc fetch`` (into ``.dvc/cache`` only); every fetched object is checked against its hash (the
+   listing against dvc.lock, each file against the listing) and the pushed provenance read strictly
+   (:func:`read_provenance`: paths inside the results folder only), before anything is checked out.
+   Then ``dvc checkout`` without ``--force``: DVC refuses to overwrite or delete local files that
+   differ from the pushed ones, and so does this command.
 4. restores the records into ``.snakemake/metadata`` where there is none (a local record stays) and
    dates the files in the pushed order, all after the start of the pull (so later than the checkout's
    scripts) and not in the future: neither the mtime nor the script trigger fires spuriously, while the
@@ -431,7 +435,8 @@ def _write_ledger(root: Path, results: str, ledger: dict[str, dict]) -> None:
 def records_as_made(root: Path, results: str):
     """Within the block, every file that ``snakemake --touch`` marked up to date (and that no real run has
     made since) has the record of the run that made it, so that a dry run judges it by how it was made;
-    yields those files. Afterwards the records are as before; the ledger forgets files made since."""
+    yields those files with their rules. Afterwards the records are as before; the ledger forgets files
+    made since."""
     from snakemake.persistence import MetadataRecord
 
     store = _persistence(root)
@@ -444,7 +449,7 @@ def records_as_made(root: Path, results: str):
     try:
         for key in touched:
             store._write_record(key, MetadataRecord.model_validate(ledger[key]["made"]))
-        yield touched
+        yield {key: ledger[key]["touched"]["rule"] for key in touched}
     finally:
         for key in touched:
             store._write_record(key, current[key])
@@ -733,19 +738,24 @@ def push(root: Path, remote_name: str | None = None, stage_name: str = STAGE, sa
         with records_as_made(root, stage.results) as touched:
             pending = plan(root, stage, stage.targets)
         if pending:
-            raise SharingError(
-                f"refusing to push {stage.results}/: the results of '{stage.name}' are not complete and up to "
-                f"date for this config and code — Snakemake plans {sum(n for n, _ in pending.values())} jobs:\n"
-                f"{_describe_plan(dict(list(pending.items())[:8]))}"
-                + ("\n  …" if len(pending) > 8 else "")
-                + (f"\n({len(touched)} files, e.g. {touched[0]}, were marked up to date by `snakemake --touch`; "
-                   "they are judged by the records of the runs that made them.)" if touched else "")
-                + f"\nRun the workflow first (`dvc repro {stage.name}` or `{stage.cmd}`)."
-                + (" Nothing was pushed." if stage is stages[0] else ""))
+            raise SharingError(_not_up_to_date(stage, pending, touched)
+                               + (" Nothing was pushed." if stage is stages[0] else ""))
     for stage in stages:
         _push_stage(root, stage, remote, say)
     say("now commit dvc.lock (with the code and config it records), e.g. "
         "`git add dvc.lock dvc.yaml .dvc/config && git commit -m 'results' && git push`")
+
+
+def _not_up_to_date(stage: Stage, pending: dict[str, tuple[int, set[str]]], touched: dict[str, str]) -> str:
+    """Why ``push`` refuses a stage: the first jobs Snakemake plans and their reasons, and what to run."""
+    forced = sorted(set(touched.values()) & set(pending))
+    return (f"refusing to push {stage.results}/: the results of '{stage.name}' are not complete and up to date for "
+            f"this config and code — Snakemake plans {sum(n for n, _ in pending.values())} jobs:\n"
+            + _describe_plan(dict(list(pending.items())[:8])) + ("\n  …" if len(pending) > 8 else "")
+            + (f"\n{len(touched)} files, e.g. {next(iter(touched))}, were marked up to date by `snakemake --touch`: "
+               "they are judged by the records of the runs that made them. Make them for this config and code with "
+               f"`snakemake --forcerun {' '.join(forced)}` (and the options of `{stage.cmd}`), then push." if forced
+               else f"\nRun the workflow first (`dvc repro {stage.name}` or `{stage.cmd}`)."))
 
 
 def _push_stage(root: Path, stage: Stage, remote: Remote, say) -> None:
