@@ -33,12 +33,12 @@ if PULLED_WITHOUT_RECORDS:
     raise WorkflowError(f"{', '.join(PULLED_WITHOUT_RECORDS)}: these results were pulled without Snakemake's records "
                         f"of them. Run `make pull` (`{SHARING} pull`), not a plain `dvc pull`, then snakemake.")
 
-if workflow.touch:
-    # `snakemake --touch` records the current params for outputs made with others; `make push` judges
-    # them by the records of the runs that made them (robustcert.sharing.TouchLedger).
-    TOUCHED = TouchLedger(config["pathvars"]["results"])
-    workflow.onsuccess(TOUCHED.record)
-    workflow.onerror(TOUCHED.record)
+# `snakemake --touch` records the current params for outputs made with others; `make push` judges them
+# by the records of the runs that made them (robustcert.sharing.TouchLedger; other runs: no-ops).
+TOUCHES = TouchLedger(config["pathvars"]["results"], lambda: workflow.touch)
+workflow.onstart(TOUCHES.start)
+workflow.onsuccess(TOUCHES.record)
+workflow.onerror(TOUCHES.record)
 
 FINAL_OUTPUT = ["<results>/tables/all.tsv"]
 RESULT_ROWS = {}

@@ -55,6 +55,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -393,17 +394,25 @@ def _plain(record) -> dict:
 
 class TouchLedger:
     """What ``snakemake --touch`` hides: it records the current params and code for outputs made with
-    others, so that no dry run plans them again. A touch run keeps, per results folder, the record each
-    touched file had (``made``: how it was made) beside the one the touch wrote (``touched``);
-    :func:`records_as_made` puts the ``made`` records back for the dry run of ``push`` as long as a file
-    still has its ``touched`` record (a later real run replaces it)."""
+    others, so that no dry run plans them again. Hooked into every run (Snakemake's onstart, onsuccess
+    and onerror; ``is_touch`` says whether the run only touches), a touch run keeps, per results folder,
+    the record each touched file had (``made``: how it was made) beside the one the touch wrote
+    (``touched``); :func:`records_as_made` puts the ``made`` records back for the dry run of ``push`` as
+    long as a file still has its ``touched`` record (a later real run replaces it)."""
 
-    def __init__(self, results: str, root: Path | str = ".") -> None:
-        self.root, self.results = Path(root), results
-        self.before = _records(self.root, results)
+    def __init__(self, results: str, is_touch: Callable[[], bool], root: Path | str = ".") -> None:
+        self.root, self.results, self.is_touch = Path(root), results, is_touch
+        self.before: dict[str, dict] | None = None
+
+    def start(self, log: object = None) -> None:
+        """Before a touch run touches anything (onstart): the records as they are."""
+        if self.is_touch():
+            self.before = _records(self.root, self.results)
 
     def record(self, log: object = None) -> None:
-        """After the touch run (Snakemake's onsuccess/onerror hook): add the files whose records it changed."""
+        """After a touch run (onsuccess, onerror): add the files whose records it changed to the ledger."""
+        if self.before is None:
+            return
         ledger = read_ledger(self.root, self.results)
         for key, now in _records(self.root, self.results).items():
             before = self.before.get(key)
