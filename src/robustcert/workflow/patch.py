@@ -241,9 +241,11 @@ def _list_problems(name: str, defense: Mapping[str, Any]) -> list[str]:
     names: dict[str, list[float]] = {}
     for t in defense["thresholds"]:
         names.setdefault(f"theta_{t:g}", []).append(t)
-    problems += [f"{where}.thresholds {same} all make the certificate {label} (θ is named to 6 significant digits): "
-                 "list each threshold once, different in its first 6 digits" for label, same in names.items() if len(same) > 1]
-    for key, sizes in (("patch_sizes", defense["patch_sizes"]), ("attack.patch_sizes", defense["attack"]["patch_sizes"] or [])):
+    problems += [f"{where}.thresholds {same} all make the certificate {label} (θ is named to 6 significant "
+                 "digits): list each threshold once, different in its first 6 digits"
+                 for label, same in names.items() if len(same) > 1]
+    attacked = defense["attack"]["patch_sizes"] or []
+    for key, sizes in (("patch_sizes", defense["patch_sizes"]), ("attack.patch_sizes", attacked)):
         twice = sorted({m for m in sizes if sizes.count(m) > 1})
         if twice:
             problems.append(f"{where}.{key} lists {twice} more than once")
