@@ -691,13 +691,13 @@ def _pull_stage(root: Path, stage: Stage, remote: Remote, targets: list[str], sa
             + f": were they pushed there (`{PROG} push`)? {untouched}"
             + (f"\n{_tail(fetched, 8)}" if fetched.returncode != 0 else ""))
 
+    verify_fetched(root, stage)
     unrecorded = _pushed_without_provenance(root, stage)
     if unrecorded:
         raise SharingError(
             f"the pushed {', '.join(unrecorded)} hold no {PROVENANCE} (pushed by a plain `dvc push`?): without "
             "Snakemake's records of them a change of code or config since the push would go unseen. Nothing "
             f"was checked out. Their author shares them with `{PROG} push` (`make push`) and commits dvc.lock.")
-    verify_fetched(root, stage)
     _check_pushed_provenance(root, stage)
     kept = {path.relative_to(root).as_posix() for path in _result_files(root, stage.outs)}
     checkout = dvc(root, "checkout", stage.name)  # never --force: local changes stay
