@@ -17,20 +17,28 @@
 
 from pathlib import Path
 
-from robustcert.config import check_config_files, validate_config
+from robustcert.config import check_config_files, check_results_folder, validate_config
 from robustcert.fingerprint import code_of as fingerprint_of
-from robustcert.sharing import PROG as SHARING, unrestored
+from robustcert.sharing import PROG as SHARING, TouchLedger, unrestored
 from robustcert.workflow.split import split_of
 
 
 check_config_files(workflow.configfiles)
 validate_config(config, Path(workflow.basedir) / "config/schemas")
+check_results_folder(config, workflow.basedir)
 PULLED_WITHOUT_RECORDS = unrestored(config["pathvars"]["results"])
 if PULLED_WITHOUT_RECORDS:
     # Results checked out by a plain `dvc pull`: without their Snakemake records a change of config or
     # code would go unseen, and their checkout-time dates would retrain what is up to date.
     raise WorkflowError(f"{', '.join(PULLED_WITHOUT_RECORDS)}: these results were pulled without Snakemake's records "
                         f"of them. Run `make pull` (`{SHARING} pull`), not a plain `dvc pull`, then snakemake.")
+
+# `snakemake --touch` records the current params for outputs made with others; `make push` judges them
+# by the records of the runs that made them (robustcert.sharing.TouchLedger; other runs: no-ops).
+TOUCHES = TouchLedger(config["pathvars"]["results"], lambda: workflow.touch)
+workflow.onstart(TOUCHES.start)
+workflow.onsuccess(TOUCHES.record)
+workflow.onerror(TOUCHES.record)
 
 FINAL_OUTPUT = ["<results>/tables/all.tsv"]
 RESULT_ROWS = {}

@@ -9,6 +9,7 @@ error and nothing computed is deleted."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -406,3 +407,109 @@ def test_results_pushed_without_their_records_are_refused_before_the_checkout(or
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stdout + result.stderr
     assert "provenance.json" in result.stderr and "make push" in result.stderr
     assert not (puller / "results").exists()
+
+
+def remote_object(origin: SimpleNamespace, relpath: str) -> Path:
+    """The remote's copy of one pushed file of results/ (DVC's content-addressed layout)."""
+    digest = yaml.safe_load((origin.repo / "dvc.lock").read_text())["stages"]["workflow@default"]["outs"][0]["md5"]
+    listing = json.loads((origin.remote / "files/md5" / digest[:2] / digest[2:]).read_text())
+    md5 = next(entry["md5"] for entry in listing if entry["relpath"] == relpath)
+    return origin.remote / "files/md5" / md5[:2] / md5[2:]
+
+
+def test_a_file_edited_on_the_remote_is_refused_before_anything_changes(origin):
+    """Every accuracy of the remote's all.tsv set to 0.999: the pull names the file, checks nothing out and
+    records nothing; once the remote is repaired the same clone pulls (the damaged copy left its cache)."""
+    target = remote_object(origin, "tables/all.tsv")
+    original, mode = target.read_bytes(), target.stat().st_mode
+    edited = re.sub(rb"\t0\.\d+", b"\t0.999", original)
+    assert edited != original
+    clone = fresh_clone(origin, "edited-remote")
+    target.chmod(0o644)
+    try:
+        target.write_bytes(edited)
+        result = sharing(clone, "pull")
+    finally:
+        target.write_bytes(original)
+        target.chmod(mode)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stdout + result.stderr
+    assert "results/tables/all.tsv" in result.stderr and "differ from the hashes dvc.lock records" in result.stderr
+    assert not (clone / "results").exists() and not (clone / ".snakemake/metadata").exists()
+    again = sharing(clone, "pull")
+    assert again.returncode == 0 and "plans nothing" in again.stdout, again.stdout + again.stderr
+
+
+def _add_file(key: str):
+    def tamper(provenance: dict) -> str:
+        provenance["files"][key] = next(iter(provenance["files"].values()))
+        return json.dumps(provenance)
+    return tamper
+
+
+def _bad_record(provenance: dict) -> str:
+    next(iter(provenance["files"].values()))["metadata"] = {"rule": 5}
+    return json.dumps(provenance)
+
+
+@pytest.mark.parametrize("tamper,named", [
+    (_add_file("../outside.txt"), "names '../outside.txt', which is not a path inside results/"),
+    (_add_file("ABSOLUTE"), "which is not a path inside results/"),
+    (_add_file("results/../outside.txt"), "names 'results/../outside.txt', which is not a path inside results/"),
+    (lambda provenance: json.dumps(provenance)[:-40], "is malformed: not the JSON object with 'files' that push writes"),
+    (_bad_record, "is not a Snakemake record (rule: Input should be a valid string)"),
+], ids=["parent", "absolute", "dot-dot-inside", "cut", "bad-record"])
+def test_a_pushed_provenance_that_names_other_paths_or_is_malformed_is_refused(origin, tamper, named):
+    """An author (careless or hostile) pushes a provenance.json whose paths leave results/, or that is cut or
+    holds a record Snakemake cannot read: the pull is one error naming the file, before the checkout; no
+    file outside results/ is re-dated and Snakemake gets no record."""
+    outside = origin.root / "outside.txt"
+    outside.write_text("not the puller's result\n")
+    os.utime(outside, (1e9, 1e9))
+    name = f"tampering-{len(list(origin.root.iterdir()))}"
+    author = fresh_clone(origin, name)
+    assert sharing(author, "pull").returncode == 0
+    provenance = author / "results/provenance.json"
+    text = tamper(json.loads(provenance.read_text()))
+    provenance.write_text(text.replace("ABSOLUTE", str(outside)))
+    dvc(author, "commit", "--force", "workflow")
+    dvc(author, "push")
+    git(author, "commit", "-qam", "results, tampered")
+    puller = fresh_clone(SimpleNamespace(root=origin.root, repo=author), f"{name}-puller")
+    result = sharing(puller, "pull")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stdout + result.stderr
+    assert "the pushed results/provenance.json" in result.stderr and named in result.stderr, result.stderr
+    assert not (puller / "results").exists() and not (puller / ".snakemake/metadata").exists()
+    assert outside.stat().st_mtime == 1e9
+
+
+def test_push_refuses_results_marked_up_to_date_by_touch_after_a_config_change(origin):
+    """The probe of issue 27: change the epochs, `snakemake --touch`, push. Snakemake itself then plans
+    nothing (the touch recorded the new params), but push judges the touched files by the records of the
+    runs that made them, and refuses, naming the jobs and why; made for real, the results push."""
+    clone = fresh_clone(origin, "touched")
+    assert sharing(clone, "pull").returncode == 0
+    touch = ("--touch", "--configfile", SMALL, "--cores", "1", "--", "all")
+    snakemake(clone, *touch, env=own_package(clone))  # a touch that hides no change
+    pushed = sharing(clone, "push")
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    lock = (clone / "dvc.lock").read_text()
+
+    config = clone / SMALL
+    config.write_text(config.read_text().replace("epochs: 2", "epochs: 3"))
+    snakemake(clone, *touch, env=own_package(clone))
+    assert "Nothing to be done" in dry_run(clone)  # what the touch hides from Snakemake
+    refused = sharing(clone, "push")
+    said = refused.stdout + refused.stderr
+    assert refused.returncode == 1 and "Traceback" not in said, said
+    assert "refusing to push results/" in said and "train_shard ×2: Params have changed since last execution" in said, said
+    assert "marked up to date by `snakemake --touch`" in said and "Nothing was pushed" in said
+    assert (clone / "dvc.lock").read_text() == lock
+    assert "Nothing to be done" in dry_run(clone)  # the records are as the touch left them
+
+    forcerun = re.search(r"`snakemake (--forcerun [\w ]+)`", said)
+    assert forcerun and "train_shard" in forcerun.group(1), said
+    snakemake(clone, "--cores", "2", "--configfile", SMALL, *forcerun.group(1).split(), "--", "all",
+              env=own_package(clone))
+    pushed = sharing(clone, "push")
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    assert (clone / "dvc.lock").read_text() != lock

@@ -26,6 +26,10 @@ ENTRY_KINDS = {"attacks": "type", "defenses": "method"}
 # gave every replicate seed 0's models.
 SEED_STRIDE = 0x9E3779B1
 SEED_BITS = 32
+# the most bytes the workflow adds to a dataset, attack or defense name in one file name (bilevel_…_objective.png)
+NAME_ROOM = 32
+# folders of the workflow (relative to its Snakefile) that no results folder may be, lie in or hold
+WORKFLOW_FOLDERS = (".git", ".snakemake", ".dvc", "src", "config", "rules", "scripts", "envs", "profiles", "report")
 
 
 @dataclass(frozen=True)
@@ -132,16 +136,69 @@ def check_values(config: Config) -> None:
         attack, defense = config["attacks"].get(cell.attack, {}), config["defenses"].get(cell.defense, {})
         if config["datasets"][cell.dataset]["source"] in FILE_SOURCES:
             continue  # file_source_problems
+        classes = config["datasets"][cell.dataset].get("classes")
+        labels = f"0..{len(classes) - 1}: its classes {classes} relabelled" if classes else f"0..{NUM_CLASSES - 1}"
         for key in ("target", "source"):
             label = attack.get(key)
-            if label is not None and not 0 <= label < NUM_CLASSES:
+            if label is not None and not 0 <= label < (len(classes) if classes else NUM_CLASSES):
                 problems.append(f"attacks.{cell.attack}.{key} is {label}, not a class of datasets.{cell.dataset} "
-                                f"(0..{NUM_CLASSES - 1})")
+                                f"({labels})")
         n_train = planned_train_size(config["datasets"][cell.dataset])
         if "k" in defense and 0 < n_train < defense["k"]:
             problems.append(f"defenses.{cell.defense}.k is {defense['k']}, more partitions than the {n_train} "
                             f"training images of datasets.{cell.dataset}")
-    refuse(list(dict.fromkeys(problems)))
+    refuse(list(dict.fromkeys(problems + replicate_problems(config) + name_problems(config))))
+
+
+def replicate_problems(config: Config) -> list[str]:
+    """Replicates of one experiment whose seeds are equal modulo 2³²: :func:`derive_seed` gives them the
+    same streams, so they would be the same models counted as two replicates."""
+    first: dict[tuple[str, str, str, int], tuple[int, int]] = {}
+    problems = []
+    for i, grid in enumerate(config["experiments"]):
+        for cell in product(grid["datasets"], grid["attacks"], grid["defenses"], grid_seeds(config, grid)):
+            seed = cell[3]
+            j, other = first.setdefault((*cell[:3], seed % 2**SEED_BITS), (i, seed))
+            if other != seed:
+                problems.append(f"experiments[{i}].seeds: {seed} and {other} (experiments[{j}]) are equal modulo 2³², "
+                                "so every seed derived from them is the same (derive_seed): the same models would be "
+                                "counted as two replicates")
+    return problems
+
+
+def name_problems(config: Config) -> list[str]:
+    """Names of datasets, attacks and defenses too long to be a file name here: each is a folder or a
+    file name of its results (with a prefix or suffix such as ``_clusters.png``)."""
+    import os
+
+    try:
+        limit = os.pathconf(".", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    longest = limit - NAME_ROOM
+    return [f"{section}.{name[:40]}…: the name is {len(name.encode())} bytes long; a file name here has at most "
+            f"{limit} bytes, and the workflow adds up to {NAME_ROOM} to it, so use at most {longest}"
+            for section in ("datasets", "attacks", "defenses") for name in config[section]
+            if len(name.encode()) > longest]
+
+
+def results_folder_problems(config: Config, workflow_dir: str | Path) -> list[str]:
+    """A results folder that is, lies in or holds a folder of the workflow itself (git's, Snakemake's,
+    DVC's, the package, the configs, the rules, the scripts) or the data root."""
+    workflow_dir = Path(workflow_dir).resolve()
+    results = (workflow_dir / config["pathvars"]["results"]).resolve()
+    kept = {f"the workflow's {name}/": workflow_dir / name for name in WORKFLOW_FOLDERS}
+    kept[f"data_root ({config['data_root']})"] = (workflow_dir / config["data_root"]).resolve()
+    return [f"pathvars.results is {config['pathvars']['results']!r}, which "
+            + ("is" if results == folder else "lies inside" if folder in results.parents else "holds")
+            + f" {what}: the workflow would write its results, logs and models among those files"
+            for what, folder in kept.items()
+            if results == folder or folder in results.parents or results in folder.parents]
+
+
+def check_results_folder(config: Config, workflow_dir: str | Path) -> None:
+    """Refuse a results folder that overlaps a folder of the workflow or the data (:func:`results_folder_problems`)."""
+    refuse(results_folder_problems(config, workflow_dir))
 
 
 def file_source_problems(config: Config) -> list[str]:

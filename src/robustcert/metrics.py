@@ -114,3 +114,20 @@ def defense_effectiveness_rate(asr_undefended: float, acc_undefended: float, asr
 def robust_improvement_rate(ra_undefended: float, acc_undefended: float, ra: float, acc: float) -> float:
     """BackdoorBench's RIR = [max(0, RA_d − RA_u) − max(0, ACC_u − ACC_d) + 1] / 2, in [0, 1]."""
     return (max(0.0, ra - ra_undefended) - max(0.0, acc_undefended - acc) + 1) / 2
+
+
+def highest_lower_bound(n: int, alpha: float) -> float:
+    """The largest one-sided (1 − alpha) Clopper–Pearson lower bound that ``n`` draws can give (every draw
+    a success): alpha^(1/n). A certificate that needs a bound above some p is out of reach below
+    :func:`fewest_draws`."""
+    return float(alpha ** (1 / n))
+
+
+def fewest_draws(alpha: float, above: float) -> int:
+    """The fewest draws whose :func:`highest_lower_bound` at ``alpha`` exceeds ``above`` (in (0, 1))."""
+    n = max(1, int(np.log(alpha) / np.log(above)))
+    while highest_lower_bound(n, alpha) > above and n > 1:
+        n -= 1
+    while highest_lower_bound(n, alpha) <= above:
+        n += 1
+    return n

@@ -50,8 +50,21 @@ def certify(scores: np.ndarray, sigma: float, alpha: float = ALPHA, epsilon: flo
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
     scores = _check(scores)
-    margin = float(np.sqrt(np.log(1 / alpha) / (2 * scores.shape[1]))) if scores.shape[1] else np.inf
-    return _radius(scores, sigma, margin, epsilon)
+    return _radius(scores, sigma, hoeffding_margin(scores.shape[1], alpha), epsilon)
+
+
+def hoeffding_margin(n_models: int, alpha: float) -> float:
+    """h = √(ln(1/α) / (2N)): p̲_A = p_A − h and p̄_B = p_B + h hold with probability 1 − α over N models."""
+    return float(np.sqrt(np.log(1 / alpha) / (2 * n_models))) if n_models else np.inf
+
+
+def fewest_certifying_models(alpha: float) -> int:
+    """The fewest models N with which any point can be certified at all: h < 1/2 (p̲_A = 1 − h > p̄_B = h
+    when every model puts all its score on one class), i.e. N > 2 ln(1/α)."""
+    n_models = max(1, int(2 * np.log(1 / alpha)))
+    while hoeffding_margin(n_models, alpha) >= 0.5:
+        n_models += 1
+    return n_models
 
 
 def certify_expected(scores: np.ndarray, sigma: float, epsilon: float = EPSILON) -> tuple[np.ndarray, np.ndarray]:

@@ -14,8 +14,9 @@ time).
 
 ``push`` takes the stages whose results folder is here and differs from ``dvc.lock`` (or the one
 ``--stage`` names); for each it refuses unless Snakemake plans nothing for the stage's targets (the
-results are complete and up to date, by Snakemake's own provenance), writes the provenance, then
-``dvc commit`` (``dvc.lock``) and ``dvc push``.
+results are complete and up to date, by Snakemake's own provenance; files that ``snakemake --touch``
+marked up to date judged by the records of the runs that made them, :class:`TouchLedger`), writes the
+provenance, then ``dvc commit`` (``dvc.lock``) and ``dvc push``.
 
 ``pull`` takes every stage that ``dvc.lock`` records (or the one ``--stage`` names) and, per stage:
 
@@ -24,8 +25,11 @@ see ``unrestored``.)
 
 1. says which deps differ from ``dvc.lock`` (code or config changed since the push) — not a refusal.
 2. the remote is probed; unreachable or missing, the error names it and its URL; nothing is touched.
-3. ``dvc fetch`` (into ``.dvc/cache`` only), then ``dvc checkout`` without ``--force``: DVC refuses
-   to overwrite or delete local files that differ from the pushed ones, and so does this command.
+3. ``dvc fetch`` (into ``.dvc/cache`` only); every fetched object is checked against its hash (the
+   listing against dvc.lock, each file against the listing) and the pushed provenance read strictly
+   (:func:`read_provenance`: paths inside the results folder only), before anything is checked out.
+   Then ``dvc checkout`` without ``--force``: DVC refuses to overwrite or delete local files that
+   differ from the pushed ones, and so does this command.
 4. restores the records into ``.snakemake/metadata`` where there is none (a local record stays) and
    dates the files in the pushed order, all after the start of the pull (so later than the checkout's
    scripts) and not in the future: neither the mtime nor the script trigger fires spuriously, while the
@@ -39,6 +43,7 @@ Nothing here deletes or overwrites results: no ``--force`` is ever passed to DVC
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import hashlib
 import json
@@ -50,6 +55,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +70,8 @@ EXECUTION_OPTIONS = {"--cores", "-c", "--jobs", "-j", "--resources", "--res", "-
 PROG = "python -m robustcert.sharing"
 #: Written into each output folder of the stage at push: Snakemake's records of its files.
 PROVENANCE = "provenance.json"
+#: Under .snakemake: per results folder, the records that ``snakemake --touch`` replaced (TouchLedger).
+TOUCHED = "robustcert-touched"
 #: The folder of the workflow's results unless a config's ``pathvars: results`` says otherwise.
 RESULTS = "results"
 #: Files of each results folder that are not shared (.dvcignore): the report is made from the results.
@@ -308,11 +316,6 @@ def _git_changes(root: Path, paths: list[str]) -> list[str]:
 # ---------------------------------------------------------------- snakemake's view
 
 
-def planned_jobs(root: Path, stage: Stage, targets: list[str]) -> dict[str, int]:
-    """Jobs ``snakemake -n`` plans for the targets, by rule (empty: nothing to be done)."""
-    return {rule: count for rule, (count, _) in plan(root, stage, targets).items()}
-
-
 def plan(root: Path, stage: Stage, targets: list[str]) -> dict[str, tuple[int, set[str]]]:
     """What ``snakemake -n`` plans for the targets: by rule, the number of jobs and the reasons Snakemake
     gives (the part of each ``reason:`` before its details, e.g. "Params have changed since last
@@ -330,10 +333,6 @@ def plan(root: Path, stage: Stage, targets: list[str]) -> dict[str, tuple[int, s
             reasons |= {part.split(":", 1)[0].strip() for part in reason.split(";")}
         planned[rule] = (count + 1, reasons)
     return planned
-
-
-def _describe(counts: dict[str, int]) -> str:
-    return ", ".join(f"{rule} ×{count}" for rule, count in counts.items())
 
 
 def _describe_plan(planned: dict[str, tuple[int, set[str]]]) -> str:
@@ -376,6 +375,95 @@ def write_provenance(root: Path, stage: Stage) -> list[Path]:
     return written
 
 
+def _records(root: Path, results: str) -> dict[str, dict]:
+    """Snakemake's record of every file of the results folder that has one (key: its path)."""
+    store = _persistence(root)
+    records = {}
+    for path in _result_files(root, [results]):
+        key = path.relative_to(root).as_posix()
+        record = store._read_record(key)
+        if record is not None:
+            records[key] = _plain(record)
+    return records
+
+
+def _plain(record) -> dict:
+    """A metadata record as the JSON of the ledger holds it (lists, not tuples)."""
+    return json.loads(json.dumps(record.model_dump()))
+
+
+class TouchLedger:
+    """What ``snakemake --touch`` hides: it records the current params and code for outputs made with
+    others, so that no dry run plans them again. Hooked into every run (Snakemake's onstart, onsuccess
+    and onerror; ``is_touch`` says whether the run only touches), a touch run keeps, per results folder,
+    the record each touched file had (``made``: how it was made) beside the one the touch wrote
+    (``touched``); :func:`records_as_made` puts the ``made`` records back for the dry run of ``push`` as
+    long as a file still has its ``touched`` record (a later real run replaces it)."""
+
+    def __init__(self, results: str, is_touch: Callable[[], bool], root: Path | str = ".") -> None:
+        self.root, self.results, self.is_touch = Path(root), results, is_touch
+        self.before: dict[str, dict] | None = None
+
+    def start(self, log: object = None) -> None:
+        """Before a touch run touches anything (onstart): the records as they are."""
+        if self.is_touch():
+            self.before = _records(self.root, self.results)
+
+    def record(self, log: object = None) -> None:
+        """After a touch run (onsuccess, onerror): add the files whose records it changed to the ledger."""
+        if self.before is None:
+            return
+        ledger = read_ledger(self.root, self.results)
+        for key, now in _records(self.root, self.results).items():
+            before = self.before.get(key)
+            if before is None or before == now:
+                continue
+            earlier = ledger.get(key)
+            made = earlier["made"] if earlier and earlier["touched"] == before else before
+            ledger[key] = {"made": made, "touched": now}
+        _write_ledger(self.root, self.results, ledger)
+
+
+def _ledger_path(root: Path, results: str) -> Path:
+    return root / ".snakemake" / TOUCHED / (results.replace("/", "__") + ".json")
+
+
+def read_ledger(root: Path, results: str) -> dict[str, dict]:
+    """The touched files of a results folder: {key: {"made": record, "touched": record}}."""
+    path = _ledger_path(root, results)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _write_ledger(root: Path, results: str, ledger: dict[str, dict]) -> None:
+    path = _ledger_path(root, results)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(ledger, sort_keys=True))
+
+
+@contextlib.contextmanager
+def records_as_made(root: Path, results: str):
+    """Within the block, every file that ``snakemake --touch`` marked up to date (and that no real run has
+    made since) has the record of the run that made it, so that a dry run judges it by how it was made;
+    yields those files with their rules. Afterwards the records are as before; the ledger forgets files
+    made since."""
+    from snakemake.persistence import MetadataRecord
+
+    store = _persistence(root)
+    ledger = read_ledger(root, results)
+    current = {key: store._read_record(key) for key in ledger}
+    touched = [key for key, entry in ledger.items()
+               if current[key] is not None and _plain(current[key]) == entry["touched"]]
+    if len(touched) != len(ledger):
+        _write_ledger(root, results, {key: ledger[key] for key in touched})
+    try:
+        for key in touched:
+            store._write_record(key, MetadataRecord.model_validate(ledger[key]["made"]))
+        yield {key: ledger[key]["touched"]["rule"] for key in touched}
+    finally:
+        for key in touched:
+            store._write_record(key, current[key])
+
+
 def _marker(root: Path, provenance: Path) -> Path:
     name = provenance.relative_to(root).as_posix().replace("/", "__")
     return root / ".snakemake" / "robustcert-restored" / name
@@ -400,17 +488,112 @@ def unrestored(results: str = RESULTS, root: Path | str = ".") -> list[str]:
     return missing
 
 
-def _pushed_without_provenance(root: Path, stage: Stage) -> list[str]:
-    """The fetched output folders of dvc.lock whose listing (DVC's ``.dir`` object in the cache) has no
-    provenance file."""
-    missing = []
+def _cache_object(root: Path, digest: str) -> Path:
+    """Where DVC keeps the object of an md5 digest (``….dir``: a folder's listing) in the local cache."""
+    return root / ".dvc" / "cache" / "files" / "md5" / digest[:2] / digest[2:]
+
+
+def _lock_listings(root: Path, stage: Stage) -> dict[str, list[dict]]:
+    """The fetched listing (DVC's ``.dir`` object) of each output folder that dvc.lock records."""
+    listings = {}
     for out in (_lock_entry(root, stage.name) or {}).get("outs", []):
         digest = str(out.get("md5", ""))
-        listing = root / ".dvc" / "cache" / "files" / "md5" / digest[:2] / digest[2:]
+        listing = _cache_object(root, digest)
         if digest.endswith(".dir") and listing.is_file():
-            if PROVENANCE not in {entry.get("relpath") for entry in json.loads(listing.read_text())}:
-                missing.append(out["path"])
-    return missing
+            listings[out["path"]] = json.loads(listing.read_text())
+    return listings
+
+
+def _pushed_without_provenance(root: Path, stage: Stage) -> list[str]:
+    """The fetched output folders of dvc.lock whose listing has no provenance file."""
+    return [path for path, listing in _lock_listings(root, stage).items()
+            if PROVENANCE not in {entry.get("relpath") for entry in listing}]
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_fetched(root: Path, stage: Stage) -> None:
+    """Check every fetched object of the stage against the hash that dvc.lock records (the folder's
+    listing) and that the listing records (each file), before anything is checked out: a remote whose
+    files were edited or damaged is one error naming them. The damaged copies are dropped from
+    .dvc/cache, so that a later pull fetches them again; the results folder is not touched."""
+    damaged = []
+    for out in (_lock_entry(root, stage.name) or {}).get("outs", []):
+        digest = str(out.get("md5", ""))
+        listing = _cache_object(root, digest)
+        if not listing.is_file() or _md5(listing) != digest.removesuffix(".dir"):
+            damaged.append((f"{out['path']}/ (its listing)", listing))
+            continue
+        for entry in json.loads(listing.read_text()):
+            copy = _cache_object(root, str(entry.get("md5", "")))
+            if not copy.is_file() or _md5(copy) != entry.get("md5"):
+                damaged.append((f"{out['path']}/{entry.get('relpath')}", copy))
+    if damaged:
+        for _, copy in damaged:
+            copy.unlink(missing_ok=True)
+        raise SharingError(
+            f"the remote's copies of {len(damaged)} files of '{stage.name}' differ from the hashes dvc.lock records "
+            "(edited or damaged on the remote): " + ", ".join(name for name, _ in damaged[:20])
+            + (", …" if len(damaged) > 20 else "") + f". Nothing was checked out; {stage.results}/ and Snakemake's "
+            "records are untouched (the damaged copies were dropped from .dvc/cache). Ask their author to push again.")
+
+
+def read_provenance(text: str, name: str, results: str) -> dict[str, dict]:
+    """The records of a ``provenance.json`` (``name``: the file, for the errors), each checked: JSON of the
+    format ``push`` writes, every path a file inside the ``results`` folder (no ``..``, not absolute),
+    every record one that Snakemake reads. Anything else is one error naming the file."""
+    from pydantic import ValidationError
+    from snakemake.persistence import MetadataRecord
+
+    def malformed(why: str) -> SharingError:
+        return SharingError(f"{name} is malformed: {why}. Nothing was checked out or recorded; its author pushes "
+                            f"again with `{PROG} push`.")
+
+    try:
+        files = json.loads(text)["files"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise malformed(f"not the JSON object with 'files' that push writes ({type(error).__name__}: {error})") from None
+    if not isinstance(files, dict):
+        raise malformed("'files' is not an object")
+    for key, entry in files.items():
+        if not inside(key, results):
+            raise malformed(f"it names {key!r}, which is not a path inside {results}/; pull writes nowhere else")
+        if not isinstance(entry, dict) or not isinstance(entry.get("mtime"), (int, float)) or "metadata" not in entry:
+            raise malformed(f"the entry of {key} is not {{'mtime': number, 'metadata': record or null}}")
+        try:
+            if entry["metadata"] is not None:
+                MetadataRecord.model_validate(entry["metadata"])
+        except ValidationError as error:
+            first = error.errors()[0]
+            raise malformed(f"the record of {key} is not a Snakemake record ({'.'.join(map(str, first['loc']))}: "
+                            f"{first['msg']})") from None
+    return files
+
+
+def inside(key: object, results: str) -> bool:
+    """Whether ``key`` is a plain relative path of a file inside the results folder: no ``..``, ``.``,
+    empty part or backslash, not absolute."""
+    if not isinstance(key, str) or "\\" in key or key.startswith("/"):
+        return False
+    parts = key.split("/")
+    return (parts[: len(Path(results).parts)] == list(Path(results).parts) and len(parts) > len(Path(results).parts)
+            and all(part not in ("", ".", "..") for part in parts))
+
+
+def _check_pushed_provenance(root: Path, stage: Stage) -> None:
+    """Read each fetched (and verified) provenance file before the checkout: a malformed one, or one
+    that names a path outside its results folder, is refused with nothing checked out."""
+    for out, listing in _lock_listings(root, stage).items():
+        for entry in listing:
+            if entry.get("relpath") == PROVENANCE:
+                read_provenance(_cache_object(root, entry["md5"]).read_text(errors="replace"),
+                                f"the pushed {out}/{PROVENANCE}", out)
 
 
 def restore_provenance(root: Path, stage: Stage, since: float, kept: set[str]) -> tuple[int, int]:
@@ -419,7 +602,9 @@ def restore_provenance(root: Path, stage: Stage, since: float, kept: set[str]) -
     file (``kept``: there before the pull, identical) that has no record here — a local record of a
     kept file stays. Then modification times in the pushed order, all newer than ``since`` (the start
     of the pull: later than every file of the checkout, scripts included, so neither the mtime nor the
-    script trigger fires spuriously) and not in the future. Returns (records restored, files dated)."""
+    script trigger fires spuriously) and not in the future. Only files inside the results folder, not
+    reached through a link, are recorded or dated (:func:`read_provenance`). Returns (records restored,
+    files dated)."""
     from snakemake.persistence import MetadataRecord
 
     store = _persistence(root)
@@ -428,8 +613,10 @@ def restore_provenance(root: Path, stage: Stage, since: float, kept: set[str]) -
         provenance = root / out / PROVENANCE
         if not provenance.exists():
             continue
-        files = {key: entry for key, entry in json.loads(provenance.read_text())["files"].items()
-                 if (root / key).is_file()}
+        folder = (root / out).resolve()
+        files = {key: entry for key, entry in read_provenance(provenance.read_text(errors="replace"),
+                                                              provenance.relative_to(root).as_posix(), out).items()
+                 if (root / key).is_file() and folder in (root / key).resolve().parents}
         for key, entry in files.items():
             if entry["metadata"] is not None and (key not in kept or store._read_record(key) is None):
                 store._write_record(key, MetadataRecord.model_validate(entry["metadata"]))
@@ -442,7 +629,7 @@ def restore_provenance(root: Path, stage: Stage, since: float, kept: set[str]) -
             now, step = time.time(), 1e-5
         for key, entry in files.items():
             stamp = now - (len(ranks) - ranks[entry["mtime"]]) * step
-            os.utime(root / key, (stamp, stamp))
+            os.utime(root / key, (stamp, stamp), follow_symlinks=False)
             dated += 1
         _mark_restored(root, provenance)
     return restored, dated
@@ -504,12 +691,14 @@ def _pull_stage(root: Path, stage: Stage, remote: Remote, targets: list[str], sa
             + f": were they pushed there (`{PROG} push`)? {untouched}"
             + (f"\n{_tail(fetched, 8)}" if fetched.returncode != 0 else ""))
 
+    verify_fetched(root, stage)
     unrecorded = _pushed_without_provenance(root, stage)
     if unrecorded:
         raise SharingError(
             f"the pushed {', '.join(unrecorded)} hold no {PROVENANCE} (pushed by a plain `dvc push`?): without "
             "Snakemake's records of them a change of code or config since the push would go unseen. Nothing "
             f"was checked out. Their author shares them with `{PROG} push` (`make push`) and commits dvc.lock.")
+    _check_pushed_provenance(root, stage)
     kept = {path.relative_to(root).as_posix() for path in _result_files(root, stage.outs)}
     checkout = dvc(root, "checkout", stage.name)  # never --force: local changes stay
     if checkout.returncode != 0:
@@ -555,17 +744,27 @@ def push(root: Path, remote_name: str | None = None, stage_name: str = STAGE, sa
     if reason:
         raise SharingError(f"the DVC remote '{remote.name}' ({remote.url}) is unreachable: {reason}. Nothing was pushed.")
     for stage in stages:
-        pending = planned_jobs(root, stage, stage.targets)
+        with records_as_made(root, stage.results) as touched:
+            pending = plan(root, stage, stage.targets)
         if pending:
-            raise SharingError(
-                f"refusing to push {stage.results}/: the results of '{stage.name}' are not complete and up to "
-                f"date for this config and code — Snakemake plans {sum(pending.values())} jobs "
-                f"({_describe(pending)}). Run the workflow first (`dvc repro {stage.name}` or `{stage.cmd}`)."
-                + (" Nothing was pushed." if stage is stages[0] else ""))
+            raise SharingError(_not_up_to_date(stage, pending, touched)
+                               + (" Nothing was pushed." if stage is stages[0] else ""))
     for stage in stages:
         _push_stage(root, stage, remote, say)
     say("now commit dvc.lock (with the code and config it records), e.g. "
         "`git add dvc.lock dvc.yaml .dvc/config && git commit -m 'results' && git push`")
+
+
+def _not_up_to_date(stage: Stage, pending: dict[str, tuple[int, set[str]]], touched: dict[str, str]) -> str:
+    """Why ``push`` refuses a stage: the first jobs Snakemake plans and their reasons, and what to run."""
+    forced = sorted(set(touched.values()) & set(pending))
+    return (f"refusing to push {stage.results}/: the results of '{stage.name}' are not complete and up to date for "
+            f"this config and code — Snakemake plans {sum(n for n, _ in pending.values())} jobs:\n"
+            + _describe_plan(dict(list(pending.items())[:8])) + ("\n  …" if len(pending) > 8 else "")
+            + (f"\n{len(touched)} files, e.g. {next(iter(touched))}, were marked up to date by `snakemake --touch`: "
+               "they are judged by the records of the runs that made them. Make them for this config and code with "
+               f"`snakemake --forcerun {' '.join(forced)}` (and the options of `{stage.cmd}`), then push." if forced
+               else f"\nRun the workflow first (`dvc repro {stage.name}` or `{stage.cmd}`)."))
 
 
 def _push_stage(root: Path, stage: Stage, remote: Remote, say) -> None:

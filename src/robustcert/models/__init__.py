@@ -97,12 +97,20 @@ def layer_features(model: nn.Module, x: torch.Tensor, layer: str | None = None) 
     (:func:`penultimate_features`) when ``layer`` is None."""
     if layer is None:
         return penultimate_features(model, x)
+    return _captured(model, find_layer(model, layer), x, inputs=False)
+
+
+def find_layer(model: nn.Module, layer: str) -> nn.Module:
+    """The submodule named ``layer`` (its full dotted name, or the unique name it ends with); a
+    ValueError naming the layers there are when there is none or several."""
     named = dict(model.named_modules())
     matches = [name for name in named if name == layer or name.endswith(f".{layer}")]
     if len(matches) != 1:
         found = "no module" if not matches else f"several modules ({matches})"
-        raise ValueError(f"layer {layer!r}: {found} of {type(model).__name__} has that name")
-    return _captured(model, named[matches[0]], x, inputs=False)
+        names = [name for name in named if name]
+        raise ValueError(f"layer {layer!r}: {found} of {type(model).__name__} has that name (its modules: "
+                         f"{', '.join(names[:24])}{', …' if len(names) > 24 else ''})")
+    return named[matches[0]]
 
 
 def _captured(model: nn.Module, module: nn.Module, x: torch.Tensor, inputs: bool) -> torch.Tensor:

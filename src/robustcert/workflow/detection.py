@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from robustcert.artifacts import Array, Column, NpzFormat, TsvFormat
-from robustcert.config import Config, canonical, derive_seed
+from robustcert.config import Config, canonical, derive_seed, refuse
 from robustcert.results import Metric, on_axis, tidy_rows, write_rows
 from robustcert.workflow import compute_prologue, log
 from robustcert.workflow.common import common_params, experiments_of, row_keys
@@ -58,12 +58,53 @@ def recipe(defense: Mapping[str, Any]) -> dict[str, Any]:
             "pgd_steps": adversary["steps"], "pgd_random_start": adversary["random_start"]}
 
 
+def setting_problems(name: str, defense: Mapping[str, Any]) -> list[str]:
+    """Settings that make detection meaningless: adversarial training that does not attack (0 steps or
+    ε = 0), a cluster threshold of 1 (every label's translated and clean images make 2 clusters)."""
+    where, adversary = f"defenses.{name}", defense["adversary"]
+    problems = [f"{where}.adversary.{key} is 0: the model would not be adversarially trained (robust models "
+                "are what makes a backdoor's translations cluster apart), and its adversarial accuracy would be "
+                "its clean accuracy" for key in ("steps", "epsilon") if adversary[key] == 0]
+    if defense["clustering"]["threshold"] < 2:
+        problems.append(f"{where}.clustering.threshold is {defense['clustering']['threshold']}: a label is flagged with "
+                        "more clusters than this, and the translated and the clean images of every label, infected or "
+                        "not, form 2, so every label would be flagged; use 2 (or more)")
+    return problems
+
+
+def _fresh_model(arch: str, dataset: Mapping[str, Any]) -> Any:
+    """The architecture, freshly initialised, for a dataset's images and classes."""
+    from robustcert.data import NUM_CLASSES, source_shape
+    from robustcert.models import build_model
+
+    channels, height, _ = source_shape(dataset["source"])
+    return build_model(arch, channels, len(dataset.get("classes") or []) or NUM_CLASSES, height,
+                       [0.0] * channels, [1.0] * channels)
+
+
 class Plan:
     """The robust models of a config that are probed for backdoors."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.experiments = experiments_of(config, [METHOD])
+        refuse([p for name in sorted({e.defense for e in self.experiments})
+                for p in setting_problems(name, config["defenses"][name])] + self._layer_problems())
+
+    def _layer_problems(self) -> list[str]:
+        """``features.layer`` names that the architecture, built for the dataset, does not have: checked
+        here, before the robust model is trained, rather than after it."""
+        from robustcert.models import find_layer
+
+        problems = []
+        for dataset, name in sorted({(e.dataset, e.defense) for e in self.experiments}):
+            defense = self.config["defenses"][name]
+            if defense["features"]["layer"] is not None:
+                try:
+                    find_layer(_fresh_model(defense["arch"], self.config["datasets"][dataset]), defense["features"]["layer"])
+                except ValueError as error:
+                    problems.append(f"defenses.{name}.features.layer ({defense['arch']} on datasets.{dataset}): {error}")
+        return problems
 
     def rows(self) -> list[str]:
         """The row file of every model."""

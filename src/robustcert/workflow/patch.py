@@ -59,13 +59,19 @@ class Plan:
         refuse(self.problems())
 
     def problems(self) -> list[str]:
-        """What the datasets cannot take: ablations or patch sizes larger than the image, labels twice."""
+        """What the datasets cannot take: ablations or patch sizes larger than the image, labels twice,
+        ablations or samples with which nothing can be certified, thresholds and patch sizes that say nothing
+        or the same twice."""
         found = []
         for dataset, defense in sorted({(e.dataset, e.defense) for e in self.experiments}):
             entry, (_, height, width) = self.config["defenses"][defense], self._shape(dataset)
             where = f"defenses.{defense} on datasets.{dataset} ({height}×{width} images)"
+            fitting = []
             for a in entry["ablations"]:
-                found += [f"{where}: {p}" for p in check_ablation(a["kind"], a["size"], a.get("count", 1), height, width)]
+                misfits = check_ablation(a["kind"], a["size"], a.get("count", 1), height, width)
+                found += [f"{where}: {p}" for p in misfits]
+                if not misfits:
+                    fitting.append(Ablation(a["kind"], a["size"], height, width, a.get("count", 1)))
             too_large = [m for m in entry["patch_sizes"] if m > min(height, width)]
             if too_large:
                 found.append(f"{where}: patch_sizes {too_large} larger than the image")
@@ -76,7 +82,10 @@ class Plan:
             labels = [f"{a['kind']}_{a['size']}_{a.get('count', 1)}" for a in entry["ablations"]]
             if len(set(labels)) != len(labels):
                 found.append(f"defenses.{defense}: an ablation is listed twice")
-        return found + self._undefended_problems()
+            if min(entry["patch_sizes"]) <= min(height, width):
+                found += [f"{where}: {p}" for p in _certifiable_problems(fitting, entry)]
+        return found + self._undefended_problems() + [p for name in sorted({e.defense for e in self.experiments})
+                                                      for p in _list_problems(name, self.config["defenses"][name])]
 
     def _undefended_problems(self) -> list[str]:
         found = []
@@ -190,6 +199,57 @@ class Plan:
     def patch_sizes(self, wildcards: Any) -> list[int]:
         """The patch sides of the rows."""
         return list(self.config["defenses"][wildcards.defense]["patch_sizes"])
+
+
+def _certifiable_problems(ablations: Sequence[Ablation], defense: Mapping[str, Any]) -> list[str]:
+    """Ablations with which no point can ever be certified: derandomized, when a 1×1 patch already
+    overlaps more than half the positions (n_top − n_second ≤ P < 2Δ); randomized, when even a bound
+    from n unanimous draws, α^(1/n), does not exceed 1/2 + Δ/P at the smallest patch size."""
+    from robustcert.metrics import fewest_draws, highest_lower_bound
+
+    randomized, smallest = defense["randomized"], min(defense["patch_sizes"])
+    problems = []
+    for ablation in ablations:
+        positions, overlap = ablation.num_positions, ablation.delta(1)
+        if 2 * overlap > positions:
+            covered = ablation.size * ablation.count
+            whole = {"band": covered >= ablation.width, "row": covered >= ablation.height,
+                     "block": covered >= max(ablation.height, ablation.width)}[ablation.kind]
+            kept = "keeps the whole image" if whole else "keeps too much of the image"
+            problems.append(f"ablation {ablation.label} {kept}: a 1×1 patch already overlaps Δ = {overlap} of its "
+                            f"{positions} positions, more than half, so no point could ever be certified")
+            continue
+        needed = 0.5 + ablation.delta(smallest) / positions
+        bound = highest_lower_bound(randomized["n"], randomized["alpha"])
+        if randomized["enabled"] and needed >= 1:
+            problems.append(f"randomized: with ablation {ablation.label} a certificate at patch size {smallest} needs a "
+                            f"lower bound above 1/2 + Δ/P = 1/2 + {ablation.delta(smallest)}/{positions} ≥ 1, which no "
+                            "number of draws reaches, so no point could ever be certified")
+        elif randomized["enabled"] and bound <= needed:
+            problems.append(f"randomized.n is {randomized['n']}, too few for alpha {randomized['alpha']:g} with ablation "
+                            f"{ablation.label}: even if every draw votes for the top class the lower bound is {bound:.3f}, "
+                            f"not above 1/2 + Δ/P = {needed:.3f} at patch size {smallest}, so no point could ever be "
+                            f"certified; n must be at least {fewest_draws(randomized['alpha'], needed)}")
+    return problems
+
+
+def _list_problems(name: str, defense: Mapping[str, Any]) -> list[str]:
+    """Thresholds that vote for nothing meaningful or share a certificate name, patch sizes listed twice."""
+    where = f"defenses.{name}"
+    problems = [f"{where}.thresholds: θ = 1 votes only for a class whose softmax is exactly 1 (a rounding "
+                "accident), so its votes and certificate mean nothing; use θ < 1" for t in defense["thresholds"] if t >= 1]
+    names: dict[str, list[float]] = {}
+    for t in defense["thresholds"]:
+        names.setdefault(f"theta_{t:g}", []).append(t)
+    problems += [f"{where}.thresholds {same} all make the certificate {label} (θ is named to 6 significant "
+                 "digits): list each threshold once, different in its first 6 digits"
+                 for label, same in names.items() if len(same) > 1]
+    attacked = defense["attack"]["patch_sizes"] or []
+    for key, sizes in (("patch_sizes", defense["patch_sizes"]), ("attack.patch_sizes", attacked)):
+        twice = sorted({m for m in sizes if sizes.count(m) > 1})
+        if twice:
+            problems.append(f"{where}.{key} lists {twice} more than once")
+    return problems
 
 
 def _index_problems(where: str, indices: Sequence[int] | None, dataset: Mapping[str, Any]) -> list[str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from robustcert.config import Config
+from robustcert.config import Config, refuse
 from robustcert.results import Metric, on_axis, tidy_rows, write_rows
 from robustcert.workflow import undefended
 from robustcert.workflow.common import common_params, experiments_of, one_of
@@ -41,12 +41,29 @@ def scoring_sigma(defense: Mapping[str, Any]) -> float:
     return float(defense["sigma"])
 
 
+def certifiable_problems(name: str, defense: Mapping[str, Any]) -> list[str]:
+    """A RAB defense whose N models are too few for its α: the Hoeffding margin h ≥ 1/2 leaves p̲_A ≤ p̄_B
+    at every point, so its certificate ``rab`` is radius 0 everywhere."""
+    from robustcert.rab import fewest_certifying_models, hoeffding_margin
+
+    n_models, alpha = defense["n_models"], defense["alpha"]
+    margin = hoeffding_margin(n_models, alpha)
+    if "rab" not in defense["certificates"] or margin < 0.5:
+        return []
+    return [f"defenses.{name}.n_models is {n_models}, too few for alpha {alpha:g}: the Hoeffding margin "
+            f"h = √(ln(1/α)/2N) = {margin:.3f} ≥ 1/2 leaves p̲_A ≤ p̄_B on every point, so the certificate rab "
+            f"would be radius 0 and certified accuracy 0 at every radius whatever the models do; it needs at "
+            f"least {fewest_certifying_models(alpha)} models (or a larger alpha, or only rab_expected)"]
+
+
 class Plan(undefended.BesideUndefended):
     """The certificates, rows and plots that the config asks of RAB defenses."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.experiments = experiments_of(config, [METHOD])
+        refuse([problem for name, defense in config["defenses"].items() if defense["method"] == METHOD
+                for problem in certifiable_problems(name, defense)])
 
     def cells(self, dataset: str | None = None) -> list[tuple[Any, str]]:
         """(experiment, certificate) for every certificate asked for, optionally of one dataset."""

@@ -68,7 +68,8 @@ class Plan(BesideUndefended):
         self.config = config
         self.experiments = experiments_of(config, [METHOD])
         refuse([problem for name, defense in config["defenses"].items() if defense["method"] == METHOD
-                for problem in objective_problems(f"defenses.{name}.train.objective", defense["train"]["objective"])]
+                for problem in [*objective_problems(f"defenses.{name}.train.objective", defense["train"]["objective"]),
+                                *schedule_problems(name, defense), *sample_problems(name, defense)]]
                + released_problems(config))
 
     def released(self) -> list[str]:
@@ -179,6 +180,36 @@ def objective_problems(where: str, objective: Mapping[str, Any]) -> list[str]:
     foreign = sorted(set(objective) - {"name"} - set(OBJECTIVE_FIELDS[objective["name"]]))
     return [f"{where}.{key}: not a setting of {objective['name']!r} "
             f"(its settings: {sorted(OBJECTIVE_FIELDS[objective['name']]) or 'none'})" for key in foreign]
+
+
+def schedule_problems(name: str, defense: Mapping[str, Any]) -> list[str]:
+    """Schedules of a defense's objective that its training never reaches: a SmoothAdv warm-up longer
+    than the epochs (ε never reaches its value), MACER λ switches at or after the last epoch."""
+    objective, epochs = defense["train"]["objective"], defense["train"]["epochs"]
+    where = f"defenses.{name}.train.objective"
+    problems = []
+    if objective.get("warmup", 0) > epochs:
+        problems.append(f"{where}.warmup is {objective['warmup']}, longer than the {epochs} epochs of train.epochs: "
+                        "ε would never reach its full value")
+    late = [pair for pair in objective.get("lambda_schedule", []) if pair[0] >= epochs]
+    if late:
+        problems.append(f"{where}.lambda_schedule {late} starts at or after epoch {epochs}, the end of training "
+                        f"(train.epochs {epochs}; epochs count from 0): that λ would never be used")
+    return problems
+
+
+def sample_problems(name: str, defense: Mapping[str, Any]) -> list[str]:
+    """A Monte Carlo sample ``n`` too small for ``alpha``: even when every noisy sample votes for the top
+    class the lower bound p̲_A = α^(1/n) is at most 1/2, so CERTIFY abstains on every point."""
+    from robustcert.metrics import fewest_draws, highest_lower_bound
+
+    n, alpha = defense["n"], defense["alpha"]
+    bound = highest_lower_bound(n, alpha)
+    if bound > 0.5:
+        return []
+    return [f"defenses.{name}.n is {n}, too few samples for alpha {alpha:g}: even if all of them vote for the top "
+            f"class its lower bound p̲_A is {bound:.3f} ≤ 1/2, so no point could ever be certified; n must be at "
+            f"least {fewest_draws(alpha, 0.5)}"]
 
 
 def released_problems(config: Config) -> list[str]:
