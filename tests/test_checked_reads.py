@@ -416,3 +416,95 @@ def test_a_checkpoint_that_records_no_purpose_is_refused_where_one_is_asked(tmp_
     with pytest.raises(ArtifactError, match=r"old.pt: a checkpoint trained for \{'method': None"):
         train.load_shard(str(path), PATCH_PURPOSE)
     assert len(train.load_shard(str(path))[2]) == 1  # a load that asks nothing (a released model's import)
+
+
+# the same probes through a real Snakemake run: patch smoothing (two shards, the attack beside the
+# undefended model) and RAB (4 models) on digits, one epoch each
+
+TINY = {
+    "device": "cpu", "threads": 1, "seed": 0, "report": {"budgets": [0, 1], "radii": [0.0, 0.25]},
+    "datasets": {"digits": {"source": "digits", "n_val": 180, "n_test": 360}},
+    "attacks": {"backdoor": {"type": "backdoor", "preset": "localised", "value": 0.98, "target": 7,
+                             "fraction": 0.02}},
+    "defenses": {
+        "undefended": {"method": "undefended", "arch": "small_cnn",
+                       "train": {"epochs": 1, "batch_size": 64, "lr": 0.05, "milestones": [1]}},
+        "patch": {"method": "patch", "arch": "small_cnn", "ablations": [{"kind": "band", "size": 2}],
+                  "patch_sizes": [1, 2], "skip": 30, "points_per_job": 6,
+                  "attack": {"enabled": True, "undefended": "undefended", "n_points": 2, "patch_sizes": [2],
+                             "steps": 1, "step_size": 0.1, "restarts": 1, "stride": 6},
+                  "train": {"epochs": 1, "batch_size": 64, "lr": 0.05, "milestones": [1]}},
+        "rab": {"method": "rab", "arch": "small_cnn", "sigma": 0.5, "n_models": 4, "models_per_job": 4,
+                "radii": [0.0, 0.1], "train": {"epochs": 1, "batch_size": 64, "lr": 0.05, "milestones": [1]}}},
+    "experiments": [{"datasets": ["digits"], "attacks": ["backdoor"], "defenses": ["patch", "rab", "undefended"]}],
+}
+PATCH_DIR = "results/patch/digits/seed_0/backdoor/patch/band_s2"
+PATCH_ROW = "results/tables/rows/digits/seed_0/backdoor/patch/patch_band_s2.tsv"
+RAB_ROW = "results/tables/rows/digits/seed_0/backdoor/rab/rab.tsv"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """One real run of the tiny config up to the patch and RAB rows; each probe below works on a copy."""
+    import yaml
+    from conftest import copy_workflow, snakemake
+
+    workdir = copy_workflow(tmp_path_factory.mktemp("checked") / "wf")
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(TINY))
+    snakemake(workdir, "-c2", PATCH_ROW, RAB_ROW)
+    return workdir
+
+
+def _probe_copy(tiny_run: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(tiny_run, tmp_path / "wf", symlinks=True))
+
+
+def _rerun_refused(workdir: Path, target: str, rule: str, said: str) -> None:
+    """Re-running ``rule`` for ``target`` fails with ``said`` in its log; the rows made before are kept
+    (the summary that would replace them never starts)."""
+    from conftest import snakemake
+
+    before = (workdir / target).read_bytes()
+    result = snakemake(workdir, "-c1", target, "--forcerun", rule, check=False)
+    logs = "".join(p.read_text() for p in (workdir / "results" / "logs" / rule).rglob("*.log"))
+    assert result.returncode != 0 and said in logs, result.stderr[-3000:]
+    assert (workdir / target).read_bytes() == before
+
+
+@pytest.mark.workflow
+def test_a_row_deleted_from_a_real_patch_shard_is_refused_by_the_gather(tiny_run, tmp_path):
+    workdir = _probe_copy(tiny_run, tmp_path)
+    shard = workdir / PATCH_DIR / "certify" / "shard_1.tsv"
+    lines = shard.read_text().splitlines(keepends=True)
+    shard.write_text("".join(lines[:2] + lines[3:]))
+    _rerun_refused(workdir, PATCH_ROW, "gather_patch", "shard_1.tsv: 11 rows, the config implies 12")
+
+
+@pytest.mark.workflow
+def test_a_real_certify_tsv_with_every_certificate_set_to_8_is_refused_by_the_summary(tiny_run, tmp_path):
+    workdir = _probe_copy(tiny_run, tmp_path)
+    path = workdir / PATCH_DIR / "certify.tsv"
+    frame = pd.read_csv(path, sep="\t")
+    path.write_text(frame.assign(certified_patch=8).to_csv(sep="\t", index=False))
+    _rerun_refused(workdir, PATCH_ROW, "summarize_patch", "certified_patch that does not follow from the votes")
+
+
+@pytest.mark.workflow
+def test_a_patch_checkpoint_of_another_ablation_is_refused_by_certification(tiny_run, tmp_path):
+    workdir = _probe_copy(tiny_run, tmp_path)
+    model = workdir / PATCH_DIR / "model.pt"
+    payload = torch.load(model, weights_only=True)
+    save_checkpoint(model, {**payload, "trained_for": {"method": "patch", "ablation": {"kind": "block", "size": 4,
+                                                                                       "count": 1}}})
+    _rerun_refused(workdir, PATCH_ROW, "certify_patch", "model.pt: a checkpoint trained for")
+
+
+@pytest.mark.workflow
+def test_real_rab_radii_multiplied_by_10_are_refused_by_the_summary(tiny_run, tmp_path):
+    workdir = _probe_copy(tiny_run, tmp_path)
+    path = workdir / "results/certify/digits/seed_0/backdoor/rab/rab.tsv"
+    frame = pd.read_csv(path, sep="\t")
+    path.write_text(frame.assign(radius=frame["radius"] * 10).to_csv(sep="\t", index=False))
+    _rerun_refused(workdir, RAB_ROW, "summarize_rab", "radius that does not follow from the score matrix")
