@@ -44,6 +44,10 @@ def test_the_plan_has_a_row_per_attack_and_ablation(config):
     assert set(plan.settings(WC)) == {"ablation", *patch.SETTINGS_KEYS}
     assert plan.shards(WC) == ["<results>/patch/digits/seed_0/backdoor/patch/band_s2/certify/shard_0.tsv"]
     assert list(plan.rule_params(WC)) == ["theta_0.2", "top_one"]
+    checks = plan.checks(WC)  # what the certify and attack TSVs are checked against
+    assert checks["rules"] == ["theta_0.2", "top_one"] and checks["randomized"] is None
+    assert checks["ablation"] == {"kind": "band", "size": 2, "count": 1, "height": 8, "width": 8}
+    assert checks["test_size"] == 360 and checks["attack"] == {"n_points": 10, "patch_sizes": [2], "undefended": True}
 
 
 @pytest.mark.parametrize("change,problem", [

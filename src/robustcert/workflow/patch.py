@@ -287,7 +287,7 @@ def read_certify(path: str, checks: Mapping[str, Any], points: np.ndarray, trigg
         raise ArtifactError(f"{path}: {len(frame)} rows, the config implies {expected} ({len(points)} test points × "
                             f"{len(rules)} voting rules × {len(copies)} copies)")
     require_keys(path, frame, pd.MultiIndex.from_product([copies, rules, np.sort(points)],
-                                                          names=["triggered", "rule", "idx"]))
+                                                         names=["triggered", "rule", "idx"]))
     _require_votes_follow(path, frame, checks)
     return frame
 
@@ -304,7 +304,7 @@ def read_attack(path: str, checks: Mapping[str, Any], labels: Mapping[int, int])
     sizes = [0, *spec["patch_sizes"]]
     frame = ATTACK_TSV.read(path, rows=len(points) * len(sizes) * len(models))
     require_keys(path, frame, pd.MultiIndex.from_product([models, sizes, np.sort(points)],
-                                                          names=["model", "patch_size", "idx"]))
+                                                         names=["model", "patch_size", "idx"]))
     require_derived(path, frame, "label", frame["idx"].map(labels), "the certify TSV's label of the point")
     return frame
 
@@ -321,12 +321,12 @@ def _require_votes_follow(path: str, frame: Any, checks: Mapping[str, Any]) -> N
     counts = frame[[c for c in frame.columns if c.startswith("count_")]].to_numpy()
     classes = frame[["label", "predict", "certified_class"]].to_numpy()
     refuse_rows(path, frame, (classes >= counts.shape[1]).any(axis=1),
-                  f"a class without a vote column (count_0 … count_{counts.shape[1] - 1})")
+                f"a class without a vote column (count_0 … count_{counts.shape[1] - 1})")
     require_derived(path, frame, "label", frame.groupby("idx")["label"].transform("first"),
-                   "the label of the point's other rows")
+                    "the label of the point's other rows")
     top = (frame["rule"] == TOP_ONE).to_numpy()
     refuse_rows(path, frame, top & (counts.sum(axis=1) != positions),
-                  f"top-one votes that do not add up to the {positions} positions")
+                f"top-one votes that do not add up to the {positions} positions")
     refuse_rows(path, frame, (frame["rule"] != RANDOMIZED).to_numpy() & (counts > positions).any(axis=1),
                 f"more votes for a class than the {positions} positions")
     for rule in checks["rules"]:
@@ -357,7 +357,7 @@ def _require_randomized(path: str, frame: Any, counts: np.ndarray, spec: Mapping
     require_derived(path, frame, "predict", derived["predict"], "the draws")
     abstained = certified < 0
     require_derived(path, frame, "certified_class", np.where(abstained, certified, derived["certified_class"]),
-                   "the draws")
+                    "the draws")
     require_derived(path, frame, "certified_patch", np.where(abstained, 0, derived["certified_patch"]), "the draws")
 
 
