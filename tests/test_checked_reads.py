@@ -440,7 +440,7 @@ TINY = {
 }
 PATCH_DIR = "results/patch/digits/seed_0/backdoor/patch/band_s2"
 PATCH_ROW = "results/tables/rows/digits/seed_0/backdoor/patch/patch_band_s2.tsv"
-RAB_ROW = "results/tables/rows/digits/seed_0/backdoor/rab/rab.tsv"
+RAB_ROW = "results/tables/rows/digits/seed_0/backdoor/rab/rab_expected.tsv"  # radii > 0 even from 4 models
 
 
 @pytest.fixture(scope="module")
@@ -461,16 +461,18 @@ def _probe_copy(tiny_run: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(tiny_run, tmp_path / "wf", symlinks=True))
 
 
-def _rerun_refused(workdir: Path, target: str, rule: str, said: str) -> None:
-    """Re-running ``rule`` for ``target`` fails with ``said`` in its log; the rows made before are kept
-    (the summary that would replace them never starts)."""
+def _rerun_refused(workdir: Path, target: str, rule: str, said: str, kept: list[str]) -> None:
+    """Re-running ``rule`` for ``target`` fails with ``said`` in a job's log; the ``kept`` files (the damaged
+    one, what it came from) are left as they were, and ``target`` is never rewritten from the damaged
+    file (Snakemake removes the old one only when the job that would replace it starts)."""
     from conftest import snakemake
 
-    before = (workdir / target).read_bytes()
+    before = {name: (workdir / name).read_bytes() for name in [*kept, target]}
     result = snakemake(workdir, "-c1", target, "--forcerun", rule, check=False)
-    logs = "".join(p.read_text() for p in (workdir / "results" / "logs" / rule).rglob("*.log"))
+    logs = "".join(p.read_text() for p in (workdir / "results" / "logs").rglob("*.log"))
     assert result.returncode != 0 and said in logs, result.stderr[-3000:]
-    assert (workdir / target).read_bytes() == before
+    assert all((workdir / name).read_bytes() == before[name] for name in kept)
+    assert not (workdir / target).exists() or (workdir / target).read_bytes() == before[target]
 
 
 @pytest.mark.workflow
@@ -479,7 +481,8 @@ def test_a_row_deleted_from_a_real_patch_shard_is_refused_by_the_gather(tiny_run
     shard = workdir / PATCH_DIR / "certify" / "shard_1.tsv"
     lines = shard.read_text().splitlines(keepends=True)
     shard.write_text("".join(lines[:2] + lines[3:]))
-    _rerun_refused(workdir, PATCH_ROW, "gather_patch", "shard_1.tsv: 11 rows, the config implies 12")
+    _rerun_refused(workdir, PATCH_ROW, "gather_patch", "shard_1.tsv: 23 rows, the config implies 24",
+                   kept=[PATCH_ROW, f"{PATCH_DIR}/certify/shard_1.tsv", f"{PATCH_DIR}/model.pt"])
 
 
 @pytest.mark.workflow
@@ -488,7 +491,8 @@ def test_a_real_certify_tsv_with_every_certificate_set_to_8_is_refused_by_the_su
     path = workdir / PATCH_DIR / "certify.tsv"
     frame = pd.read_csv(path, sep="\t")
     path.write_text(frame.assign(certified_patch=8).to_csv(sep="\t", index=False))
-    _rerun_refused(workdir, PATCH_ROW, "summarize_patch", "certified_patch that does not follow from the votes")
+    _rerun_refused(workdir, PATCH_ROW, "summarize_patch", "certified_patch that does not follow from the votes",
+                   kept=[f"{PATCH_DIR}/certify.tsv", f"{PATCH_DIR}/certify/shard_0.tsv", f"{PATCH_DIR}/model.pt"])
 
 
 @pytest.mark.workflow
@@ -498,13 +502,17 @@ def test_a_patch_checkpoint_of_another_ablation_is_refused_by_certification(tiny
     payload = torch.load(model, weights_only=True)
     save_checkpoint(model, {**payload, "trained_for": {"method": "patch", "ablation": {"kind": "block", "size": 4,
                                                                                        "count": 1}}})
-    _rerun_refused(workdir, PATCH_ROW, "certify_patch", "model.pt: a checkpoint trained for")
+    _rerun_refused(workdir, PATCH_ROW, "certify_patch", "model.pt: a checkpoint trained for",
+                   kept=[f"{PATCH_DIR}/model.pt"])
 
 
 @pytest.mark.workflow
 def test_real_rab_radii_multiplied_by_10_are_refused_by_the_summary(tiny_run, tmp_path):
     workdir = _probe_copy(tiny_run, tmp_path)
-    path = workdir / "results/certify/digits/seed_0/backdoor/rab/rab.tsv"
+    path = workdir / "results/certify/digits/seed_0/backdoor/rab/rab_expected.tsv"
     frame = pd.read_csv(path, sep="\t")
+    assert (frame["radius"] > 0).any()
     path.write_text(frame.assign(radius=frame["radius"] * 10).to_csv(sep="\t", index=False))
-    _rerun_refused(workdir, RAB_ROW, "summarize_rab", "radius that does not follow from the score matrix")
+    _rerun_refused(workdir, RAB_ROW, "summarize_rab", "radius that does not follow from the score matrix",
+                   kept=["results/certify/digits/seed_0/backdoor/rab/rab_expected.tsv",
+                         "results/scores/digits/seed_0/backdoor/rab.npz"])
