@@ -419,7 +419,8 @@ def test_a_checkpoint_that_records_no_purpose_is_refused_where_one_is_asked(tmp_
 
 
 # the same probes through a real Snakemake run: patch smoothing (two shards, the attack beside the
-# undefended model) and RAB (4 models) on digits, one epoch each
+# undefended model), RAB (4 models) and detection (10 images translated in 2 steps) on digits, one
+# epoch each
 
 TINY = {
     "device": "cpu", "threads": 1, "seed": 0, "report": {"budgets": [0, 1], "radii": [0.0, 0.25]},
@@ -435,12 +436,18 @@ TINY = {
                              "steps": 1, "step_size": 0.1, "restarts": 1, "stride": 6},
                   "train": {"epochs": 1, "batch_size": 64, "lr": 0.05, "milestones": [1]}},
         "rab": {"method": "rab", "arch": "small_cnn", "sigma": 0.5, "n_models": 4, "models_per_job": 4,
-                "radii": [0.0, 0.1], "train": {"epochs": 1, "batch_size": 64, "lr": 0.05, "milestones": [1]}}},
-    "experiments": [{"datasets": ["digits"], "attacks": ["backdoor"], "defenses": ["patch", "rab", "undefended"]}],
+                "radii": [0.0, 0.1], "train": {"epochs": 1, "batch_size": 64, "lr": 0.05, "milestones": [1]}},
+        "robust": {"method": "detection", "arch": "small_cnn",
+                   "train": {"epochs": 1, "batch_size": 64, "lr": 0.05, "milestones": [1]},
+                   "adversary": {"epsilon": 0.5, "steps": 1, "step_size": 0.5},
+                   "translation": {"n": 10, "epsilon": 100.0, "step_size": 0.1, "steps": 2, "gallery": 2}}},
+    "experiments": [{"datasets": ["digits"], "attacks": ["backdoor"],
+                     "defenses": ["patch", "rab", "undefended", "robust"]}],
 }
 PATCH_DIR = "results/patch/digits/seed_0/backdoor/patch/band_s2"
 PATCH_ROW = "results/tables/rows/digits/seed_0/backdoor/patch/patch_band_s2.tsv"
 RAB_ROW = "results/tables/rows/digits/seed_0/backdoor/rab/rab_expected.tsv"  # radii > 0 even from 4 models
+DETECTION_ROW = "results/tables/rows/digits/seed_0/backdoor/robust/detection.tsv"
 
 
 @pytest.fixture(scope="module")
@@ -451,7 +458,7 @@ def tiny_run(tmp_path_factory) -> Path:
 
     workdir = copy_workflow(tmp_path_factory.mktemp("checked") / "wf")
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(TINY))
-    snakemake(workdir, "-c2", PATCH_ROW, RAB_ROW)
+    snakemake(workdir, "-c2", PATCH_ROW, RAB_ROW, DETECTION_ROW)
     return workdir
 
 
@@ -516,3 +523,15 @@ def test_real_rab_radii_multiplied_by_10_are_refused_by_the_summary(tiny_run, tm
     _rerun_refused(workdir, RAB_ROW, "summarize_rab", "radius that does not follow from the score matrix",
                    kept=["results/certify/digits/seed_0/backdoor/rab/rab_expected.tsv",
                          "results/scores/digits/seed_0/backdoor/rab.npz"])
+
+
+@pytest.mark.workflow
+def test_a_real_clusters_tsv_with_a_verdict_its_count_does_not_give_is_refused(tiny_run, tmp_path):
+    workdir = _probe_copy(tiny_run, tmp_path)
+    path = workdir / "results/detection/digits/seed_0/backdoor/robust/clusters.tsv"
+    frame = pd.read_csv(path, sep="\t", dtype=str)
+    frame.loc[0, "flagged"] = str(1 - int(frame.loc[0, "flagged"]))
+    path.write_text(frame.to_csv(sep="\t", index=False))
+    _rerun_refused(workdir, DETECTION_ROW, "summarize_detection", "flagged that does not follow from its clusters",
+                   kept=["results/detection/digits/seed_0/backdoor/robust/clusters.tsv",
+                         "results/models/digits/seed_0/backdoor/robust/shard_0.pt"])
