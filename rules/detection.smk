@@ -110,6 +110,7 @@ rule summarize_detection:
         code=code_of("scripts/summarize_detection.py"),
         names=DETECTION.row_keys,
         params=DETECTION.row_params,
+        threshold=DETECTION.threshold,
     conda:
         "../envs/robustcert.yaml"
     log:

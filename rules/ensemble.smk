@@ -67,6 +67,7 @@ rule score_ensemble:
     params:
         code=code_of("scripts/score_ensemble.py"),
         test_noise=ENSEMBLE.test_noise,
+        purpose=ENSEMBLE.purpose,
         device=config["device"],
     threads: config["threads"]
     resources:

@@ -74,6 +74,7 @@ rule gather_patch:
         tsv=patch.GATHERED,
     params:
         code=code_of("scripts/gather_patch.py"),
+        checks=PATCH.checks,
     conda:
         "../envs/robustcert.yaml"
     log:
@@ -122,6 +123,7 @@ rule summarize_patch:
         params=PATCH.row_params,
         rules=PATCH.rule_params,
         patch_sizes=PATCH.patch_sizes,
+        checks=PATCH.checks,
     conda:
         "../envs/robustcert.yaml"
     log:

@@ -52,6 +52,7 @@ rule summarize_rab:
         names=RAB.row_keys,
         params=RAB.row_params,
         radii=RAB.radii,
+        certify=RAB.certify_params,
     conda:
         "../envs/robustcert.yaml"
     log:

@@ -10,5 +10,6 @@ score_ensemble(
     output=snakemake.output.scores,
     device=snakemake.params.device,
     test_noise=snakemake.params.test_noise,
+    purpose=snakemake.params.purpose,
     threads=snakemake.threads,
 )

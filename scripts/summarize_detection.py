@@ -9,4 +9,5 @@ summarize_detection(
     output=snakemake.output.rows,
     keys=snakemake.params.names,
     params=snakemake.params.params,
+    threshold=snakemake.params.threshold,
 )

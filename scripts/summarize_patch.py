@@ -11,4 +11,5 @@ summarize_patch(
     params=snakemake.params.params,
     rule_params=snakemake.params.rules,
     patch_sizes=snakemake.params.patch_sizes,
+    checks=snakemake.params.checks,
 )

@@ -12,4 +12,6 @@ summarize_rab(
     keys=snakemake.params.names,
     params=snakemake.params.params,
     radii=snakemake.params.radii,
+    certificate=snakemake.wildcards.certificate,
+    certify=snakemake.params.certify,
 )

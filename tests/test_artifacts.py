@@ -18,7 +18,8 @@ import robustcert.evaluate
 import robustcert.partition
 import robustcert.poison
 import robustcert.results
-import robustcert.workflow.detection  # noqa: F401 - each of these modules declares formats
+import robustcert.workflow.detection
+import robustcert.workflow.patch  # noqa: F401 - each of these modules declares formats
 from robustcert import artifacts
 from robustcert.artifacts import FORMATS, ArtifactError, NpzFormat, TsvFormat
 
@@ -33,7 +34,9 @@ def _valid_cell(column: artifacts.Column, row: int) -> object:
 
 
 def _valid_frame(tsv: TsvFormat, rows: int = 3) -> pd.DataFrame:
-    return pd.DataFrame({name: [_valid_cell(c, i) for i in range(rows)] for name, c in tsv.columns.items()})
+    repeated = {} if tsv.repeated is None else dict.fromkeys(tsv.repeated.names(tsv.repeated.minimum + 1),
+                                                             tsv.repeated.column)
+    return pd.DataFrame({name: [_valid_cell(c, i) for i in range(rows)] for name, c in {**tsv.columns, **repeated}.items()})
 
 
 def _valid_arrays(npz: NpzFormat) -> dict[str, np.ndarray]:
@@ -48,7 +51,8 @@ def _valid_array(array: artifacts.Array) -> np.ndarray:
 
 
 def test_every_format_passed_between_rules_is_declared():
-    assert {"results rows", "certificate", "triggered certificate", "predictions", "certify", "clusters"} <= set(TSV)
+    assert {"results rows", "certificate", "triggered certificate", "predictions", "certify", "clusters",
+            "patch certify", "patch attack"} <= set(TSV)
     assert {"split", "poison", "partition", "scores", "embedding", "gallery"} <= set(NPZ)
 
 
@@ -110,6 +114,22 @@ def test_binary_bytes_or_a_word_in_a_number_column_are_refused(tmp_path: Path, n
         frame.to_csv(path, sep="\t", index=False)
         with pytest.raises(ArtifactError, match=rf"a.tsv: column '{numbers[0]}' is not a number .* on lines \[3\]"):
             tsv.read(path)
+
+
+def test_repeated_columns_are_numbered_from_0_without_a_gap_and_each_checked(tmp_path: Path):
+    tsv, path = robustcert.workflow.patch.CERTIFY_TSV, tmp_path / "certify.tsv"
+    frame = _valid_frame(tsv).assign(count_2=[1, 2, 3])
+    tsv.write(frame, path)
+    assert tsv.read(path, rows=3)["count_2"].tolist() == [1, 2, 3]
+    frame.drop(columns="count_1").to_csv(path, sep="\t", index=False)
+    with pytest.raises(ArtifactError, match=r"certify.tsv: not a patch certify TSV: columns .*'count_0', 'count_2'\]"):
+        tsv.read(path)
+    frame.drop(columns=["count_1", "count_2"]).to_csv(path, sep="\t", index=False)
+    with pytest.raises(ArtifactError, match=r"certify.tsv: not a patch certify TSV: fewer than 2 columns count_"):
+        tsv.read(path)
+    frame.assign(count_1=[0, -1, 0]).to_csv(path, sep="\t", index=False)
+    with pytest.raises(ArtifactError, match=r"certify.tsv: column 'count_1' is below 0 on lines \[3\]"):
+        tsv.read(path)
 
 
 def test_allowed_values_and_minimums_are_checked(tmp_path: Path):

@@ -122,7 +122,8 @@ def test_ensemble_plan_reads_only_the_layout_and_the_recipe(default_config):
     assert plan.partition_params(wc) == {"assignment": "hash", "k": 20, "d": 1}
     assert plan.shard_subsets(wc) == list(range(10, 20))
     assert plan.shard_checkpoints(wc)[-1] == "<results>/models/digits/seed_0/none/dpa/shard_1.pt"
-    assert set(plan.recipe(wc)) == {"arch", "train"} and "certificates" not in repr(plan.recipe(wc))
+    assert set(plan.recipe(wc)) == {"method", "arch", "train"} and "certificates" not in repr(plan.recipe(wc))
+    assert plan.purpose(wc) == {"method": "dpa", "arch": "small_cnn"}
     assert plan.test_noise(wc) == {}
     with pytest.raises(ValueError, match="trains no ensemble"):
         plan.layout(wildcards(dataset="digits", attack="none", defense="smoothing"))

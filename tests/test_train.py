@@ -109,7 +109,7 @@ def test_augment_crops_within_padding_and_is_seeded():
 def _shard(tmp_path, x, y, parts):
     states = train.train_shard(x, y, parts, [0, 1], SPEC, _cfg(epochs=1), torch.device("cpu"))
     path = tmp_path / "shard_0.pt"
-    train.save_shard(str(path), SPEC, [0, 1], states)
+    train.save_shard(str(path), SPEC, [0, 1], states, trained_for={"method": "dpa"})
     return path, states
 
 

@@ -15,7 +15,6 @@ import yaml
 from conftest import REPO, snakemake
 
 from robustcert import config as cfg, poison, results
-from robustcert.artifacts import write_tsv
 from robustcert.workflow import patch
 from robustcert.workflow.smoothing import certified_points, point_shards
 
@@ -45,6 +44,10 @@ def test_the_plan_has_a_row_per_attack_and_ablation(config):
     assert set(plan.settings(WC)) == {"ablation", *patch.SETTINGS_KEYS}
     assert plan.shards(WC) == ["<results>/patch/digits/seed_0/backdoor/patch/band_s2/certify/shard_0.tsv"]
     assert list(plan.rule_params(WC)) == ["theta_0.2", "top_one"]
+    checks = plan.checks(WC)  # what the certify and attack TSVs are checked against
+    assert checks["rules"] == ["theta_0.2", "top_one"] and checks["randomized"] is None
+    assert checks["ablation"] == {"kind": "band", "size": 2, "count": 1, "height": 8, "width": 8}
+    assert checks["test_size"] == 360 and checks["attack"] == {"n_points": 10, "patch_sizes": [2], "undefended": True}
 
 
 @pytest.mark.parametrize("change,problem", [
@@ -80,13 +83,17 @@ def test_a_trigger_side_is_the_square_that_covers_it():
 
 
 def test_rows_of_a_certify_tsv(tmp_path):
-    rows = [  # idx label triggered rule predict certified_class certified_patch base_correct
-        (0, 1, 0, "top_one", 1, 1, 3, 0.5), (1, 2, 0, "top_one", 2, 2, 1, 0.75), (2, 0, 0, "top_one", 1, 1, 2, 0.25),
-        (3, 7, 0, "top_one", 7, 7, 3, 1.0),  # of the target class 7
-        (0, 1, 1, "top_one", 1, 1, 3, 0.5), (1, 2, 1, "top_one", 7, 7, 1, 0.0), (3, 7, 1, "top_one", 7, 7, 3, 1.0)]
-    frame = pd.DataFrame(rows, columns=["idx", "label", "triggered", "rule", "predict", "certified_class",
-                                        "certified_patch", "base_correct"]).assign(count_0=0)
-    write_tsv(frame, tmp_path / "certify.tsv")
+    # a band of 1 column on 8×8 images (8 positions, Δ(m) = m), 8 classes; votes and what follows from them
+    rows = [  # idx label triggered predict certified_patch base_correct {class: votes}
+        (0, 1, 0, 1, 3, 8 / 8, {1: 8}), (1, 2, 0, 2, 1, 5 / 8, {2: 5, 1: 2, 0: 1}),
+        (2, 7, 0, 1, 2, 0 / 8, {1: 7, 0: 1}), (3, 7, 0, 7, 3, 8 / 8, {7: 8}),  # of the target class 7
+        (0, 1, 1, 1, 3, 8 / 8, {1: 8}), (1, 2, 1, 7, 1, 2 / 8, {7: 5, 2: 2, 0: 1}), (2, 7, 1, 7, 3, 1.0, {7: 8}),
+        (3, 7, 1, 7, 3, 8 / 8, {7: 8})]
+    frame = pd.DataFrame([{"idx": i, "label": label, "triggered": t, "rule": "top_one", "predict": p,
+                           "certified_class": p, "certified_patch": m, "base_correct": base,
+                           **{f"count_{c}": votes.get(c, 0) for c in range(8)}}
+                          for i, label, t, p, m, base, votes in rows])
+    patch.CERTIFY_TSV.write(frame, tmp_path / "certify.tsv")
     mask = np.zeros((1, 8, 8), bool)
     mask[0, 0:3, 0:3] = True
     trigger = poison.Trigger(mask, np.full((1, 8, 8), 250, np.uint8), "set")
@@ -94,14 +101,17 @@ def test_rows_of_a_certify_tsv(tmp_path):
                                                               np.zeros(0, np.int64), trigger, 7))
     keys = {"dataset": "digits", "attack": "backdoor", "attack_type": "backdoor", "defense": "patch",
             "method": "patch", "certificate": "-"}
+    checks = {"ablation": {"kind": "band", "size": 1, "count": 1, "height": 8, "width": 8}, "rules": ["top_one"],
+              "randomized": None, "test_size": 4, "skip": 1, "max": None, "test_indices": None, "points_per_job": 4,
+              "attack": None}
     patch.summarize_patch(str(tmp_path / "certify.tsv"), str(tmp_path / "poison.npz"), [], str(tmp_path / "rows.tsv"),
-                          keys, {"ablation": "band_s2"}, {"top_one": {}}, [1, 2, 3])
+                          keys, {"ablation": "band_s1"}, {"top_one": {}}, [1, 2, 3], checks)
     row = results.wide(results.read_rows(tmp_path / "rows.tsv")).iloc[0]
     assert row["certificate"] == "top_one" and row["n_test"] == 4
-    assert row["accuracy"] == pytest.approx(3 / 4) and row["base_accuracy"] == pytest.approx(0.625)
+    assert row["accuracy"] == pytest.approx(3 / 4) and row["base_accuracy"] == pytest.approx((1 + 5 / 8 + 0 + 1) / 4)
     assert [row[f"cert_acc@patch_size={m}"] for m in (1, 2, 3)] == pytest.approx([3 / 4, 2 / 4, 2 / 4])
-    assert row["asr"] == 0.5 and row["ra"] == 0.5 and row["trigger_side"] == 3  # the target-class copy left out
-    assert row["asr_all"] == pytest.approx(2 / 3)  # … and counted
+    assert row["asr"] == 0.5 and row["ra"] == 0.5 and row["trigger_side"] == 3  # the target-class copies left out
+    assert row["asr_all"] == pytest.approx(3 / 4)  # … and counted
     assert row["certified_ra"] == 0.5 and row["trigger_within_certified"] == 0.5
 
 

@@ -193,12 +193,28 @@ class Column:
 
 
 @dataclass(frozen=True)
+class Repeated:
+    """Columns ``<prefix>0 … <prefix>{n−1}`` of one kind after the declared ones (one per class, say):
+    at least ``minimum`` of them."""
+
+    prefix: str
+    column: Column
+    minimum: int = 1
+
+    def names(self, count: int) -> list[str]:
+        """The names of ``count`` such columns."""
+        return [f"{self.prefix}{i}" for i in range(count)]
+
+
+@dataclass(frozen=True)
 class TsvFormat:
-    """A TSV passed between rules: its columns in order (``optional`` ones may be there or not)."""
+    """A TSV passed between rules: its columns in order (``optional`` ones may be there or not), then
+    its ``repeated`` columns, if any."""
 
     name: str
     columns: Mapping[str, Column]
     optional: Mapping[str, Column] = field(default_factory=dict)
+    repeated: Repeated | None = None
 
     def __post_init__(self) -> None:
         _register(self)
@@ -206,7 +222,12 @@ class TsvFormat:
     def write(self, frame: pd.DataFrame, path: str | Path) -> None:
         """Write the declared columns of ``frame`` (in declared order) atomically."""
         names = [*self.columns, *(c for c in self.optional if c in frame.columns)]
-        write_tsv(frame[names], path)
+        write_tsv(frame[names + self._repeated_names(frame.columns)], path)
+
+    def _repeated_names(self, found: Iterable[str]) -> list[str]:
+        if self.repeated is None:
+            return []
+        return self.repeated.names(sum(name.startswith(self.repeated.prefix) for name in found))
 
     def read(self, path: str | Path, rows: int | None = None, min_rows: int = 0) -> pd.DataFrame:
         """The file checked against the format: its header, every cell, and ``rows`` rows when given."""
@@ -215,15 +236,19 @@ class TsvFormat:
         _require_complete_text(path)
         frame = read_tsv(path, dtype=str, keep_default_na=False)
         found = list(frame.columns)
-        expected = [*self.columns, *(c for c in self.optional if c in found)]
+        expected = [*self.columns, *(c for c in self.optional if c in found), *self._repeated_names(found)]
         if found != expected:
             raise ArtifactError(f"{path}: not a {self.name} TSV: columns {found}, expected {expected}")
+        if self.repeated is not None and len(self._repeated_names(found)) < self.repeated.minimum:
+            raise ArtifactError(f"{path}: not a {self.name} TSV: fewer than {self.repeated.minimum} columns "
+                                f"{self.repeated.prefix}…")
         if rows is not None and len(frame) != rows:
             raise ArtifactError(f"{path}: {len(frame)} rows, the config implies {rows} ({self.name})")
         if len(frame) < min_rows:
             raise ArtifactError(f"{path}: {len(frame)} rows, a {self.name} TSV has at least {min_rows}")
-        checked = {name: _checked_column(path, name, frame[name], {**self.columns, **self.optional}[name])
-                   for name in found}
+        repeated = {n: self.repeated.column for n in self._repeated_names(found)} if self.repeated else {}
+        kinds = {**self.columns, **self.optional, **repeated}
+        checked = {name: _checked_column(path, name, frame[name], kinds[name]) for name in found}
         return pd.DataFrame(checked, index=frame.index)
 
 
@@ -311,3 +336,44 @@ def _checked_column(path: str | Path, name: str, text: pd.Series, column: Column
     if column.allowed is not None and not values.dropna().isin(column.allowed).all():
         raise bad(values.notna() & ~values.isin(column.allowed), f"is not one of {list(column.allowed)}")
     return values
+
+
+def require_keys(path: str | Path, frame: pd.DataFrame, expected: pd.MultiIndex) -> None:
+    """Refuse a table whose key columns (``expected``'s names) repeat a row, or hold other rows than
+    ``expected`` (ids unique and complete)."""
+    import pandas as pd
+
+    found = pd.MultiIndex.from_frame(frame[list(expected.names)])
+    repeated = found.duplicated()
+    if repeated.any():
+        raise ArtifactError(f"{path}: rows repeated on lines {_lines(frame, repeated)}: {list(found[repeated][:3])}")
+    foreign, missing = found.difference(expected), expected.difference(found)
+    names = ", ".join(map(str, expected.names))
+    if len(foreign):
+        raise ArtifactError(f"{path}: rows the config does not ask for ({names}): {list(foreign[:3])}")
+    if len(missing):
+        raise ArtifactError(f"{path}: rows missing ({names}): {list(missing[:3])}")
+
+
+def require_derived(path: str | Path, frame: pd.DataFrame, column: str, derived: Any, source: str,
+                    close: bool = False) -> None:
+    """Refuse a table whose ``column`` differs, row by row, from ``derived``, what it follows from
+    (``source`` says what that is); ``close``: up to float rounding."""
+    found, derived = frame[column].to_numpy(), np.asarray(derived)
+    if close:
+        wrong = ~np.isclose(found.astype(float), derived.astype(float), rtol=1e-9, atol=1e-12)
+    else:
+        wrong = found != derived
+    refuse_rows(path, frame, wrong, f"{column} that does not follow from {source} (found {found[wrong][:3].tolist()}, "
+                                    f"recomputed {derived[wrong][:3].tolist()})")
+
+
+def refuse_rows(path: str | Path, frame: pd.DataFrame, wrong: Any, what: str) -> None:
+    """An :class:`ArtifactError` naming the file, ``what`` is wrong and the first lines where ``wrong`` holds."""
+    if np.any(wrong):
+        raise ArtifactError(f"{path}: {what} on lines {_lines(frame, wrong)}")
+
+
+def _lines(frame: pd.DataFrame, mask: Any) -> list[int]:
+    """The file's line numbers (the header is line 1) of the first three rows of ``mask``."""
+    return [int(i) + 2 for i in frame.index[np.asarray(mask)][:3]]

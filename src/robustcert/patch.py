@@ -39,7 +39,7 @@ from robustcert.pgd import PGD
 from robustcert.smoothing import lower_confidence_bound
 
 __all__ = ["KINDS", "Ablation", "PatchSmooth", "certify_votes", "check_ablation", "encode", "largest_certified",
-           "patch_attack"]
+           "patch_attack", "randomized_certificate"]
 TOP_ONE = "top_one"
 # ablated input values per forward pass that ``auto`` batch sizes aim at (as robustcert.smoothing)
 BATCH_VALUES = {"cpu": 600_000, "cuda": 4096 * 6 * 32 * 32}
@@ -123,6 +123,23 @@ def largest_certified(counts: np.ndarray, ablation: Ablation, patch_sizes: range
     return largest
 
 
+def randomized_certificate(counts: np.ndarray, top: np.ndarray, n: int, alpha: float, ablation: Ablation,
+                           patch_sizes: range | list[int]) -> dict[str, np.ndarray]:
+    """Randomized band smoothing's outcome from the counts [points, C] of the ``n`` estimation draws and
+    the class ``top`` [points] the selection draws chose: Cohen's PREDICT, the
+    certified class (:data:`ABSTAIN` unless the lower bound p̲ of ``top``'s probability exceeds 1/2), the
+    largest patch side of ``patch_sizes`` (increasing) with p̲ > 1/2 + Δ(m)/P (0: none), and p̲."""
+    counts = np.asarray(counts, dtype=np.int64)
+    bound = lower_confidence_bound(counts[np.arange(len(counts)), top], n, alpha)
+    largest = np.zeros(len(counts), dtype=np.int64)
+    still = bound > 0.5
+    for m in patch_sizes:
+        still &= bound > 0.5 + ablation.delta(m) / ablation.num_positions
+        largest[still] = m
+    return {"predict": _binomial_predict(counts, alpha), "certified_class": np.where(bound > 0.5, top, ABSTAIN),
+            "certified_patch": largest, "lower_bound": bound}
+
+
 class PatchSmooth:
     """The smoothed classifier of a base ``model`` (taking 2C channels) over the positions of an ablation.
 
@@ -170,17 +187,8 @@ class PatchSmooth:
         its count against the runner-up's rejects 1/2 at α, else :data:`ABSTAIN`."""
         selection = self._random_counts(x, n0, generator)
         estimation = self._random_counts(x, n, generator)
-        rows = np.arange(len(x))
-        top = selection.argmax(axis=1)
-        bound = lower_confidence_bound(estimation[rows, top], n, alpha)
-        largest = np.zeros(len(x), dtype=np.int64)
-        still = bound > 0.5
-        for m in patch_sizes:
-            still &= bound > 0.5 + self.ablation.delta(m) / self.ablation.num_positions
-            largest[still] = m
-        return {"counts": estimation, "predict": _binomial_predict(estimation, alpha),
-                "certified_class": np.where(bound > 0.5, top, ABSTAIN), "certified_patch": largest,
-                "lower_bound": bound}
+        return {"counts": estimation, **randomized_certificate(estimation, selection.argmax(axis=1), n, alpha,
+                                                               self.ablation, patch_sizes)}
 
     def _random_counts(self, x: torch.Tensor, n: int, generator: torch.Generator) -> np.ndarray:
         positions = torch.randint(self.ablation.num_positions, (len(x), n), generator=generator).to(self.device)

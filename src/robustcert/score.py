@@ -12,9 +12,10 @@ triggered copy carries the same draw as its clean image.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,11 +53,13 @@ class ScoringNoise:
         return self.sigma * torch.randn(shape, generator=generator)
 
 
-def load_ensemble(paths: Sequence[str | Path], num_subsets: int) -> list[nn.Module]:
-    """The models of all shards, ordered by subset id; every subset exactly once."""
+def load_ensemble(paths: Sequence[str | Path], num_subsets: int,
+                  purpose: Mapping[str, Any] | None = None) -> list[nn.Module]:
+    """The models of all shards, ordered by subset id; every subset exactly once; each shard trained for
+    ``purpose`` (:func:`robustcert.train.load_shard`), when given."""
     by_subset: dict[int, nn.Module] = {}
     for path in paths:
-        _, subsets, models = load_shard(str(path))
+        _, subsets, models = load_shard(str(path), purpose)
         for j, model in zip(subsets, models):
             if j in by_subset or not 0 <= j < num_subsets:
                 raise ArtifactError(f"{path}: subset {j} is duplicated or outside [0, {num_subsets})")

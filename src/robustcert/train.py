@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -483,15 +483,21 @@ def _adam_step(params: dict, grads: dict, state: dict, lr: float, cfg: TrainConf
     return new_params, new_state
 
 
-def save_shard(path: str, spec: ModelSpec, subsets: Sequence[int], states: list[dict[str, torch.Tensor]]) -> None:
-    """Write a shard's models as a checkpoint that loads with ``weights_only=True``."""
+def save_shard(path: str, spec: ModelSpec, subsets: Sequence[int], states: list[dict[str, torch.Tensor]],
+               trained_for: Mapping[str, Any]) -> None:
+    """Write a shard's models as a checkpoint that loads with ``weights_only=True``, with what they were
+    trained for (``trained_for``: the method and what else makes them fit one use only, an ablation, say)."""
     save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "spec": asdict(spec), "subsets": list(map(int, subsets)),
-                           "states": states})
+                           "trained_for": dict(trained_for), "states": states})
 
 
-def load_shard(path: str) -> tuple[ModelSpec, list[int], list[nn.Module]]:
-    """The spec, subset ids and models (in eval mode, on the CPU) of a shard checkpoint."""
+def load_shard(path: str, purpose: Mapping[str, Any] | None = None) -> tuple[ModelSpec, list[int], list[nn.Module]]:
+    """The spec, subset ids and models (in eval mode, on the CPU) of a shard checkpoint; with a
+    ``purpose`` (the method, and any of the architecture ``arch``, the ``in_channels`` and what else the
+    checkpoint records it was trained for), a checkpoint trained for another is refused naming the file."""
     payload = load_checkpoint(path, CHECKPOINT_FORMAT)
+    if purpose is not None:
+        _require_purpose(path, payload, purpose)
     try:
         spec = ModelSpec(**payload["spec"])
         models = []
@@ -505,3 +511,14 @@ def load_shard(path: str) -> tuple[ModelSpec, list[int], list[nn.Module]]:
     if len(models) != len(payload["subsets"]):
         raise ArtifactError(f"{path}: {len(models)} models for {len(payload['subsets'])} subsets")
     return spec, list(payload["subsets"]), models
+
+
+def _require_purpose(path: str, payload: Mapping[str, Any], purpose: Mapping[str, Any]) -> None:
+    """Refuse a checkpoint whose record of what it was trained for differs from ``purpose`` on any key."""
+    spec = payload.get("spec") if isinstance(payload.get("spec"), dict) else {}
+    recorded = {**{key: spec.get(key) for key in ("arch", "in_channels")}, **payload.get("trained_for", {})}
+    differing = {key: recorded.get(key) for key, value in purpose.items() if recorded.get(key) != value}
+    if differing:
+        wanted = {key: purpose[key] for key in differing}
+        raise ArtifactError(f"{path}: a checkpoint trained for {differing}, loaded for {wanted}: "
+                            "it belongs to another model (retrain it, or point to the right file)")

@@ -155,7 +155,7 @@ def evaluate_bilevel_radius(clean_model: str, poisoned_model: str, split_path: s
     batch_size = resolve_batch_size(settings["batch_size"], target_device, split.x_test.shape[1:])
     results = {}
     for name, path in (("clean", clean_model), ("poisoned", poisoned_model)):
-        _, _, models = train.load_shard(path)
+        _, _, models = train.load_shard(path, {"method": "smoothing"})
         results[name] = bilevel.target_class_certification(
             models[0].to(target_device), split.x_test, split.y_test, int(settings["target"]), settings["n_points"],
             settings["n0"], settings["n"], settings["alpha"], sigma, batch_size, derive_seed(seed),

@@ -144,6 +144,10 @@ class Plan:
                 "translation_steps": translation["steps"], "layer": defense["features"]["layer"] or "penultimate",
                 "threshold": defense["clustering"]["threshold"]}
 
+    def threshold(self, wildcards: Any) -> int:
+        """The verdict's threshold: a label with more clusters is flagged."""
+        return int(self.config["defenses"][wildcards.defense]["clustering"]["threshold"])
+
     def title(self, wildcards: Any) -> str:
         """The figures' title."""
         return f"{wildcards.dataset} · {wildcards.attack} · {wildcards.defense}"
@@ -152,7 +156,7 @@ class Plan:
 def _load_model(model_path: str, target: Any) -> Any:
     from robustcert import train
 
-    _, _, models = train.load_shard(model_path)
+    _, _, models = train.load_shard(model_path, {"method": METHOD})
     if len(models) != 1:
         raise ValueError(f"{model_path}: {len(models)} models, detection probes one")
     return models[0].to(target).eval()
@@ -258,14 +262,14 @@ def plot_detection(embedding_path: str, gallery_path: str, title: str, cluster_o
 
 
 def summarize_detection(scores_path: str, adversarial_path: str, clusters_path: str, output: str,
-                        keys: Mapping[str, str], params: Mapping[str, Any]) -> None:
+                        keys: Mapping[str, str], params: Mapping[str, Any], threshold: int) -> None:
     """The model's rows: accuracy, adversarial accuracy, attack success rate, clusters and verdict per
     label, flagged labels, the true target and whether the model was detected (docs/metrics.md)."""
     from robustcert import evaluate, metrics
 
     scores = evaluate.load_scores(scores_path, models=1)
     adversarial = evaluate.PREDICTIONS.read(adversarial_path, rows=len(scores["labels"]))
-    clusters = CLUSTERS_TSV.read(clusters_path, rows=scores["logits"].shape[2])
+    clusters = read_clusters(clusters_path, scores["logits"].shape[2], threshold)
     target = int(scores["target"])
     triggered = scores["triggered_logits"][:, 0].argmax(axis=1)
     true_labels = scores["labels"][scores["triggered_index"]]
@@ -280,6 +284,26 @@ def summarize_detection(scores_path: str, adversarial_path: str, clusters_path: 
                Metric("true_target", target if target >= 0 else float("nan")),
                Metric("target_flagged", float(target in flagged) if target >= 0 else float("nan"))]
     write_rows(output, tidy_rows(keys, params, numbers))
+
+
+def read_clusters(path: str, num_classes: int, threshold: int) -> Any:
+    """A clusters TSV checked: its format, a row for each of the ``num_classes`` labels, and the derived
+    fields (the number of clusters and the points of its sizes, the verdict against ``threshold``)."""
+    import numpy as np
+    import pandas as pd
+
+    from robustcert.artifacts import refuse_rows, require_derived, require_keys
+
+    clusters = CLUSTERS_TSV.read(path, rows=num_classes)
+    require_keys(path, clusters, pd.MultiIndex.from_arrays([range(num_classes)], names=["label"]))
+    sizes = [[int(n) if n.isdigit() else -1 for n in cell.split(",")] for cell in clusters["sizes"]]
+    refuse_rows(path, clusters, [min(s) < 1 for s in sizes], "sizes that are not positive whole numbers")
+    require_derived(path, clusters, "clusters", [len(s) for s in sizes], "its sizes")
+    refuse_rows(path, clusters, np.array([sum(s) for s in sizes]) != clusters["n_translated"] + clusters["n_clean"],
+                "sizes that do not add up to n_translated + n_clean")
+    require_derived(path, clusters, "flagged", (clusters["clusters"] > threshold).astype(int),
+                    f"its clusters against the threshold {threshold}")
+    return clusters
 
 
 def tabulate_detection(row_paths: Sequence[str], output: str) -> None:

@@ -96,7 +96,12 @@ class Plan:
         """What training reads of the defense: the architecture and the training recipe."""
         defense = self.config["defenses"][wildcards.defense]
         recipe_of = self._recipes.get(defense["method"], entry_recipe)
-        return canonical({"arch": defense["arch"], "train": recipe_of(defense)})
+        return canonical({"method": defense["method"], "arch": defense["arch"], "train": recipe_of(defense)})
+
+    def purpose(self, wildcards: Any) -> dict[str, str]:
+        """What scoring checks its checkpoints were trained for: the defense's method and architecture."""
+        defense = self.config["defenses"][wildcards.defense]
+        return {"method": defense["method"], "arch": defense["arch"]}
 
     def test_noise(self, wildcards: Any) -> dict[str, Any]:
         """What scoring reads of the test-time noise: its σ and the replicate's seed (nothing without noise)."""
@@ -132,11 +137,11 @@ def train_shard(split_path: str, poison_path: str, partition_path: str, output: 
     spec = train.ModelSpec.for_split(recipe["arch"], split)
     cfg = train.TrainConfig(**recipe["train"], seed=derive_seed(seed))
     states = train.train_shard(x, y, parts, list(subsets), spec, cfg, target)
-    train.save_shard(output, spec, subsets, states)
+    train.save_shard(output, spec, subsets, states, trained_for={"method": recipe["method"]})
 
 
 def score_ensemble(split_path: str, poison_path: str, partition_path: str, shard_paths: Sequence[str], output: str,
-                   device: str, threads: int, test_noise: Mapping[str, Any]) -> None:
+                   device: str, threads: int, test_noise: Mapping[str, Any], purpose: Mapping[str, Any]) -> None:
     """Write the score matrix of all base models on the clean and triggered test sets (plus each model's
     fixed test-time noise when ``test_noise`` gives its σ and seed)."""
     target = compute_prologue(threads, device)
@@ -146,7 +151,7 @@ def score_ensemble(split_path: str, poison_path: str, partition_path: str, shard
 
     split, attack, _, y = load_poisoned_training_set(split_path, poison_path)
     parts = partition.load_partition(partition_path, len(y))
-    models = score.load_ensemble(shard_paths, parts.num_subsets)
+    models = score.load_ensemble(shard_paths, parts.num_subsets, purpose)
     noise = score.ScoringNoise(test_noise["sigma"], derive_seed(test_noise["seed"])) if test_noise else None
     if noise is not None:
         log.info("test-time noise σ=%g, model j seeded with %s", noise.sigma,

@@ -22,8 +22,10 @@ from typing import Any
 import numpy as np
 
 from robustcert.ablation import Ablation, check_ablation
+from robustcert.artifacts import ArtifactError, Column, Repeated, TsvFormat, refuse_rows, require_derived, require_keys
 from robustcert.config import Config, canonical, derive_seed, refuse
 from robustcert.data import expected_test_size, source_shape
+from robustcert.evaluate import CORRECT, INDEX, LABEL, PREDICTION
 from robustcert.results import Metric, concatenate, on_axis, tidy_rows, write_rows
 from robustcert.workflow import compute_prologue, log
 from robustcert.workflow.common import common_params, experiments_of, row_keys
@@ -40,8 +42,17 @@ UNDEFENDED_MODEL = "<results>/models/{dataset}/seed_{seed}/{attack}/{defense}/sh
 ROW = "<results>/tables/rows/{dataset}/seed_{seed}/{attack}/{defense}/patch_{ablation}.tsv"
 PLOT = "<results>/plots/{dataset}/patch/{defense}.{ext}"
 ABLATION_LABEL = r"(band|row|block)_s\d+(_k\d+)?"
-SETTINGS_KEYS = ("thresholds", "randomized", "batch_size", "skip", "max", "test_indices", "points_per_job")
-ATTACK_KEYS = ("thresholds", "batch_size", "skip", "max", "test_indices", "attack")
+TOP_ONE, RANDOMIZED = "top_one", "randomized"
+# a certify TSV (a shard's, or the gathered one) and an attack TSV, as the module's docstring and
+# attack_patch describe them
+CERTIFY_TSV = TsvFormat("patch certify", {
+    "idx": INDEX, "label": LABEL, "triggered": Column("int", allowed=(0, 1)), "rule": Column("str"),
+    "predict": PREDICTION, "certified_class": PREDICTION, "certified_patch": Column("int", minimum=0),
+    "base_correct": Column("float", minimum=0)}, repeated=Repeated("count_", Column("int", minimum=0), minimum=2))
+ATTACK_TSV = TsvFormat("patch attack", {"idx": INDEX, "label": LABEL, "patch_size": Column("int", minimum=0),
+                                        "model": Column("str"), "correct": CORRECT})
+SETTINGS_KEYS = ("arch", "thresholds", "randomized", "batch_size", "skip", "max", "test_indices", "points_per_job")
+ATTACK_KEYS = ("arch", "thresholds", "batch_size", "skip", "max", "test_indices", "attack")
 
 
 def ablations_of(defense: Mapping[str, Any], image_shape: tuple[int, int, int]) -> list[Ablation]:
@@ -190,15 +201,32 @@ class Plan:
     def rule_params(self, wildcards: Any) -> dict[str, dict[str, Any]]:
         """The parameters of each voting rule beyond the ablation's."""
         defense = self.config["defenses"][wildcards.defense]
-        rules = {f"theta_{t:g}": {"theta": t} for t in defense["thresholds"]} | {"top_one": {}}
+        rules = {f"theta_{t:g}": {"theta": t} for t in defense["thresholds"]} | {TOP_ONE: {}}
         randomized = defense["randomized"]
         if randomized["enabled"]:
-            rules["randomized"] = {key: randomized[key] for key in ("n0", "n", "alpha")}
+            rules[RANDOMIZED] = {key: randomized[key] for key in ("n0", "n", "alpha")}
         return rules
 
     def patch_sizes(self, wildcards: Any) -> list[int]:
         """The patch sides of the rows."""
         return list(self.config["defenses"][wildcards.defense]["patch_sizes"])
+
+    def checks(self, wildcards: Any) -> dict[str, Any]:
+        """What the certify and attack TSVs of an ablation are checked against where they are read: the
+        ablation on the dataset's images, the voting rules (randomized: its draws and α), the certified
+        points and their shards, and the attacked points, patch sizes and models."""
+        defense = self.config["defenses"][wildcards.defense]
+        _, height, width = self._shape(wildcards.dataset)
+        randomized, attack = defense["randomized"], defense["attack"]
+        attacked = {"n_points": attack["n_points"], "patch_sizes": self._attacked_sizes(defense),
+                    "undefended": attack["undefended"] is not None}
+        return canonical({
+            "ablation": {**self._spec(wildcards), "height": height, "width": width},
+            "rules": list(self.rule_params(wildcards)),
+            "randomized": {"n": randomized["n"], "alpha": randomized["alpha"]} if randomized["enabled"] else None,
+            "test_size": expected_test_size(self.config["datasets"][wildcards.dataset]),
+            **{key: defense[key] for key in ("skip", "max", "test_indices", "points_per_job")},
+            "attack": attacked if attack["enabled"] else None})
 
 
 def _certifiable_problems(ablations: Sequence[Ablation], defense: Mapping[str, Any]) -> list[str]:
@@ -284,26 +312,113 @@ def train_patch(split_path: str, poison_path: str, output: str, recipe: Mapping[
                             ablation_size=ablation["size"], ablation_count=ablation["count"], seed=derive_seed(seed))
     spec = train.ModelSpec(recipe["arch"], channels, split.num_classes, split.image_shape[1])
     states = train.train_shard(x, y, whole, [0], spec, cfg, target)
-    train.save_shard(output, spec, [0], states)
+    train.save_shard(output, spec, [0], states, trained_for={"method": METHOD, "ablation": dict(ablation)})
 
 
-def gather_patch(shard_paths: Sequence[str], output: str) -> None:
-    """Concatenate the certify shards of one ablation in ``idx`` order (each shard non-empty, no test
-    point certified twice under the same rule, clean or triggered)."""
+def gather_patch(shard_paths: Sequence[str], output: str, checks: Mapping[str, Any]) -> None:
+    """Concatenate the certify shards of one ablation in ``idx`` order, each checked (:func:`read_certify`)
+    against the points of its shard; the triggered copies in every shard or in none."""
     import pandas as pd
 
-    from robustcert.artifacts import ArtifactError, read_tsv, write_tsv
-
-    frames = [read_tsv(path) for path in shard_paths]
-    empty = [path for path, frame in zip(shard_paths, frames) if frame.empty]
-    if empty:
-        raise ArtifactError(f"{empty[0]}: a certify shard with no rows")
+    shards = point_shards(checks["test_size"], checks)
+    if len(shards) != len(shard_paths):
+        raise ArtifactError(f"{output}: {len(shard_paths)} certify shards given, the config implies {len(shards)}")
+    frames = [read_certify(path, checks, points) for path, points in zip(shard_paths, shards)]
+    copies = {path: bool(frame["triggered"].any()) for path, frame in zip(shard_paths, frames)}
+    if len(set(copies.values())) > 1:
+        without = [path for path, triggered in copies.items() if not triggered]
+        raise ArtifactError(f"{without[0]}: no triggered copies, while other shards of {output} have them")
     frame = pd.concat(frames, ignore_index=True).sort_values(["idx", "triggered", "rule"], kind="stable")
-    repeated = frame.duplicated(["idx", "triggered", "rule"])
-    if repeated.any():
-        raise ArtifactError(f"{output}: the shards {list(shard_paths)} repeat test points "
-                            f"{frame.loc[repeated, 'idx'].unique().tolist()[:5]}")
-    write_tsv(frame, output)
+    CERTIFY_TSV.write(frame, output)
+
+
+def read_certify(path: str, checks: Mapping[str, Any], points: np.ndarray, triggered: bool | None = None) -> Any:
+    """A certify TSV checked against the config (:meth:`Plan.checks`): its format, a row for every test
+    point of ``points``, voting rule and copy (the triggered copies when ``triggered``; None: if the file
+    has any) and no other, and every derived field recomputed from the votes (prediction, certified
+    class and patch size, the base classifier's accuracy)."""
+    import pandas as pd
+
+    frame = CERTIFY_TSV.read(path)
+    copies = [0, 1] if (frame["triggered"].any() if triggered is None else triggered) else [0]
+    rules = list(checks["rules"])
+    expected = len(points) * len(rules) * len(copies)
+    if len(frame) != expected:
+        raise ArtifactError(f"{path}: {len(frame)} rows, the config implies {expected} ({len(points)} test points × "
+                            f"{len(rules)} voting rules × {len(copies)} copies)")
+    require_keys(path, frame, pd.MultiIndex.from_product([copies, rules, np.sort(points)],
+                                                         names=["triggered", "rule", "idx"]))
+    _require_votes_follow(path, frame, checks)
+    return frame
+
+
+def read_attack(path: str, checks: Mapping[str, Any], labels: Mapping[int, int]) -> Any:
+    """An attack TSV checked against the config: its format, a row for every attacked point, patch size
+    (0: none) and model and no other, and each point's label as the certify TSV's (``labels``: idx → label)."""
+    import pandas as pd
+
+    spec = checks["attack"]
+    points = certified_points(checks["test_size"], checks["skip"], checks["max"], checks["test_indices"])
+    points = points[:spec["n_points"]]
+    models = [*(rule for rule in checks["rules"] if rule != RANDOMIZED), *(["undefended"] if spec["undefended"] else [])]
+    sizes = [0, *spec["patch_sizes"]]
+    frame = ATTACK_TSV.read(path, rows=len(points) * len(sizes) * len(models))
+    require_keys(path, frame, pd.MultiIndex.from_product([models, sizes, np.sort(points)],
+                                                         names=["model", "patch_size", "idx"]))
+    require_derived(path, frame, "label", frame["idx"].map(labels), "the certify TSV's label of the point")
+    return frame
+
+
+def _require_votes_follow(path: str, frame: Any, checks: Mapping[str, Any]) -> None:
+    """Refuse a certify TSV whose prediction, certificate or base accuracy does not follow from its votes."""
+    import pandas as pd
+
+    from robustcert import patch
+
+    spec = checks["ablation"]
+    ablation = Ablation(spec["kind"], spec["size"], spec["height"], spec["width"], spec["count"])
+    positions, sizes = ablation.num_positions, range(1, min(ablation.height, ablation.width) + 1)
+    counts = frame[[c for c in frame.columns if c.startswith("count_")]].to_numpy()
+    classes = frame[["label", "predict", "certified_class"]].to_numpy()
+    refuse_rows(path, frame, (classes >= counts.shape[1]).any(axis=1),
+                f"a class without a vote column (count_0 … count_{counts.shape[1] - 1})")
+    require_derived(path, frame, "label", frame.groupby("idx")["label"].transform("first"),
+                    "the label of the point's other rows")
+    top = (frame["rule"] == TOP_ONE).to_numpy()
+    refuse_rows(path, frame, top & (counts.sum(axis=1) != positions),
+                f"top-one votes that do not add up to the {positions} positions")
+    refuse_rows(path, frame, (frame["rule"] != RANDOMIZED).to_numpy() & (counts > positions).any(axis=1),
+                f"more votes for a class than the {positions} positions")
+    for rule in checks["rules"]:
+        rows = (frame["rule"] == rule).to_numpy()
+        if rule == RANDOMIZED:
+            _require_randomized(path, frame[rows], counts[rows], checks["randomized"], ablation, sizes)
+            continue
+        prediction, _ = patch.certify_votes(counts[rows], 0)
+        for column, derived in (("predict", prediction), ("certified_class", prediction),
+                                ("certified_patch", patch.largest_certified(counts[rows], ablation, sizes))):
+            require_derived(path, frame[rows], column, derived, "the votes")
+    key = pd.MultiIndex.from_frame(frame[["idx", "triggered"]])
+    share = counts[np.arange(len(frame)), frame["label"]] / positions
+    base = pd.Series(share[top], index=key[top]).reindex(key).to_numpy()
+    require_derived(path, frame, "base_correct", base, "the top-one votes for the label", close=True)
+
+
+def _require_randomized(path: str, frame: Any, counts: np.ndarray, spec: Mapping[str, Any], ablation: Ablation,
+                        sizes: range) -> None:
+    """Refuse randomized rows whose votes are not the ``n`` draws, or whose prediction or certificate
+    does not follow from them (a certified class must have a lower bound above 1/2)."""
+    from robustcert import patch
+
+    refuse_rows(path, frame, counts.sum(axis=1) != spec["n"], f"votes that do not add up to the {spec['n']} draws")
+    certified = frame["certified_class"].to_numpy()
+    top = np.where(certified >= 0, certified, counts.argmax(axis=1))
+    derived = patch.randomized_certificate(counts, top, spec["n"], spec["alpha"], ablation, sizes)
+    require_derived(path, frame, "predict", derived["predict"], "the draws")
+    abstained = certified < 0
+    require_derived(path, frame, "certified_class", np.where(abstained, certified, derived["certified_class"]),
+                    "the draws")
+    require_derived(path, frame, "certified_patch", np.where(abstained, 0, derived["certified_patch"]), "the draws")
 
 
 def certify_patch(model_path: str, split_path: str, poison_path: str, output: str, settings: Mapping[str, Any],
@@ -315,7 +430,6 @@ def certify_patch(model_path: str, split_path: str, poison_path: str, output: st
     import torch
 
     from robustcert import data, patch
-    from robustcert.artifacts import write_tsv
     from robustcert.poison import load_poison, triggered_test_set
 
     split = data.load_split(split_path)
@@ -338,7 +452,7 @@ def certify_patch(model_path: str, split_path: str, poison_path: str, output: st
     per_image = (time.perf_counter() - start) / max(len(points), 1)
     log.info("certified %d test points (%s, %d positions, batches of %d): %.4f s per image and its copies",
              len(points), ablation.label, ablation.num_positions, smooth.batch_size, per_image)
-    write_tsv(pd.concat(frames, ignore_index=True), output)  # the job's time: in the log and results/benchmarks
+    CERTIFY_TSV.write(pd.concat(frames, ignore_index=True), output)  # the job's time: in the log and results/benchmarks
 
 
 def _smoothed(model_path: str, split: Any, settings: Mapping[str, Any], target: Any) -> Any:
@@ -346,7 +460,9 @@ def _smoothed(model_path: str, split: Any, settings: Mapping[str, Any], target: 
     from robustcert import patch, train
 
     channels, height, width = split.image_shape
-    _, _, models = train.load_shard(model_path)
+    purpose = {"method": METHOD, "ablation": dict(settings["ablation"]), "arch": settings["arch"],
+               "in_channels": 2 * channels}
+    _, _, models = train.load_shard(model_path, purpose)
     batch_size = (patch.auto_batch_size(target, split.image_shape) if settings["batch_size"] == "auto"
                   else int(settings["batch_size"]))
     ablation = Ablation(**settings["ablation"], height=height, width=width)
@@ -364,7 +480,6 @@ def attack_patch(model_path: str, split_path: str, undefended_paths: Sequence[st
     import torch
 
     from robustcert import data, patch, train
-    from robustcert.artifacts import write_tsv
     from robustcert.pgd import PGD, cross_entropy_loss
 
     split = data.load_split(split_path)
@@ -379,7 +494,7 @@ def attack_patch(model_path: str, split_path: str, undefended_paths: Sequence[st
                             lambda labels: patch.soft_vote_loss(smooth, labels), patch.smoothed_correct(smooth, thresholds),
                             max(1, smooth.batch_size // smooth.ablation.num_positions))}
     for path in undefended_paths:
-        model = train.load_shard(path)[2][0].to(target)
+        model = train.load_shard(path, {"method": "undefended"})[2][0].to(target)
         victims["undefended"] = (["undefended"], lambda labels, model=model: cross_entropy_loss(model, labels),
                                  lambda adv, labels, model=model: (model(adv).argmax(1) == labels)[:, None].cpu(),
                                  smooth.batch_size)
@@ -395,7 +510,7 @@ def attack_patch(model_path: str, split_path: str, undefended_paths: Sequence[st
             log.info("patch attack of side %d on %s: %.1f s, accuracy %s", m, names, time.perf_counter() - start,
                      correct.mean(axis=0).round(3).tolist())
             frames.append(_attack_frame(points, y, m, names, correct))
-    write_tsv(pd.concat(frames, ignore_index=True), output)
+    ATTACK_TSV.write(pd.concat(frames, ignore_index=True), output)
 
 
 def _attack_frame(points: np.ndarray, labels: Any, patch_size: int, names: Sequence[str], correct: np.ndarray) -> Any:
@@ -428,7 +543,7 @@ def _frame(index: np.ndarray, labels: np.ndarray, triggered: int, rule: str, res
 
 def summarize_patch(certify_path: str, poison_path: str, attack_paths: Sequence[str], output: str,
                     keys: Mapping[str, str], params: Mapping[str, Any], rule_params: Mapping[str, Mapping[str, Any]],
-                    patch_sizes: Sequence[int]) -> None:
+                    patch_sizes: Sequence[int], checks: Mapping[str, Any]) -> None:
     """The results rows of one ablation, one certificate per voting rule: clean accuracy of the smoothed
     and of the base classifier, certified accuracy against the patch size and, for an attack with a
     trigger, attack success rate (without and with the target class), robust accuracy, and the robust
@@ -437,11 +552,13 @@ def summarize_patch(certify_path: str, poison_path: str, attack_paths: Sequence[
     attack (``attack_paths``: none or one TSV), its accuracy beside the certified accuracy on the same
     points, and the undefended model's."""
     from robustcert import metrics
-    from robustcert.artifacts import read_tsv
     from robustcert.poison import load_poison
 
-    frame = read_tsv(certify_path)
     attack = load_poison(poison_path)
+    points = certified_points(checks["test_size"], checks["skip"], checks["max"], checks["test_indices"])
+    frame = read_certify(certify_path, checks, points, triggered=attack.trigger is not None)
+    labels = dict(zip(frame["idx"], frame["label"]))
+    attacked = [read_attack(path, checks, labels) for path in attack_paths]
     side = trigger_side(attack.trigger.mask) if attack.trigger is not None else None
     tables = []
     for rule, extra in rule_params.items():
@@ -454,8 +571,8 @@ def summarize_patch(certify_path: str, poison_path: str, attack_paths: Sequence[
                             metrics.certified_accuracy(clean["certified_patch"], certified, patch_sizes))]
         if side is not None:
             numbers += _trigger_metrics(triggered, attack.target, side)
-        for path in attack_paths:
-            numbers += _attack_metrics(read_tsv(path), clean, rule)
+        for attack_frame in attacked:
+            numbers += _attack_metrics(attack_frame, clean, rule)
         tables.append(tidy_rows({**keys, "certificate": rule}, {**params, **extra}, numbers))
     write_rows(output, concatenate(tables))
 
@@ -506,8 +623,7 @@ def plot_patch(certify_paths: Sequence[str], curves: Sequence[Mapping[str, str]]
                outputs: Sequence[str], intervals: bool = False) -> None:
     """Certified accuracy against the patch size: a panel per attack, a line per ablation and rule."""
     from robustcert import plot
-    from robustcert.artifacts import read_tsv
 
-    frames = [(curve["attack"], curve["ablation"], read_tsv(path)) for curve, path in zip(curves, certify_paths)]
+    frames = [(curve["attack"], curve["ablation"], CERTIFY_TSV.read(path)) for curve, path in zip(curves, certify_paths)]
     plot.plot_patch_sizes(frames, title, outputs, intervals)
 

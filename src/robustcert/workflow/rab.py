@@ -83,10 +83,10 @@ class Plan(undefended.BesideUndefended):
         datasets = sorted({e.dataset for e in self.experiments})
         return [PLOT.format(dataset=d, ext=ext) for d in datasets for ext in ("png", "pdf")]
 
-    def certify_params(self, wildcards: Any) -> dict[str, float]:
-        """What the certificate reads: σ and α."""
+    def certify_params(self, wildcards: Any) -> dict[str, float | int]:
+        """What the certificate reads: σ, α and the number of models the scores must hold."""
         defense = self.config["defenses"][wildcards.defense]
-        return {"sigma": float(defense["sigma"]), "alpha": float(defense["alpha"])}
+        return {"sigma": float(defense["sigma"]), "alpha": float(defense["alpha"]), "n_models": int(defense["n_models"])}
 
     def radii(self, wildcards: Any) -> list[float]:
         """The radii at which the rows report certified accuracy."""
@@ -113,29 +113,44 @@ class Plan(undefended.BesideUndefended):
                 **delta}
 
 
-def certify_rab(scores_path: str, certificate: str, sigma: float, alpha: float, clean_output: str,
+def certify_rab(scores_path: str, certificate: str, sigma: float, alpha: float, n_models: int, clean_output: str,
                 triggered_output: str) -> None:
     """Write the certificate TSVs (``idx label predict radius correct``; ``target`` too on the triggered
-    set) of one certificate of the softmax of the score matrix, on the clean and triggered test sets."""
+    set) of one certificate of the softmax of the score matrix of ``n_models`` models, on the clean and
+    triggered test sets."""
+    from robustcert import evaluate
+
+    scores = evaluate.load_scores(scores_path, models=n_models)
+    clean, triggered = certificate_frames(scores, certificate, sigma, alpha)
+    log_summary(certificate, clean)
+    evaluate.CERTIFICATE.write(clean, clean_output)
+    evaluate.TRIGGERED_CERTIFICATE.write(triggered, triggered_output)
+
+
+def certificate_frames(scores: Mapping[str, Any], certificate: str, sigma: float, alpha: float) -> tuple[Any, Any]:
+    """The clean and triggered certificate rows of one certificate of a score matrix."""
     import numpy as np
     import pandas as pd
 
-    from robustcert import evaluate, rab
+    from robustcert import rab
 
     if certificate not in rab.CERTIFICATES:
         raise ValueError(f"unknown RAB certificate {certificate!r}; known: {sorted(rab.CERTIFICATES)}")
-    scores = evaluate.load_scores(scores_path)
     labels, index = scores["labels"], scores["triggered_index"]
-    for logits, rows, output in ((scores["logits"], np.arange(len(labels)), clean_output),
-                                 (scores["triggered_logits"], index, triggered_output)):
+    frames = []
+    for logits, rows in ((scores["logits"], np.arange(len(labels))), (scores["triggered_logits"], index)):
         prediction, radius = rab.CERTIFICATES[certificate](rab.softmax(logits), sigma, alpha)
-        frame = pd.DataFrame({"idx": rows, "label": labels[rows], "predict": prediction, "radius": radius,
-                              "correct": (prediction == labels[rows]).astype(np.int64)})
-        if output == triggered_output:
-            evaluate.TRIGGERED_CERTIFICATE.write(frame.assign(target=int(scores["target"])), output)
-        else:
-            log_summary(certificate, frame)
-            evaluate.CERTIFICATE.write(frame, output)
+        frames.append(pd.DataFrame({"idx": rows, "label": labels[rows], "predict": prediction, "radius": radius,
+                                    "correct": (prediction == labels[rows]).astype(np.int64)}))
+    return frames[0], frames[1].assign(target=int(scores["target"]))
+
+
+def _require_from_scores(path: str, found: Any, derived: Any) -> None:
+    """Refuse a certificate TSV whose rows differ from those recomputed from the score matrix."""
+    from robustcert.artifacts import require_derived
+
+    for column in derived.columns:
+        require_derived(path, found, column, derived[column], "the score matrix", close=column == "radius")
 
 
 def log_summary(certificate: str, frame: Any) -> None:
@@ -147,17 +162,22 @@ def log_summary(certificate: str, frame: Any) -> None:
 
 
 def summarize_rab(split_path: str, poison_path: str, scores_path: str, clean_path: str, triggered_path: str,
-                  output: str, keys: Mapping[str, str], params: Mapping[str, Any], radii: Sequence[float]) -> None:
-    """Write the results rows of one certificate (docs/metrics.md, RAB)."""
+                  output: str, keys: Mapping[str, str], params: Mapping[str, Any], radii: Sequence[float],
+                  certificate: str, certify: Mapping[str, Any]) -> None:
+    """Write the results rows of one certificate (docs/metrics.md, RAB), its TSVs checked against the
+    score matrix they come from (``certify``: σ, α and the number of models, as :func:`certify_rab`)."""
     import numpy as np
 
     from robustcert import evaluate, metrics, rab
     from robustcert.poison import load_poisoned_training_set
 
     split, attack, _, _ = load_poisoned_training_set(split_path, poison_path)
-    scores = evaluate.load_scores(scores_path)
+    scores = evaluate.load_scores(scores_path, models=certify["n_models"])
     clean = evaluate.CERTIFICATE.read(clean_path, rows=len(scores["labels"]))
     triggered = evaluate.TRIGGERED_CERTIFICATE.read(triggered_path, rows=len(scores["triggered_index"]))
+    derived = certificate_frames(scores, certificate, certify["sigma"], certify["alpha"])
+    for path, found, recomputed in zip((clean_path, triggered_path), (clean, triggered), derived):
+        _require_from_scores(path, found, recomputed)
     training_l2, needed = rab.total_trigger_norms(attack, split)
     if len(needed) != len(triggered) or not np.array_equal(triggered["idx"], scores["triggered_index"]):
         raise ValueError(f"{triggered_path}: the triggered test points do not match the attack {poison_path}")

@@ -237,7 +237,7 @@ def import_released(checkpoint_path: str, split_path: str, output: str) -> None:
         raise ArtifactError(f"{checkpoint_path}: does not fit {spec.in_channels}-channel images of "
                             f"{spec.num_classes} classes ({str(err).splitlines()[0]})") from None
     log.info("imported %s (%s) for %d classes", checkpoint_path, arch, spec.num_classes)
-    train.save_shard(output, spec, [0], [model.state_dict()])
+    train.save_shard(output, spec, [0], [model.state_dict()], trained_for={"method": METHOD})
 
 
 def plot_noisy_examples(split_path: str, settings: Mapping[str, Any], seed: int, title: str,
@@ -311,12 +311,12 @@ def train_smoothed(split_path: str, poison_path: str, output: str, recipe: Mappi
         split.x_train.check()
         state = train.train_streamed(split.x_train.training_set(split.y_train), spec, cfg, target, threads,
                                      imagefolder.MEAN, imagefolder.STD)
-        train.save_shard(output, spec, [0], [state])
+        train.save_shard(output, spec, [0], [state], trained_for={"method": METHOD})
         return
     x, y = attack.apply(split.x_train, split.y_train)
     whole = partition.assign("whole", x, y, k=1)
     states = train.train_shard(x, y, whole, [0], spec, cfg, target)
-    train.save_shard(output, spec, [0], states)
+    train.save_shard(output, spec, [0], states, trained_for={"method": METHOD})
 
 
 def _shard_of_points(model_path: str, split_path: str, settings: Mapping[str, Any], sigma: float, seed: int,
@@ -328,7 +328,7 @@ def _shard_of_points(model_path: str, split_path: str, settings: Mapping[str, An
 
     split = data.load_split(split_path)
     points = point_shards(len(split.y_test), settings)[shard]
-    _, _, models = train.load_shard(model_path)
+    _, _, models = train.load_shard(model_path, {"method": METHOD})
     smooth = Smooth(models[0].to(target), split.num_classes, sigma, generator=derive_seed(seed, shard),
                     bf16=settings["bf16"], compiled=settings["compile"],
                     channels_last=True)  # about 2× on CPU for the small CNNs, and the fast path on CUDA
