@@ -20,6 +20,7 @@ from pathlib import Path
 from robustcert.config import check_config_files, validate_config
 from robustcert.fingerprint import code_of as fingerprint_of
 from robustcert.sharing import PROG as SHARING, unrestored
+from robustcert.workflow.common import OVERVIEW, report_category
 from robustcert.workflow.split import split_of
 
 

@@ -138,7 +138,7 @@ def test_given_test_indices_are_certified_in_their_order_and_refused_beyond_the_
     assert plan.settings(wc)["test_indices"] == [5, 3, 200, 7, 11]
     assert [s.tolist() for s in point_shards(360, plan.settings(wc))] == [[5, 200], [11]]
     assert plan.shards(wc) == [f"<results>/patch/digits/seed_0/none/patch/band_s2/certify/shard_{i}.tsv" for i in (0, 1)]
-    assert plan.row_params(wc)["test_points"] == "5 given indices[::2]"
+    assert {k: plan.row_params(wc)[k] for k in ("test_indices", "skip")} == {"test_indices": 5, "skip": 2}
     given["defenses"]["patch"]["test_indices"] = [3, 360, 400]
     with pytest.raises(ValueError, match=r"test_indices \[360, 400\] beyond the 360 test points"):
         patch.Plan(given)
