@@ -76,3 +76,8 @@ def get_seed(wildcards):
 
 def get_sigma(wildcards):
     return float(wildcards.sigma)
+
+
+def get_report_category(wildcards):
+    """The report's category of a method's tables: the method's own, beside its figures."""
+    return report_category(wildcards.method)

@@ -12,11 +12,6 @@ FINAL_OUTPUT += [table.BACKDOORBENCH, table.BACKDOORBENCH_HTML]
 FINAL_OUTPUT[:0] = [table.HEADLINE.format(ext=ext) for ext in ("png", "pdf")]
 
 
-def method_category(wildcards):
-    """The report's category of a method's tables: the method's own (beside its figures)."""
-    return report_category(wildcards.method)
-
-
 rule tabulate_results:
     input:
         rows=get_result_rows,
@@ -67,7 +62,7 @@ rule render_method_table:
         html=report(
             table.HTML,
             caption="../report/method_table.rst",
-            category=method_category,
+            category=get_report_category,
             subcategory="tables",
             labels={"table": "{method}"},
         ),

@@ -341,8 +341,8 @@ HEADLINE_COLORS = {"higher": "Greens", "lower": "Reds"}  # green: more is good; 
 
 def plot_headline(cells: pd.DataFrame, metrics: Mapping[str, tuple[str, str]], outputs: Sequence[str | Path]) -> None:
     """Heat maps of the headline numbers, one panel per metric, stacked, :data:`HEADLINE_WIDTH` wide:
-    a row per experiment (``row``; undefended rows first), a column per attack (``column``), each cell
-    annotated, grey where the number is not defined. ``metrics`` maps a metric to its title and whether
+    a row per experiment (``row``; undefended rows first), a column per attack (``column``; those with
+    no number in a panel left out of it), each cell annotated, grey where the number is not defined. ``metrics`` maps a metric to its title and whether
     ``higher`` or ``lower`` is better, which the title says and the colour map follows
     (:data:`HEADLINE_COLORS`). ``cells`` has the columns ``row``, ``column``, ``metric`` and ``value``."""
     columns = list(dict.fromkeys(cells["column"])) or ["-"]
@@ -351,6 +351,7 @@ def plot_headline(cells: pd.DataFrame, metrics: Mapping[str, tuple[str, str]], o
         chosen = cells[cells["metric"] == metric]
         rows = sorted(dict.fromkeys(chosen["row"]), key=lambda r: "undefended" not in r) or ["-"]
         grid = chosen.pivot(index="row", columns="column", values="value").reindex(index=rows, columns=columns)
+        grid = grid.loc[:, grid.notna().any()] if grid.notna().any().any() else grid  # no column without a number
         panels.append((metric, grid))
     heights = [0.2 * len(grid) + 0.9 for _, grid in panels]
     fig, axes = plt.subplots(len(panels), 1, figsize=(HEADLINE_WIDTH, sum(heights) + 0.3), layout="constrained",
@@ -364,7 +365,7 @@ def plot_headline(cells: pd.DataFrame, metrics: Mapping[str, tuple[str, str]], o
         for (i, j), value in np.ndenumerate(grid.to_numpy(dtype=float)):
             ax.text(j, i, "–" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=7,
                     color="0.5" if np.isnan(value) else "white" if value > 0.6 else "black")
-        ax.set_xticks(range(len(columns)), columns, rotation=25, ha="right", fontsize=7)
+        ax.set_xticks(range(len(grid.columns)), grid.columns, rotation=25, ha="right", fontsize=7)
         ax.set_yticks(range(len(grid)), grid.index, fontsize=7)
         ax.tick_params(length=0)
         ax.set_title(f"{title} ({better} is better)", fontsize=9)

@@ -336,7 +336,7 @@ def _batches(run: _Run, cfg: TrainConfig, objective: Objective, model: nn.Module
 def _train_sequential(models: list[nn.Module], runs: list[_Run], cfg: TrainConfig,
                       device: torch.device) -> list[nn.Module]:
     return [_fit(model, cfg, lambda objective, run=run, model=model: _batches(run, cfg, objective, model),
-                 f"model {run.j}")
+                 f"model {run.subset}")
             for model, run in zip(models, runs)]
 
 
