@@ -114,3 +114,18 @@ def test_backdoorbench_rows_are_keyed_by_their_ablation():
     summary = comparison.backdoorbench_summary(table)
     assert summary["ablation"].tolist() == ["band_s2", "block_s4"] and "k" not in summary
     assert summary["asr_defense"].tolist() == pytest.approx([0.1, 0.05])
+
+
+def test_backdoorbench_page_shows_percentages_in_backdoorbenchs_columns(tmp_path):
+    from robustcert.workflow.table import render_backdoorbench
+
+    table = results.concatenate([
+        tidy_rows(_keys("backdoor", "undefended", "undefended", "uncertified"), {"seed": 0},
+                  [Metric("accuracy", 0.9), Metric("asr", 0.9), Metric("ra", 0.1)]),
+        tidy_rows(_keys("backdoor", "dpa", "dpa", "dpa"), {"seed": 0, "k": 20},
+                  [Metric("accuracy", 0.85), Metric("asr", 0.2), Metric("ra", 0.7)]),
+    ])
+    comparison.backdoorbench_summary(table).to_csv(tmp_path / "bb.csv", index=False)
+    render_backdoorbench(str(tmp_path / "bb.csv"), str(tmp_path / "bb.html"))
+    page = (tmp_path / "bb.html").read_text()
+    assert "<th>ASR (%)</th>" in page and ">20.0</td>" in page and ">0.850</td>" in page and "<th>k</th>" in page
