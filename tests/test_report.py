@@ -104,8 +104,11 @@ def test_each_methods_table_is_an_html_table_with_its_columns_explained(html_rep
 
 
 def test_the_landing_text_says_what_ran_and_what_is_expected_to_be_zero(html_report):
-    assert "What this run did" in html_report and "What is expected to be 0 on digits" in html_report
-    assert "digits × attacks none × defenses dpa, smoothing" in html_report
+    match = re.search(r"var workflow_desc = ", html_report)
+    assert match, "no landing text in the report"
+    landing, _ = json.JSONDecoder().raw_decode(html_report, match.end())
+    assert "What this run did" in landing and "What is expected to be 0 on digits" in landing
+    assert "<li>digits × attacks none × defenses dpa, smoothing</li>" in landing
 
 
 def test_zip_report(workflow_run):
