@@ -268,6 +268,14 @@ dd {{ margin-left: 23em; }}
 """
 
 
+def write_html(page: str, output: str) -> None:
+    """Write an HTML page atomically."""
+    from robustcert.artifacts import atomic_path
+
+    with atomic_path(output) as tmp:
+        tmp.write_text(page)
+
+
 def write_tables(rows: pd.DataFrame, method: str, wide_output: str, compact_output: str) -> None:
     """Write a method's presented wide table and its compact table (TSVs)."""
     from robustcert.artifacts import write_tsv

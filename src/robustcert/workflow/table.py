@@ -73,13 +73,11 @@ def render_method_table(row_paths: Sequence[str], method: str, output: str) -> N
     """One method's tables as an HTML page for the report: the paper-shaped table, the wide table, what
     is the same in every row and what each column means."""
     from robustcert import presentation, results
-    from robustcert.artifacts import atomic_path
 
     rows = results.concatenate(results.read_rows(p) for p in row_paths)
     shown, constants = presentation.present(rows)
     page = presentation.render_html(f"{method}: results", shown, constants, presentation.compact(shown, method))
-    with atomic_path(output) as tmp:
-        tmp.write_text(page)
+    presentation.write_html(page, output)
 
 
 def render_backdoorbench(table_path: str, output: str) -> None:
@@ -87,13 +85,11 @@ def render_backdoorbench(table_path: str, output: str) -> None:
     import pandas as pd
 
     from robustcert import presentation
-    from robustcert.artifacts import atomic_path
 
     shown = pd.read_csv(table_path, keep_default_na=False).apply(presentation.round_column)
-    page = presentation.render_html("Every defense against the undefended model (BackdoorBench's columns)",
-                                    shown, {}, presentation.compact(shown, "backdoorbench"))
-    with atomic_path(output) as tmp:
-        tmp.write_text(page)
+    page = presentation.render_html("Every defense against the undefended model (BackdoorBench's columns)", shown,
+                                    {}, presentation.compact(shown, "backdoorbench"))
+    presentation.write_html(page, output)
 
 
 def plot_headline(table_path: str, outputs: Sequence[str]) -> None:
@@ -124,8 +120,9 @@ def headline_cells(rows: Any) -> Any:
                         seed=params.map(lambda p: p.get(SEED, "")))[["row", "column", "metric", "seed", "value"]]
     twice = cells[cells.duplicated(["row", "column", "metric", "seed"], keep=False)]
     if len(twice):
-        raise ValueError(f"the headline would show two numbers in one cell: {twice.drop_duplicates(['row', 'column', 'metric']).head(5).to_dict('records')}; "
-                         "the experiments differ in a parameter that is not among robustcert.presentation.VARIANT_PARAMS")
+        shown = twice.drop_duplicates(["row", "column", "metric"]).head(5).to_dict("records")
+        raise ValueError(f"the headline would show two numbers in one cell: {shown}; the experiments differ "
+                         "in a parameter that is not among robustcert.presentation.VARIANT_PARAMS")
     return cells
 
 
