@@ -180,7 +180,7 @@ def compact(shown: pd.DataFrame, method: str) -> pd.DataFrame:
     (:func:`present`): the experiment's names and variant parameters (:data:`VARIANT_PARAMS`) that
     the wide table keeps, then the method's columns that it has, shares as percentages with one decimal.
     A method without a compact shape gets its identity columns alone."""
-    identity = [c for c in shown.columns if c in KEYS or c in VARIANT_PARAMS]
+    identity = [c for c in shown.columns if (c in KEYS and c not in REDUNDANT) or c in VARIANT_PARAMS]
     columns = {c: shown[c] for c in identity}
     for spec in COMPACT.get(method, ()):
         for source, at in _matching(spec.source, shown.columns):
