@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CORES  ?= 2
 
-.PHONY: setup run test test-fast lint dryrun clean
+.PHONY: setup run report test test-fast lint dryrun clean
 
 $(BIN)/snakemake: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,9 @@ setup: $(BIN)/snakemake  ## create .venv with the pinned dependencies
 
 run: setup  ## run the default config to results/tables/all.tsv
 	$(BIN)/snakemake --cores $(CORES) --resources gpu=1 -- all
+
+report: setup  ## the HTML report of the run (after `make run`): results/report.html
+	$(BIN)/snakemake --report results/report.html -- all
 
 # The SLURM test starts a real single-node cluster (installs slurm-wlm and munge, writes
 # /etc/slurm; root only, else skipped with the reason). ROBUSTCERT_SLURM_TESTS=0 leaves it out.

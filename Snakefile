@@ -10,6 +10,10 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+# the landing text of `snakemake --report` (what the run did, how to read it)
+report: "report/workflow.rst"
+
+
 # The include order is the registration order: common.smk defines FINAL_OUTPUT and RESULT_ROWS,
 # each method file adds its plots and rows, table.smk (last) adds the tables.
 include: "rules/common.smk"

@@ -69,8 +69,8 @@ rule plot_poison_budget:
         png=report(
             aggregation.PLOT.replace("{ext}", "png"),
             caption="../report/poison_budget.rst",
-            category="{dataset}",
-            subcategory="partition aggregation (DPA, FA)",
+            category=report_category("dpa"),
+            subcategory="{dataset}",
             labels={"item": "certified accuracy vs poisoning budget"},
         ),
         pdf=aggregation.PLOT.replace("{ext}", "pdf"),

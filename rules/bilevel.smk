@@ -20,8 +20,8 @@ rule poison_bilevel_radius:
         png=report(
             bilevel.OBJECTIVE_PLOT.replace("{ext}", "png"),
             caption="../report/bilevel_objective.rst",
-            category="{dataset}",
-            subcategory="bilevel poisoning",
+            category=report_category("bilevel"),
+            subcategory="{dataset}",
             labels={"attack": "{attack}", "seed": "{seed}", "item": "surrogate objective per outer step"},
         ),
         pdf=bilevel.OBJECTIVE_PLOT.replace("{ext}", "pdf"),
@@ -87,7 +87,9 @@ rule tabulate_bilevel_transfer:
         table=report(
             bilevel.TRANSFER,
             caption="../report/bilevel_transfer.rst",
-            category="tables",
+            category=report_category("bilevel"),
+            subcategory="tables",
+            labels={"table": "transfer of the attack"},
         ),
     params:
         code=code_of("scripts/tabulate_bilevel_transfer.py"),

@@ -20,6 +20,7 @@ from pathlib import Path
 from robustcert.config import check_config_files, check_results_folder, validate_config
 from robustcert.fingerprint import code_of as fingerprint_of
 from robustcert.sharing import PROG as SHARING, TouchLedger, unrestored
+from robustcert.workflow.common import OVERVIEW, report_category
 from robustcert.workflow.split import split_of
 
 
@@ -83,3 +84,8 @@ def get_seed(wildcards):
 
 def get_sigma(wildcards):
     return float(wildcards.sigma)
+
+
+def get_report_category(wildcards):
+    """The report's category of a method's tables: the method's own, beside its figures."""
+    return report_category(wildcards.method)

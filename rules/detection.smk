@@ -73,16 +73,16 @@ rule plot_detection:
         clusters_png=report(
             detection.CLUSTER_PLOT.replace("{ext}", "png"),
             caption="../report/detection_clusters.rst",
-            category="{dataset}",
-            subcategory="backdoor detection",
+            category=report_category("detection"),
+            subcategory="{dataset}",
             labels={"attack": "{attack}", "defense": "{defense}", "seed": "{seed}", "item": "clusters per label"},
         ),
         clusters_pdf=detection.CLUSTER_PLOT.replace("{ext}", "pdf"),
         gallery_png=report(
             detection.GALLERY_PLOT.replace("{ext}", "png"),
             caption="../report/detection_gallery.rst",
-            category="{dataset}",
-            subcategory="backdoor detection",
+            category=report_category("detection"),
+            subcategory="{dataset}",
             labels={"attack": "{attack}", "defense": "{defense}", "seed": "{seed}", "item": "translated images"},
         ),
         gallery_pdf=detection.GALLERY_PLOT.replace("{ext}", "pdf"),
@@ -128,7 +128,9 @@ rule tabulate_detection:
         table=report(
             detection.VERDICTS,
             caption="../report/detection_verdicts.rst",
-            category="tables",
+            category=report_category("detection"),
+            subcategory="tables",
+            labels={"table": "verdicts"},
         ),
     params:
         code=code_of("scripts/tabulate_detection.py"),

@@ -141,9 +141,9 @@ rule plot_patch:
         png=report(
             patch.PLOT.replace("{ext}", "png"),
             caption="../report/patch.rst",
-            category="{dataset}",
-            subcategory="{defense}",
-            labels={"item": "certified accuracy vs patch size"},
+            category=report_category("patch"),
+            subcategory="{dataset}",
+            labels={"defense": "{defense}", "item": "certified accuracy vs patch size"},
         ),
         pdf=patch.PLOT.replace("{ext}", "pdf"),
     params:

@@ -71,8 +71,8 @@ rule plot_rab:
         png=report(
             rab.PLOT.replace("{ext}", "png"),
             caption="../report/rab_l2_budget.rst",
-            category="{dataset}",
-            subcategory="RAB (smoothing of the training set)",
+            category=report_category("rab"),
+            subcategory="{dataset}",
             labels={"item": "certified accuracy vs trigger L2 norm"},
         ),
         pdf=rab.PLOT.replace("{ext}", "pdf"),

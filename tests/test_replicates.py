@@ -165,8 +165,8 @@ def test_all_tsv_keeps_each_seed_and_the_wide_table_is_their_mean(replicated):
     dpa = pd.read_csv(replicated / "results/tables/dpa.tsv", sep="\t").set_index("attack")
     for attack, values in per_seed.groupby("attack")["value"]:
         assert dpa.loc[attack, "n_seeds"] == 2 and dpa.loc[attack, "seeds"] == "0 1"
-        assert dpa.loc[attack, "accuracy"] == pytest.approx(values.mean())
-        assert dpa.loc[attack, "accuracy:sd"] == pytest.approx(values.std(ddof=1))
+        assert dpa.loc[attack, "accuracy"] == pytest.approx(values.mean(), abs=5e-4)  # to 3 decimals
+        assert dpa.loc[attack, "accuracy:sd"] == pytest.approx(values.std(ddof=1), abs=5e-4)
     assert (dpa["accuracy:sd"] > 0).any()  # the seeds' models differ
     smoothing = pd.read_csv(replicated / "results/tables/smoothing.tsv", sep="\t")
     assert (smoothing["n_seeds"] == 2).all() and "acr:sd" in smoothing

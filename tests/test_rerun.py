@@ -16,7 +16,8 @@ import yaml
 from conftest import snakemake
 
 pytestmark = pytest.mark.workflow
-TABLES = {"tabulate_results", "tabulate_method", "export_backdoorbench", "plot_headline", "all"}
+TABLES = {"tabulate_results", "tabulate_method", "render_method_table", "export_backdoorbench", "render_backdoorbench",
+          "plot_headline", "all"}
 SMOOTHING_AFTER_TRAINING = {"certify_smoothed", "predict_smoothed", "gather_smoothed", "summarize_smoothing",
                             "analyze_smoothing", "plot_smoothing_radius"}
 BILEVEL_EVALUATION = {"evaluate_bilevel_radius", "tabulate_bilevel_transfer"}  # its rows, and their matrix

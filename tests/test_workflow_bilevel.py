@@ -120,5 +120,5 @@ def test_the_transfer_table_through_the_workflow(workflow_copy):
     wide = pd.read_csv(workflow_copy / "results/tables/bilevel.tsv", sep="\t")
     assert len(wide) == 4 and (wide["acr_clean"] > 0).all()
     for row in wide.itertuples():
-        assert table.loc[row.attack, f"{row.defense} ({row.objective}, σ=0.25)"] == pytest.approx(row.acr_drop)
+        assert table.loc[row.attack, f"{row.defense} ({row.objective}, σ=0.25)"] == pytest.approx(row.acr_drop, abs=5e-4)
     print(table.to_string())

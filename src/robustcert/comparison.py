@@ -13,6 +13,7 @@ from __future__ import annotations
 import pandas as pd
 
 from robustcert import metrics
+from robustcert.presentation import VARIANT_PARAMS
 from robustcert.results import COLUMNS, KEYS, NO_AXIS, SEED, Metric, parse_params, tidy_rows, without_seed
 
 BASELINE = "undefended"
@@ -51,20 +52,25 @@ def against_baseline(rows: pd.DataFrame) -> pd.DataFrame:
 
 def backdoorbench_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per defense result × attack in the columns of BackdoorBench's ``metric_summary.csv``
-    (the attack columns are the baseline's), after the experiment's names; replicates (seeds) as the
-    mean of their numbers, with their count in ``n_seeds`` (before BackdoorBench's columns)."""
+    (the attack columns are the baseline's), after the experiment's names and the parameters that tell
+    a defense's experiments apart (:data:`robustcert.presentation.VARIANT_PARAMS` that any row has);
+    replicates (seeds) as the mean of their numbers, with their count in ``n_seeds`` (before
+    BackdoorBench's columns)."""
     records = []
     for pair in pairs_with_baseline(rows).itertuples(index=False):
         der, rir = (m.value for m in _rates(pair))
-        records.append({**_keys(pair), "params": without_seed(pair.params_d),
+        params = parse_params(pair.params_d)
+        records.append({**_keys(pair), **{p: params.get(p, "") for p in VARIANT_PARAMS},
+                        "params": without_seed(pair.params_d),
                         "clean_accuracy_attack": pair.accuracy_u, "clean_accuracy_defense": pair.accuracy_d,
                         "asr_attack": pair.asr_u, "asr_defense": pair.asr_d, "ra_attack": pair.ra_u,
                         "ra_defense": pair.ra_d, "der": der, "rir": rir})
-    columns = [*KEYS, "params", *BACKDOORBENCH_COLUMNS]
+    columns = [*KEYS, *VARIANT_PARAMS, "params", *BACKDOORBENCH_COLUMNS]
     table = pd.DataFrame(records, columns=columns)
-    grouped = table.groupby([*KEYS, "params"], sort=False)
+    grouped = table.groupby([*KEYS, *VARIANT_PARAMS, "params"], sort=False)
     summary = grouped[list(BACKDOORBENCH_COLUMNS)].mean().assign(n_seeds=grouped.size()).reset_index()
-    return summary[[*KEYS, "n_seeds", *BACKDOORBENCH_COLUMNS]]
+    variants = [p for p in VARIANT_PARAMS if (summary[p] != "").any()]
+    return summary[[*KEYS, *variants, "n_seeds", *BACKDOORBENCH_COLUMNS]]
 
 
 

@@ -36,6 +36,7 @@ from torch import nn
 from robustcert.ablation import KINDS, Ablation, check_ablation
 from robustcert.metrics import ABSTAIN
 from robustcert.pgd import PGD
+from robustcert.progress import Progress
 from robustcert.smoothing import lower_confidence_bound
 
 __all__ = ["KINDS", "Ablation", "PatchSmooth", "certify_votes", "check_ablation", "encode", "largest_certified",
@@ -201,12 +202,15 @@ class PatchSmooth:
         counts = torch.zeros(len(rules), len(x), self.num_classes, dtype=torch.int64, device=self.device)
         image = torch.arange(len(x), device=self.device).repeat_interleave(positions.shape[1])
         flat = positions.reshape(-1)
+        progress = Progress(f"votes of {positions.shape[1]} {self.ablation.label} ablations per image", len(x))
         with torch.no_grad():
             for start in range(0, len(flat), self.batch_size):
                 chunk = slice(start, start + self.batch_size)
                 probs = F.softmax(self.model(encode(x[image[chunk]], self.masks[flat[chunk]])).float(), dim=1)
                 for r, threshold in enumerate([*thresholds, None]):
                     counts[r].index_add_(0, image[chunk], _votes(probs, threshold))
+                progress.advance(len(probs) / positions.shape[1])
+        progress.finish()
         return {rule: c.cpu().numpy() for rule, c in zip(rules, counts)}
 
     def probabilities(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

@@ -335,26 +335,39 @@ def _save(fig: plt.Figure, paths: Sequence[str | Path]) -> None:
     plt.close(fig)
 
 
-def plot_headline(cells: pd.DataFrame, metrics: Mapping[str, str], outputs: Sequence[str | Path]) -> None:
-    """Heat maps of the headline numbers, one panel per metric: rows are dataset · attack, columns are
-    defense · certificate, each cell annotated (blank where the number is not defined). ``cells`` has
-    the columns ``row``, ``column``, ``metric`` and ``value``; ``metrics`` maps a metric to its title."""
-    rows = list(dict.fromkeys(cells["row"])) or ["-"]
+HEADLINE_WIDTH = 7.0  # inches: the width of a report page
+HEADLINE_COLORS = {"higher": "Greens", "lower": "Reds"}  # green: more is good; red: more is bad
+
+
+def plot_headline(cells: pd.DataFrame, metrics: Mapping[str, tuple[str, str]], outputs: Sequence[str | Path]) -> None:
+    """Heat maps of the headline numbers, one panel per metric, stacked, :data:`HEADLINE_WIDTH` wide:
+    a row per experiment (``row``; undefended rows first), a column per attack (``column``; those with
+    no number in a panel left out of it), each cell annotated, grey where the number is not defined. ``metrics`` maps a metric to its title and whether
+    ``higher`` or ``lower`` is better, which the title says and the colour map follows
+    (:data:`HEADLINE_COLORS`). ``cells`` has the columns ``row``, ``column``, ``metric`` and ``value``."""
     columns = list(dict.fromkeys(cells["column"])) or ["-"]
-    width = max(4.0, 0.9 * len(columns) + 2.5)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(width * len(metrics), 0.45 * len(rows) + 2.2),
-                             layout="constrained", squeeze=False)
-    for ax, (metric, title) in zip(axes[0], metrics.items()):
+    panels = []
+    for metric in metrics:
         chosen = cells[cells["metric"] == metric]
-        grid = chosen.pivot_table(index="row", columns="column", values="value", aggfunc="first")
-        grid = grid.reindex(index=rows, columns=columns)
-        image = ax.imshow(grid.to_numpy(dtype=float), vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        rows = sorted(dict.fromkeys(chosen["row"]), key=lambda r: "undefended" not in r) or ["-"]
+        grid = chosen.pivot(index="row", columns="column", values="value").reindex(index=rows, columns=columns)
+        grid = grid.loc[:, grid.notna().any()] if grid.notna().any().any() else grid  # no column without a number
+        panels.append((metric, grid))
+    heights = [0.2 * len(grid) + 0.9 for _, grid in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(HEADLINE_WIDTH, sum(heights) + 0.3), layout="constrained",
+                             squeeze=False, gridspec_kw={"height_ratios": heights})
+    for ax, (metric, grid) in zip(axes[:, 0], panels):
+        title, better = metrics[metric]
+        cmap = plt.get_cmap(HEADLINE_COLORS[better]).copy()
+        cmap.set_bad("0.9")
+        values = np.ma.masked_invalid(grid.to_numpy(dtype=float))
+        image = ax.imshow(values, vmin=0, vmax=1, cmap=cmap, aspect="auto")
         for (i, j), value in np.ndenumerate(grid.to_numpy(dtype=float)):
-            if not np.isnan(value):
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize="small",
-                        color="black" if value > 0.6 else "white")
-        ax.set_xticks(range(len(columns)), columns, rotation=35, ha="right", fontsize="small")
-        ax.set_yticks(range(len(rows)), rows, fontsize="small")
-        ax.set_title(title, fontsize="medium")
-        fig.colorbar(image, ax=ax, shrink=0.8)
+            ax.text(j, i, "–" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=7,
+                    color="0.5" if np.isnan(value) else "white" if value > 0.6 else "black")
+        ax.set_xticks(range(len(grid.columns)), grid.columns, rotation=25, ha="right", fontsize=7)
+        ax.set_yticks(range(len(grid)), grid.index, fontsize=7)
+        ax.tick_params(length=0)
+        ax.set_title(f"{title} ({better} is better)", fontsize=9)
+        fig.colorbar(image, ax=ax, shrink=0.9, aspect=12, pad=0.01).ax.tick_params(labelsize=7)
     _save(fig, outputs)

@@ -21,6 +21,7 @@ from scipy.stats import beta, binomtest, norm
 from torch import nn
 
 from robustcert.metrics import ABSTAIN
+from robustcert.progress import Progress
 
 # Noisy input values per batch that ``auto_batch_size`` aims at. On a CPU about 1.2 MB of float32 input
 # keeps a batch's activations in cache (best for LeNet near 400 MNIST images, ResNet-20 near 100
@@ -136,10 +137,12 @@ class Smooth:
             raise ValueError(f"with n={n} and alpha={alpha} CERTIFY can only abstain: n must be at least "
                              f"log2(1/alpha) = {math.log2(1 / alpha):.1f}")
         self.base_classifier.eval()
+        progress = Progress(f"CERTIFY at σ={self.sigma:g}", len(xs))
         # draw n0 samples of f(x + ε) and take a guess at the top class (ties → smaller index)
-        c_hat = self._sample_counts(xs, n0, batch_size).argmax(axis=1)
+        c_hat = self._sample_counts(xs, n0, batch_size, progress, n0 + n).argmax(axis=1)
         # draw n fresh samples and count how often f(x + ε) was that class
-        n_a = self._sample_counts(xs, n, batch_size)[np.arange(len(c_hat)), c_hat]
+        n_a = self._sample_counts(xs, n, batch_size, progress, n0 + n)[np.arange(len(c_hat)), c_hat]
+        progress.finish()
         # a one-sided (1 − alpha) lower confidence bound on its probability p_A
         p_a = self._lower_confidence_bound(n_a, n, alpha)
         certified = p_a >= 0.5
@@ -175,8 +178,10 @@ class Smooth:
             return Smooth.ABSTAIN
         return int(top2[0])
 
-    def _sample_counts(self, xs: torch.Tensor, num: int, batch_size: int) -> np.ndarray:
-        """Counts of f(x + ε) per class from ``num`` noise draws for each point of xs.
+    def _sample_counts(self, xs: torch.Tensor, num: int, batch_size: int, progress: Progress | None = None,
+                       per_point: int = 1) -> np.ndarray:
+        """Counts of f(x + ε) per class from ``num`` noise draws for each point of xs (each batch of m
+        draws advances ``progress`` by m / ``per_point`` points).
 
         The points' samples are laid end to end and cut into batches of ``batch_size``, so a batch
         may hold several points when num is small. Noise is drawn in place into one buffer and
@@ -204,6 +209,8 @@ class Smooth:
                 scores = self._forward(noise)[:m] if self.compiled else self._forward(batch)
                 predictions = scores.argmax(dim=1)
                 counts.scatter_add_(0, point * self.num_classes + predictions, ones[:m])
+                if progress is not None:
+                    progress.advance(m / per_point)
         return counts.view(points, self.num_classes).cpu().numpy()
 
     def _autocast(self) -> AbstractContextManager:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -334,26 +335,47 @@ def _batches(run: _Run, cfg: TrainConfig, objective: Objective, model: nn.Module
 
 def _train_sequential(models: list[nn.Module], runs: list[_Run], cfg: TrainConfig,
                       device: torch.device) -> list[nn.Module]:
-    return [_fit(model, cfg, lambda objective, run=run, model=model: _batches(run, cfg, objective, model))
+    return [_fit(model, cfg, lambda objective, run=run, model=model: _batches(run, cfg, objective, model),
+                 f"model {run.subset}")
             for model, run in zip(models, runs)]
 
 
 def _fit(model: nn.Module, cfg: TrainConfig,
-         epoch: Callable[[Objective], Iterable[tuple[torch.Tensor, torch.Tensor]]]) -> nn.Module:
+         epoch: Callable[[Objective], Iterable[tuple[torch.Tensor, torch.Tensor]]], name: str = "model") -> nn.Module:
     """Train one model for ``cfg.epochs``: each epoch, one optimiser step per perturbed batch that
-    ``epoch(objective)`` yields, at the epoch's learning rate and objective."""
+    ``epoch(objective)`` yields, at the epoch's learning rate and objective (its loss, training accuracy
+    and seconds logged per epoch)."""
     model.to(memory_format=torch.channels_last).train()
     optimizer = _optimizer(model, cfg)
     for e in range(cfg.epochs):
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr_at(e)
-        objective = objective_at(cfg, e)
+        objective, tally = objective_at(cfg, e), _EpochTally(f"{name} epoch {e + 1}/{cfg.epochs}")
         for x, y in epoch(objective):
-            loss = objective.loss(model(x.contiguous(memory_format=torch.channels_last)), y)
+            logits = model(x.contiguous(memory_format=torch.channels_last))
+            loss = objective.loss(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            tally.add(loss.detach() * len(y), (logits.detach().argmax(dim=1) == y).sum(), len(y))
+        tally.log()
     return model.to(memory_format=torch.contiguous_format)
+
+
+class _EpochTally:
+    """One epoch's summed loss, correct predictions and samples (kept on the device until the end of
+    the epoch) and its start time; :meth:`log` writes ``loss, accuracy, seconds`` to the job's log."""
+
+    def __init__(self, what: str) -> None:
+        self.what, self.start, self.loss, self.correct, self.samples = what, time.perf_counter(), 0.0, 0, 0
+
+    def add(self, loss_sum: torch.Tensor, correct: torch.Tensor, samples: int) -> None:
+        self.loss, self.correct, self.samples = self.loss + loss_sum, self.correct + correct, self.samples + samples
+
+    def log(self) -> None:
+        samples = max(self.samples, 1)
+        log.info("%s: loss %.4f, training accuracy %.3f, %.1f s", self.what, float(self.loss) / samples,
+                 float(self.correct) / samples, time.perf_counter() - self.start)
 
 
 def train_streamed(images: Dataset, spec: ModelSpec, cfg: TrainConfig, device: torch.device, workers: int,
@@ -411,29 +433,35 @@ def _train_batched(models: list[nn.Module], runs: list[_Run], cfg: TrainConfig,
         objective = objective_at(cfg, epoch)
         step = _batched_step(base, objective)
         batches = [list(_batches(run, cfg, objective)) for run in runs]
+        tally = _EpochTally(f"{len(models)} models, epoch {epoch + 1}/{cfg.epochs}")
         for t in range(max(map(len, batches), default=0)):
             for members in _groups_by_batch_size(batches, t):
                 idx = torch.tensor(members, device=device)
                 x = torch.stack([batches[i][t][0] for i in members])
                 y = torch.stack([batches[i][t][1] for i in members])
                 p, b, m = ({name: v[idx] for name, v in d.items()} for d in (params, buffers, state))
-                grads = step(p, b, x, y)  # updates the BatchNorm statistics in b
+                grads, (losses, correct) = step(p, b, x, y)  # updates the BatchNorm statistics in b
+                tally.add((losses * y.shape[1]).sum(), correct.sum(), y.numel())
                 p, m = (_adam_step if cfg.optimizer == "adam" else _sgd_step)(p, grads, m, lr, cfg)
                 for store, group in ((params, p), (buffers, b), (state, m)):
                     for name, value in group.items():
                         store[name][idx] = value
+        tally.log()
     for i, model in enumerate(models):
         model.load_state_dict({**{n: v[i] for n, v in params.items()}, **{n: v[i] for n, v in buffers.items()}})
     return models
 
 
 def _batched_step(base: nn.Module, objective: Objective) -> Callable:
-    """The vmapped gradient of the objective's loss over stacked parameters, buffers and batches."""
+    """The vmapped gradient of the objective's loss over stacked parameters, buffers and batches, with
+    each model's loss and correct predictions on its batch."""
 
-    def loss(p: dict, b: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return objective.loss(functional_call(base, (p, b), (x,)), y)
+    def loss(p: dict, b: dict, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        logits = functional_call(base, (p, b), (x,))
+        value = objective.loss(logits, y)
+        return value, (value.detach(), (logits.argmax(dim=1) == y).sum())
 
-    return vmap(grad(loss), in_dims=(0, 0, 0, 0), randomness="error")
+    return vmap(grad(loss, has_aux=True), in_dims=(0, 0, 0, 0), randomness="error")
 
 
 def _groups_by_batch_size(batches: list[list], t: int) -> list[list[int]]:

@@ -8,8 +8,11 @@ that need them import them, so that parsing the Snakefile and the light jobs sta
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,10 +23,14 @@ log = logging.getLogger("robustcert")
 
 
 def start_log(path: str | Path) -> None:
-    """Send stderr and the package's log messages to a rule's log file."""
+    """Send stderr and the package's log messages to a rule's log file, which says when the job started
+    and, as the process exits, how long it ran (so that no job leaves an empty log)."""
     sys.stderr = open(path, "w", buffering=1)  # noqa: SIM115 - lives as long as the job
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         force=True)
+    start = time.perf_counter()
+    log.info("job started (process %d)", os.getpid())
+    atexit.register(lambda: log.info("process exiting after %.1f s", time.perf_counter() - start))
 
 
 def compute_prologue(threads: int, device: str) -> torch.device:

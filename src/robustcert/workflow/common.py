@@ -14,6 +14,15 @@ from robustcert.style import palette
 
 # a wildcard constraint that matches nothing (for a method or attack type the config does not use)
 NOTHING = "(?!)"
+# the HTML report's category of each method's figures and tables (a results-table name of RESULT_ROWS);
+# the run's overview (headline, all.tsv, the attacks' budgets, BackdoorBench's summary) is OVERVIEW
+OVERVIEW = "overview"
+REPORT_CATEGORIES = {
+    "dpa": "DPA and FA (partition aggregation)", "fa": "DPA and FA (partition aggregation)",
+    "smoothing": "randomized smoothing (Cohen et al.)", "bilevel": "bilevel poisoning (Mehra et al.)",
+    "rab": "RAB (Weber et al.)", "patch": "patch smoothing (Levine & Feizi)",
+    "detection": "backdoor detection (Soremekun et al.)", "undefended": "undefended model", "attacks": OVERVIEW,
+}
 
 
 def one_of(names: Iterable[str]) -> str:
@@ -66,3 +75,9 @@ def defense_colors(config: Config, defenses: Iterable[str]) -> dict[str, str]:
     sorted names, so that the order of the config's keys changes nothing)."""
     colors = palette(sorted(config["defenses"]))
     return {name: colors[name] for name in sorted(set(defenses))}
+
+
+def report_category(method: str) -> str:
+    """The report's category of a method's figures and tables (:data:`REPORT_CATEGORIES`; the method's
+    own name for one not listed)."""
+    return REPORT_CATEGORIES.get(method, method)

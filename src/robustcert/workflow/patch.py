@@ -29,7 +29,7 @@ from robustcert.evaluate import CORRECT, INDEX, LABEL, PREDICTION
 from robustcert.results import Metric, concatenate, on_axis, tidy_rows, write_rows
 from robustcert.workflow import compute_prologue, log
 from robustcert.workflow.common import common_params, experiments_of, row_keys
-from robustcert.workflow.smoothing import certified_points, point_shards
+from robustcert.workflow.smoothing import certified_points, point_shards, test_point_params
 
 METHOD = "patch"
 ABLATION = "<results>/patch/{dataset}/seed_{seed}/{attack}/{defense}/{ablation}"
@@ -188,15 +188,13 @@ class Plan:
     def row_params(self, wildcards: Any) -> dict[str, Any]:
         """The parameters that change an ablation's numbers (each rule adds its own)."""
         defense = self.config["defenses"][wildcards.defense]
-        test_size = expected_test_size(self.config["datasets"][wildcards.dataset])
         skip, limit, indices = defense["skip"], defense["max"], defense["test_indices"]
-        points = f"range(0, {test_size}, {skip})" if indices is None else f"{len(indices)} given indices[::{skip}]"
         attack = defense["attack"]
         attacked = ({f"attack_{key}": attack[key] for key in ("n_points", "steps", "step_size", "restarts", "stride")}
                     | {"attack_undefended": attack["undefended"] or "-"} if attack["enabled"] else {})
         return {**common_params(self.config, wildcards), "arch": defense["arch"], "epochs": defense["train"]["epochs"],
                 "ablation": wildcards.ablation,
-                "test_points": points + (f"[:{limit}]" if limit else ""), **attacked}
+                **test_point_params(skip, limit, indices), **attacked}
 
     def rule_params(self, wildcards: Any) -> dict[str, dict[str, Any]]:
         """The parameters of each voting rule beyond the ablation's."""

@@ -54,6 +54,13 @@ def certified_points(n_test: int, skip: int, limit: int | None, indices: Sequenc
     return candidates[::skip][:limit]
 
 
+def test_point_params(skip: int, limit: int | None, indices: Sequence[int] | None = None) -> dict[str, int]:
+    """Which test points a row's numbers are on, as counts: every ``skip``-th (of the ``test_indices``
+    given, their count), at most ``max`` (the row's ``n_test`` says how many)."""
+    return {**({"test_indices": len(indices)} if indices is not None else {}), "skip": skip,
+            **({"max": limit} if limit else {})}
+
+
 def point_shards(n_test: int, settings: Mapping[str, Any]) -> list[np.ndarray]:
     """The certified points cut into jobs of ``points_per_job``."""
     points = certified_points(n_test, settings["skip"], settings["max"], settings.get("test_indices"))
@@ -163,15 +170,13 @@ class Plan(BesideUndefended):
     def row_params(self, wildcards: Any) -> dict[str, Any]:
         """The parameters that change a σ's numbers."""
         defense = self.config["defenses"][wildcards.defense]
-        test_size = expected_test_size(self.config["datasets"][wildcards.dataset])
         skip, limit = defense["skip"], defense["max"]
         made = {"checkpoint": defense["checkpoint"]} if defense.get("checkpoint") else {
             "epochs": defense["train"]["epochs"], **objective_params(defense["train"]["objective"])}
         return {**common_params(self.config, wildcards), "arch": defense["arch"], **made,
                 "sigma_train": float(wildcards.sigma),
                 "sigma_certify": float(wildcards.sigma), "n0": defense["n0"], "n": defense["n"],
-                "alpha": defense["alpha"],
-                "test_points": f"range(0, {test_size}, {skip})" + (f"[:{limit}]" if limit else "")}
+                "alpha": defense["alpha"], **test_point_params(skip, limit)}
 
 
 def objective_problems(where: str, objective: Mapping[str, Any]) -> list[str]:
@@ -366,14 +371,17 @@ def predict_smoothed(model_path: str, split_path: str, output: str, settings: Ma
     import torch
 
     from robustcert.evaluate import PREDICTIONS
+    from robustcert.progress import Progress
 
     split, points, smooth, batch_size = _shard_of_points(model_path, split_path, settings, sigma, seed, shard, target)
-    rows = []
+    rows, progress = [], Progress(f"PREDICT at σ={sigma:g}", len(points))
     for i in points:
         x = torch.from_numpy(split.x_test[i]).float() / 255.0
         prediction = smooth.predict(x, settings["n"], settings["alpha"], batch_size)
         label = int(split.y_test[i])
         rows.append((int(i), label, prediction, int(prediction == label)))
+        progress.advance()
+    progress.finish()
     PREDICTIONS.write(pd.DataFrame(rows, columns=list(PREDICTIONS.columns)), output)
 
 
