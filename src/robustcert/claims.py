@@ -3,7 +3,8 @@
 A claim names the paper, says the claim in one sentence, gives the paper's number and its setting,
 and says which number of ``all.tsv`` checks it (``ours``: a selector of metric rows, the mean over
 replicates; ``versus``: a second selector, then ours is the difference ``ours − versus``; ``per``:
-ours divided by it, e.g. a median certificate as a share of k). Its verdict follows a rule stated in
+ours divided by it, e.g. a median certificate as a share of k; a selector that picks no row leaves ours
+empty, ``does not hold``, and says so in ``measured``). Its verdict follows a rule stated in
 the row: ``holds`` when ours meets the ``holds`` thresholds, ``holds in direction`` when it meets
 only the ``direction`` thresholds, else ``does not hold``. Where ours is one share of the test points
 (:data:`PROPORTIONS`), the row gives its 95% Clopper–Pearson interval over the test points (those of
@@ -27,7 +28,7 @@ VERDICTS = (HOLDS, DIRECTION, FAILS)
 PROPORTIONS = ("accuracy", "cert_acc", "cert_acc_clean", "adversarial_accuracy")
 CLAIMS = TsvFormat("claims", {
     "paper": Column("str"), "claim": Column("str"), "paper_number": Column("str"), "paper_setting": Column("str"),
-    "ours": Column("float"), "ours_ci_low": Column("float", nan=True), "ours_ci_high": Column("float", nan=True),
+    "ours": Column("float", nan=True), "ours_ci_low": Column("float", nan=True), "ours_ci_high": Column("float", nan=True),
     "measured": Column("str"), "rule": Column("str"), "verdict": Column("str", allowed=VERDICTS),
 })
 
@@ -98,7 +99,7 @@ def _one_experiment(table: pd.DataFrame, selector: Mapping[str, Any], claim: str
     """The rows of one selector, which must be one experiment's (its replicates' rows)."""
     rows = select(table, selector)
     if rows.empty:
-        raise ValueError(f"claim {claim!r}: no row of all.tsv is {describe(selector)}")
+        return rows
     experiments = rows[["dataset", "attack", "defense", "certificate"]].astype(str).agg("/".join, axis=1) + \
         " " + rows["params"].map(without_seed)
     if experiments.nunique() > 1:
@@ -116,28 +117,35 @@ def _points(table: pd.DataFrame, rows: pd.DataFrame) -> float:
     return float(sum(found)) if len(found) == len(keys) else float("nan")
 
 
+def missing(table: pd.DataFrame, claim: Mapping[str, Any]) -> list[str]:
+    """The selectors of a claim that pick no row: a number the run did not define (docs/metrics.md: an
+    undefined number has no row, e.g. an ACR drop when the clean ACR is 0) or not asked for."""
+    return [describe(claim[side]) for side in ("ours", "versus") if side in claim and select(table, claim[side]).empty]
+
+
 def measure(table: pd.DataFrame, claim: Mapping[str, Any]) -> tuple[float, float, float]:
-    """Our number for a claim, and its 95% interval where it is one share of the test points (else NaN)."""
+    """Our number for a claim, and its 95% interval where it is one share of the test points (else NaN);
+    NaN where a selector picks no row."""
     rows = _one_experiment(table, claim["ours"], claim["claim"])
-    value = float(rows["value"].mean())
+    value = float(rows["value"].mean()) if len(rows) else float("nan")
     low = high = float("nan")
     if "versus" in claim:
         value -= float(_one_experiment(table, claim["versus"], claim["claim"])["value"].mean())
-    elif claim["ours"]["metric"] in PROPORTIONS:
+    elif claim["ours"]["metric"] in PROPORTIONS and len(rows):
         lows, highs = clopper_pearson(pd.Series([value]), pd.Series([_points(table, rows)]))
         low, high = float(lows.iloc[0]), float(highs.iloc[0])
     per = float(claim.get("per", 1))
     return value / per, low / per, high / per
 
 
-def measured_text(claim: Mapping[str, Any]) -> str:
+def measured_text(table: pd.DataFrame, claim: Mapping[str, Any]) -> str:
     """What our number is, in words (a difference, a share of ``per``)."""
     text = describe(claim["ours"])
     if "versus" in claim:
         text = f"{text} − {describe(claim['versus'])}"
     if "per" in claim:
         text = f"({text}) / {claim['per']:g}"
-    return text
+    return text + "".join(f"; no row is {absent} (not defined in this run)" for absent in missing(table, claim))
 
 
 def claims_table(table: pd.DataFrame, claims: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
@@ -148,7 +156,7 @@ def claims_table(table: pd.DataFrame, claims: Sequence[Mapping[str, Any]]) -> pd
         holds, direction = threshold(claim["holds"]), threshold(claim["direction"])
         rows.append({"paper": claim["paper"], "claim": claim["claim"], "paper_number": claim["reference"]["number"],
                      "paper_setting": claim["reference"]["setting"], "ours": value, "ours_ci_low": low,
-                     "ours_ci_high": high, "measured": measured_text(claim), "rule": rule_text(holds, direction),
+                     "ours_ci_high": high, "measured": measured_text(table, claim), "rule": rule_text(holds, direction),
                      "verdict": verdict(value, holds, direction)})
     return pd.DataFrame(rows, columns=list(CLAIMS.columns))
 
