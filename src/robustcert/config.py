@@ -93,7 +93,10 @@ def validate_config(config: dict[str, Any], schema_dir: str | Path) -> None:
 
 
 def check_references(config: Config) -> None:
-    """Refuse experiment grids that name undefined datasets, attacks or defenses."""
+    """Refuse experiment grids that name undefined datasets, attacks or defenses, and datasets without
+    a test set that draw none."""
+    from robustcert.data import source_of
+
     problems = []
     for i, grid in enumerate(config["experiments"]):
         for section in ("datasets", "attacks", "defenses"):
@@ -101,8 +104,6 @@ def check_references(config: Config) -> None:
             if unknown:
                 problems.append(f"experiments[{i}].{section} names {unknown}, not defined under '{section}:' "
                                 f"(defined: {sorted(config[section])})")
-    from robustcert.data import source_of
-
     for name, dataset in config["datasets"].items():
         source = source_of(dataset)
         if not source.file_backed and not dataset.get("n_test") and not source.has_test_set(dataset):
@@ -157,10 +158,10 @@ def file_source_problems(config: Config, schema_dir: str | Path) -> list[str]:
     from robustcert.data import SOURCES, source_of
 
     problems = []
+    readers = {key: sorted(s.name for s in SOURCES.values() if key in s.keys)
+               for other in SOURCES.values() for key in other.keys}
     for name, spec in config["datasets"].items():
         source = source_of(spec)
-        readers = {key: sorted(s.name for s in SOURCES.values() if key in s.keys)
-                   for other in SOURCES.values() for key in other.keys}
         problems += [f"datasets.{name}.{key}: only source {', '.join(readers[key])} reads it, not {source.name}"
                      for key in readers if key in spec and key not in source.keys]
         if source.file_backed and spec.get("classes") is not None:
