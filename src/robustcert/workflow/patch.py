@@ -24,7 +24,7 @@ import numpy as np
 from robustcert.ablation import Ablation, check_ablation
 from robustcert.artifacts import ArtifactError, Column, Repeated, TsvFormat, refuse_rows, require_derived, require_keys
 from robustcert.config import Config, canonical, derive_seed, refuse
-from robustcert.data import expected_test_size, source_shape
+from robustcert.data import expected_test_size, image_shape
 from robustcert.evaluate import CORRECT, INDEX, LABEL, PREDICTION
 from robustcert.results import Metric, concatenate, on_axis, tidy_rows, write_rows
 from robustcert.workflow import compute_prologue, log
@@ -107,7 +107,7 @@ class Plan:
         return found
 
     def _shape(self, dataset: str) -> tuple[int, int, int]:
-        return source_shape(self.config["datasets"][dataset]["source"])
+        return image_shape(self.config["datasets"][dataset])
 
     def ablations(self, dataset: str, defense: str) -> list[Ablation]:
         """The ablations of a defense on a dataset."""

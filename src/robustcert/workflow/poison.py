@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from robustcert.config import Config, canonical, experiments, refuse
-from robustcert.data import FACTS, held_out, planned_train_size
+from robustcert.data import facts_of, held_out, planned_train_size
 from robustcert.poison import GENERATORS, make_trigger
 from robustcert.workflow import log
 from robustcert.workflow.common import attacks_of, common_params, one_of
@@ -39,7 +39,7 @@ def check_attacks(config: Config) -> None:
 
 
 def _check_backdoor(attack: Mapping[str, Any], dataset: Mapping[str, Any]) -> list[str]:
-    facts = FACTS[dataset["source"]]
+    facts = facts_of(dataset)
     if not attack.get("preset") and not ("position" in attack and "size" in attack):
         return ["a backdoor needs a trigger: set preset, or position and size"]
     try:
@@ -56,7 +56,7 @@ def _check_backdoor(attack: Mapping[str, Any], dataset: Mapping[str, Any]) -> li
 
 
 def _check_label_flip(attack: Mapping[str, Any], dataset: Mapping[str, Any]) -> list[str]:
-    facts, source, target = FACTS[dataset["source"]], attack.get("source"), attack["target"]
+    facts, source, target = facts_of(dataset), attack.get("source"), attack["target"]
     if source == target:
         return [f"source and target are both {target}: the flip changes no label"]
     counts = dict(enumerate(facts.class_counts))

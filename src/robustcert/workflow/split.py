@@ -34,13 +34,13 @@ def split_dataset(output: str, spec: Mapping[str, Any], data_root: str, seed: in
 the entry lists ``classes``); of a file-backed source, the split that records its files."""
     from robustcert import data
 
-    if spec["source"] in data.FILE_SOURCES:
+    if data.source_of(spec).file_backed:
         split = data.split_image_folder(output, data_root, spec, seed)
         log.info("%s (file-backed, under %s): %d train, %d validation, %d test images of shape %s, %d classes",
                  spec["source"], data_root, len(split.y_train), len(split.y_val), len(split.y_test),
                  split.image_shape, split.num_classes)
         return
-    source = data.load_source(spec["source"], data_root, spec["download"], spec["verify_checksums"])
+    source = data.load_entry(spec, data_root)
     split = data.split_source(source, spec["n_val"], spec["n_test"], seed)
     if spec.get("classes") is not None:
         split = data.restrict_classes(split, list(spec["classes"]))
