@@ -161,13 +161,13 @@ def plot_patch_sizes(curves: Sequence[PatchCurve], title: str, outputs: Sequence
         for curve in (c for c in curves if c.attack == attack):
             replicates.setdefault((curve.kind, curve.label), []).append(curve)
         for (kind, label), group in replicates.items():
-            _patch_curve(ax, kind, label, group, colors.get(label, "black"), intervals)
+            _patch_curve(ax, kind, label, group, colors.get(label, "0.35"), intervals)
             seeds = max(seeds, len(group))
         ax.set(title=attack, ylim=(0, 1.02), xlim=(0, largest + 1))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         _legend(ax, seeds, intervals)
     fig.supxlabel("side of the adversarial patch (pixels)")
-    fig.supylabel("certified accuracy (dotted: accuracy under the patch attack)")
+    fig.supylabel("certified accuracy · dotted: under attack")
     fig.suptitle(title)
     _save(fig, outputs)
 
