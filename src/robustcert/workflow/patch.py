@@ -132,9 +132,7 @@ class Plan:
 
     def undefended_model(self, wildcards: Any) -> list[str]:
         """The checkpoint of the undefended model attacked alongside (none if the config names none)."""
-        name = self.config["defenses"][wildcards.defense]["attack"]["undefended"]
-        return [UNDEFENDED_MODEL.format(dataset=wildcards.dataset, seed=wildcards.seed, attack=wildcards.attack,
-                                        defense=name)] if name else []
+        return undefended_model(self.config, wildcards)
 
     def attack_results(self, wildcards: Any) -> list[str]:
         """The attack TSV of an ablation, if the attack is enabled."""
@@ -535,6 +533,13 @@ def plot_patch(paths: Sequence[str], curves: Sequence[Mapping[str, Any]], title:
 
     drawn = [c for spec, path in zip(curves, paths) for c in importlib.import_module(spec["module"]).patch_curves(path, spec)]
     plot.plot_patch_sizes(drawn, title, outputs, intervals)
+
+
+def undefended_model(config: Config, wildcards: Any) -> list[str]:
+    """The checkpoint of the undefended model a patch defense's attack runs alongside (none if it names none)."""
+    name = config["defenses"][wildcards.defense]["attack"]["undefended"]
+    return [UNDEFENDED_MODEL.format(dataset=wildcards.dataset, seed=wildcards.seed, attack=wildcards.attack,
+                                    defense=name)] if name else []
 
 
 def read_attack(path: str) -> Any:

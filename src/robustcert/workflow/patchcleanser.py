@@ -126,9 +126,7 @@ class Plan:
 
     def undefended_model(self, wildcards: Any) -> list[str]:
         """The checkpoint of the undefended model attacked alongside (none if the config names none)."""
-        name = self.config["defenses"][wildcards.defense]["attack"]["undefended"]
-        return [patch.UNDEFENDED_MODEL.format(dataset=wildcards.dataset, seed=wildcards.seed, attack=wildcards.attack,
-                                              defense=name)] if name else []
+        return patch.undefended_model(self.config, wildcards)
 
     def attack_results(self, wildcards: Any) -> list[str]:
         """The attack TSV of a training, if the attack is enabled."""
