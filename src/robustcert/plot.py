@@ -167,7 +167,7 @@ def plot_patch_sizes(curves: Sequence[PatchCurve], title: str, outputs: Sequence
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         _legend(ax, seeds, intervals)
     fig.supxlabel("side of the adversarial patch (pixels)")
-    fig.supylabel("certified accuracy · dotted: under attack")
+    fig.supylabel("accuracy (dotted: attacked)")
     fig.suptitle(title)
     _save(fig, outputs)
 
