@@ -26,6 +26,7 @@ include: "rules/bilevel.smk"  # after smoothing: its victims are smoothing's mod
 include: "rules/undefended.smk"
 include: "rules/detection.smk"
 include: "rules/patch.smk"
+include: "rules/patchcleanser.smk"  # after patch: its curves join the patch figure
 include: "rules/rab.smk"
 include: "rules/table.smk"
 include: "rules/claims.smk"  # after table: it reads all.tsv

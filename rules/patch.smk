@@ -1,11 +1,14 @@
 # (De)randomized smoothing against adversarial patches (Levine & Feizi 2020; robustcert.workflow.patch):
 # one base classifier per ablation trained on ablated inputs of the (poisoned) training set;
 # certification over every position on a subset of the test set (and its triggered copies), sharded
-# across jobs and gathered; results rows per ablation and voting rule; a plot per dataset and defense.
+# across jobs and gathered; results rows per ablation and voting rule. The patch figure of a dataset
+# (plot_patch) draws every plan in PATCH_FIGURE: patch smoothing's, and each patch defense that adds its own
+# (rules/patchcleanser.smk), with the undefended model under the patch attack.
 
 from robustcert.workflow import patch
 
 PATCH = patch.Plan(config)
+PATCH_FIGURE = [PATCH]
 RESULT_ROWS[patch.METHOD] = PATCH.rows()
 FINAL_OUTPUT += PATCH.plots()
 
@@ -136,25 +139,25 @@ rule summarize_patch:
 
 rule plot_patch:
     input:
-        certificates=PATCH.certificates,
+        tables=lambda wildcards: [path for _, path in patch.figure_parts(PATCH_FIGURE, wildcards)],
     output:
         png=report(
             patch.PLOT.replace("{ext}", "png"),
             caption="../report/patch.rst",
             category=report_category("patch"),
             subcategory="{dataset}",
-            labels={"defense": "{defense}", "item": "certified accuracy vs patch size"},
+            labels={"item": "accuracy vs patch size"},
         ),
         pdf=patch.PLOT.replace("{ext}", "pdf"),
     params:
         code=code_of("scripts/plot_patch.py"),
-        curves=PATCH.curves,
+        curves=lambda wildcards: [spec for spec, _ in patch.figure_parts(PATCH_FIGURE, wildcards)],
         intervals=config["report"]["intervals"],
     conda:
         "../envs/robustcert.yaml"
     log:
-        "<results>/logs/plot_patch/{dataset}/{defense}.log",
+        "<results>/logs/plot_patch/{dataset}.log",
     benchmark:
-        "<results>/benchmarks/plot_patch/{dataset}/{defense}.tsv"
+        "<results>/benchmarks/plot_patch/{dataset}.tsv"
     script:
         "../scripts/plot_patch.py"

@@ -3,9 +3,9 @@ from robustcert.workflow.patch import plot_patch
 
 start_log(snakemake.log[0])
 plot_patch(
-    certify_paths=snakemake.input.certificates,
+    paths=snakemake.input.tables,
     curves=snakemake.params.curves,
     intervals=snakemake.params.intervals,
-    title=f"{snakemake.wildcards.dataset} · {snakemake.wildcards.defense}: certified accuracy against patches",
+    title=f"{snakemake.wildcards.dataset}: accuracy against patches, every patch defense",
     outputs=[snakemake.output.png, snakemake.output.pdf],
 )

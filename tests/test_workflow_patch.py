@@ -15,7 +15,8 @@ import yaml
 from conftest import REPO, snakemake
 
 from robustcert import config as cfg, poison, results
-from robustcert.workflow import patch
+from robustcert.artifacts import write_tsv
+from robustcert.workflow import patch, patchcleanser
 from robustcert.workflow.smoothing import certified_points, point_shards
 
 SCHEMAS = REPO / "config" / "schemas"
@@ -38,7 +39,7 @@ def test_the_plan_has_a_row_per_attack_and_ablation(config):
     plan = patch.Plan(config)
     assert plan.rows() == [f"<results>/tables/rows/digits/seed_0/{a}/patch/patch_{b}.tsv"
                            for a in ("none", "backdoor") for b in ("band_s2", "block_s4")]
-    assert plan.plots() == ["<results>/plots/digits/patch/patch.png", "<results>/plots/digits/patch/patch.pdf"]
+    assert plan.plots() == ["<results>/plots/digits/patch_size.png", "<results>/plots/digits/patch_size.pdf"]
     assert plan.recipe(WC)["ablation"] == {"count": 1, "kind": "band", "size": 2}
     assert plan.settings(WC)["ablation"] == {"count": 1, "kind": "band", "size": 2}
     assert set(plan.settings(WC)) == {"ablation", *patch.SETTINGS_KEYS}
@@ -117,14 +118,22 @@ def test_rows_of_a_certify_tsv(tmp_path):
 
 @pytest.mark.workflow
 def test_patch_smoothing_through_the_workflow(workflow_copy):
+    """Both patch defenses on digits, small: patch smoothing's rows, PatchCleanser's (plain and masked),
+    and the patch figure with both and the undefended model under the patch attack."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    small = {"epochs": 3, "milestones": [2]}
     config["defenses"] = {"patch": {**config["defenses"]["patch"], "skip": 12, "points_per_job": 20,
-                                    "randomized": {"enabled": True, "n0": 20, "n": 200}},
+                                    "randomized": {"enabled": True, "n0": 20, "n": 200},
+                                    "train": {**config["defenses"]["patch"]["train"], **small}},
+                          "patchcleanser": {**config["defenses"]["patchcleanser"], "skip": 12, "points_per_job": 20,
+                                            "train": {**config["defenses"]["patchcleanser"]["train"], **small}},
                           "undefended": config["defenses"]["undefended"]}
-    config["defenses"]["patch"]["train"].update(epochs=3, milestones=[2])
-    config["experiments"] = [{"datasets": ["digits"], "attacks": ["none", "backdoor"], "defenses": ["patch"]}]
+    config["experiments"] = [{"datasets": ["digits"], "attacks": ["none", "backdoor"],
+                              "defenses": ["patch", "patchcleanser"]}]
     (workflow_copy / "config" / "config.yaml").write_text(yaml.safe_dump(config))
-    snakemake(workflow_copy, "-c1", "results/tables/patch.tsv", "results/plots/digits/patch/patch.png")
+    snakemake(workflow_copy, "-c1", "results/tables/patch.tsv", "results/tables/patchcleanser.tsv",
+              "results/plots/digits/patch_size.png")
+    _check_patchcleanser(workflow_copy)
     table = pd.read_csv(workflow_copy / "results" / "tables" / "patch.tsv", sep="\t")
     assert sorted(table["certificate"].unique()) == ["randomized", "theta_0.2", "top_one"]
     assert len(table) == 2 * 2 * 3 and (table["n_test"] == 30).all()
@@ -178,3 +187,86 @@ def test_patch_smoothing_on_a_tiny_mnist_format_dataset(workflow_copy, tiny_mnis
     assert (table.loc[table["ablation"] == "band_s4", "accuracy"] >= 0.5).all()  # the test images' classes are columns
     print(table[["attack", "ablation", "certificate", "accuracy", "base_accuracy", "cert_acc@patch_size=1",
                  "cert_acc@patch_size=5", "asr"]].to_string())
+
+
+def _check_patchcleanser(workflow_copy):
+    """PatchCleanser's rows of the small run: one per attack and training, sound against the patch attack."""
+    table = pd.read_csv(workflow_copy / "results/tables/patchcleanser.tsv", sep="\t")
+    assert len(table) == 2 * 2 and sorted(table["training"].unique()) == ["masked", "plain"]
+    assert (table["n_test"] == 30).all() and (table["certificate"] == "double_masking").all()
+    curve = table[[f"cert_acc@patch_size={m}" for m in (1, 2, 3)]].to_numpy()
+    clean = table[[f"clean_acc@patch_size={m}" for m in (1, 2, 3)]].to_numpy()
+    assert (curve <= clean).all() and (table["accuracy"] == table["clean_acc@patch_size=3"]).all()
+    assert (table["attack_acc@patch_size=2"] >= table["cert_acc_attacked@patch_size=2"]).all()
+    assert table["undefended_attack_acc@patch_size=2"].between(0, 1).all()
+    backdoor = table[table["attack"] == "backdoor"]
+    assert backdoor["certified_ra"].between(0, 1).all() and (backdoor["trigger_side"] == 3).all()
+    certify = patchcleanser.CERTIFY.read(
+        workflow_copy / "results/patchcleanser/digits/seed_0/backdoor/patchcleanser/masked_k3/certify.tsv")
+    assert len(certify[certify["triggered"] == 0]) == 30 * 3 and (certify["disagreeing"] <= 9).all()
+    assert ((certify["certified"] == 0) | (certify["predict"] == certify["label"])).all()
+    print(table[["attack", "training", "accuracy", "cert_acc@patch_size=1", "cert_acc@patch_size=2",
+                 "cert_acc@patch_size=3", "attack_acc@patch_size=2"]].to_string())
+
+
+WC_CLEANSER = SimpleNamespace(dataset="digits", seed="0", attack="backdoor", defense="patchcleanser", variant="masked_k3")
+
+
+def test_the_patchcleanser_plan_has_a_row_per_attack_and_training_and_shares_the_patch_figure(config):
+    plan = patchcleanser.Plan(config)
+    assert plan.rows() == [f"<results>/tables/rows/digits/seed_0/{a}/patchcleanser/patchcleanser_{t}_k3.tsv"
+                           for a in ("none", "backdoor") for t in ("plain", "masked")]
+    assert plan.plots() == patch.Plan(config).plots()
+    assert plan.recipe(WC_CLEANSER)["masking"] == {"k": 3, "patch": 3, "value": 0.0}
+    assert plan.recipe(SimpleNamespace(**{**vars(WC_CLEANSER), "variant": "plain_k3"}))["masking"] is None
+    assert set(plan.settings(WC_CLEANSER)) == set(patchcleanser.SETTINGS_KEYS)
+    parts = patch.figure_parts([patch.Plan(config), plan], WC_CLEANSER)
+    kinds = [(spec["module"].rsplit(".", 1)[-1], spec["kind"]) for spec, _ in parts]
+    assert kinds.count(("patchcleanser", "certify")) == 4 and kinds.count(("patch", "certify")) == 4
+    assert [spec["attack"] for spec, _ in parts if spec["kind"] == "attack"] == ["none", "backdoor"]
+
+
+@pytest.mark.parametrize("change,problem", [
+    ({"patch_sizes": [2, 9]}, "patch_sizes: patch size 9 is not between 1 and the image's side 8"),
+    ({"k": 7}, "k=7 masks per axis collapse to 6 distinct masks for patch size 3"),
+    ({"attack": {"enabled": True, "patch_sizes": [4]}}, r"attack.patch_sizes \[4\] are not among patch_sizes"),
+])
+def test_mask_sets_that_do_not_fit_the_dataset_are_refused_before_any_job(config, change, problem):
+    bad = copy.deepcopy(config)
+    bad["defenses"]["patchcleanser"].update(change)
+    cfg.validate_config(bad, SCHEMAS)
+    with pytest.raises(ValueError, match=f"defenses.patchcleanser.*{problem}"):
+        patchcleanser.Plan(bad)
+
+
+@pytest.mark.parametrize("change,problem", [({"k": 0}, "k"), ({"mask_value": 1.5}, "mask_value"),
+                                            ({"mask_value": -0.1}, "mask_value"), ({"trainings": ["cutout"]}, "cutout")])
+def test_the_schema_refuses_k_below_1_and_mask_values_outside_the_data_range(change, problem):
+    bad = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    bad["defenses"]["patchcleanser"].update(change)
+    with pytest.raises(ValueError, match=f"(?s)defenses.patchcleanser .*{problem}"):
+        cfg.validate_config(bad, SCHEMAS)
+
+
+def test_rows_of_a_patchcleanser_certify_tsv(tmp_path):
+    rows = [  # idx label triggered patch_size predict certified disagreeing
+        (0, 1, 0, 1, 1, 1, 0), (0, 1, 0, 3, 1, 0, 2), (1, 2, 0, 1, 2, 1, 0), (1, 2, 0, 3, 2, 1, 0),
+        (2, 0, 0, 1, 1, 0, 5), (2, 0, 0, 3, 0, 0, 1),
+        (0, 1, 1, 3, 7, 0, 4), (1, 2, 1, 3, 2, 1, 0), (2, 0, 1, 3, 0, 0, 1), (0, 1, 1, 1, 1, 1, 0)]
+    frame = pd.DataFrame(rows, columns=list(patchcleanser.CERTIFY.columns))
+    patchcleanser.CERTIFY.write(frame, tmp_path / "certify.tsv")
+    mask = np.zeros((1, 8, 8), bool)
+    mask[0, 0:3, 0:3] = True
+    trigger = poison.Trigger(mask, np.full((1, 8, 8), 250, np.uint8), "set")
+    poison.save_poison(tmp_path / "poison.npz", poison.Poison(np.zeros(0, np.int64), np.zeros((0, 1, 8, 8), np.uint8),
+                                                              np.zeros(0, np.int64), trigger, 7))
+    keys = {"dataset": "digits", "attack": "backdoor", "attack_type": "backdoor", "defense": "patchcleanser",
+            "method": "patchcleanser", "certificate": "double_masking"}
+    patchcleanser.summarize_patchcleanser(str(tmp_path / "certify.tsv"), str(tmp_path / "poison.npz"), [],
+                                          str(tmp_path / "rows.tsv"), keys, {"training": "masked"}, [1, 3])
+    row = results.wide(results.read_rows(tmp_path / "rows.tsv")).iloc[0]
+    assert row["n_test"] == 3 and row["accuracy"] == 1.0 and row["clean_acc@patch_size=1"] == pytest.approx(2 / 3)
+    assert [row[f"cert_acc@patch_size={m}"] for m in (1, 3)] == pytest.approx([2 / 3, 1 / 3])
+    # the deployed side 3 covers the 3×3 trigger: the certified triggered copy of point 1 counts
+    assert row["asr"] == pytest.approx(1 / 3) and row["ra"] == pytest.approx(2 / 3)
+    assert row["certified_ra"] == pytest.approx(1 / 3) and row["trigger_side"] == 3

@@ -128,44 +128,64 @@ def _budget_panels(curves: Sequence[Curve], budgets: np.ndarray, strict: bool, u
     return fig
 
 
-def plot_patch_sizes(frames: Sequence[tuple[str, str, pd.DataFrame]], title: str,
-                     outputs: Sequence[str | Path], intervals: bool = False) -> None:
-    """Certified accuracy (y) against the side of the adversarial patch (x) of patch smoothing: one panel
-    per attack (small multiples), a colour per ablation (robustcert.style.palette over their labels) and
-    a line style per voting rule; (attack, ablation, certify TSV of robustcert.workflow.patch) each, the
-    TSVs of replicates (the same attack and ablation) drawn as their mean with a band; ``intervals``:
-    each curve's Clopper–Pearson interval (:func:`step_with_band`)."""
+@dataclass(frozen=True)
+class PatchCurve:
+    """One curve of the patch figure, one replicate: accuracy ``share`` at each patch side ``sizes`` of
+    ``points`` test points. ``kind``: ``step`` (certified at every side up to the largest: patch
+    smoothing), ``marker`` (certified at each listed side: PatchCleanser) or ``attack`` (accuracy under
+    the empirical patch attack: dotted). Replicates are the curves of the same attack and label."""
+
+    attack: str
+    label: str
+    kind: str
+    sizes: np.ndarray
+    share: np.ndarray
+    points: int
+
+
+def plot_patch_sizes(curves: Sequence[PatchCurve], title: str, outputs: Sequence[str | Path],
+                     intervals: bool = False) -> None:
+    """Accuracy (y) against the side of the adversarial patch (x), every patch defense and the undefended
+    model on the same axes: one panel per attack (small multiples), a colour per label
+    (robustcert.style.palette over them), replicates drawn as their mean with a band; ``intervals``:
+    each certified curve's Clopper–Pearson interval (:func:`step_with_band`)."""
     from robustcert.style import palette
 
-    attacks = list(dict.fromkeys(attack for attack, _, _ in frames))
-    colors = palette(sorted({ablation for _, ablation, _ in frames}))
-    rules = sorted({rule for _, _, frame in frames for rule in frame["rule"]})
-    styles = dict(zip(rules, itertools.cycle(VARIANT_STYLES)))
-    largest = max((int(frame["certified_patch"].max()) for _, _, frame in frames if len(frame)), default=0)
-    sizes = np.arange(0, largest + 2)
+    attacks = list(dict.fromkeys(c.attack for c in curves))
+    colors = palette(sorted({c.label for c in curves if c.kind != "attack"}))
+    largest = max((int(c.sizes.max()) for c in curves if len(c.sizes)), default=1)
     fig, axes = _panels(len(attacks))
     seeds = 1
     for ax, attack in zip(axes, attacks):
-        replicates: dict[tuple[str, str], list[np.ndarray]] = {}
-        counts: dict[tuple[str, str], list[int]] = {}
-        for _, ablation, frame in (f for f in frames if f[0] == attack):
-            clean = frame[frame["triggered"] == 0]
-            for rule, rows in clean.groupby("rule"):
-                correct = rows["certified_class"] == rows["label"]
-                replicates.setdefault((ablation, rule), []).append(
-                    certified_accuracy(rows["certified_patch"], correct, sizes))
-                counts.setdefault((ablation, rule), []).append(len(rows))
-        for (ablation, rule), shares in replicates.items():
-            step_with_band(ax, sizes, shares, color=colors[ablation], linestyle=styles[rule],
-                           label=f"{ablation} · {rule}", points=counts[(ablation, rule)] if intervals else None)
-            seeds = max(seeds, len(shares))
-        ax.set(title=attack, ylim=(0, 1.02), xlim=(0, sizes[-1]))
+        replicates: dict[tuple[str, str], list[PatchCurve]] = {}
+        for curve in (c for c in curves if c.attack == attack):
+            replicates.setdefault((curve.kind, curve.label), []).append(curve)
+        for (kind, label), group in replicates.items():
+            _patch_curve(ax, kind, label, group, colors.get(label, "0.35"), intervals)
+            seeds = max(seeds, len(group))
+        ax.set(title=attack, ylim=(0, 1.02), xlim=(0, largest + 1))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         _legend(ax, seeds, intervals)
     fig.supxlabel("side of the adversarial patch (pixels)")
-    fig.supylabel("certified accuracy")
+    fig.supylabel("accuracy (dotted: attacked)")
     fig.suptitle(title)
     _save(fig, outputs)
+
+
+def _patch_curve(ax: plt.Axes, kind: str, label: str, group: Sequence[PatchCurve], color: str,
+                 intervals: bool) -> None:
+    """One curve of :func:`plot_patch_sizes`: the mean of its replicates (a band for several)."""
+    shares = [c.share for c in group]
+    sizes = group[0].sizes
+    if kind == "step":
+        step_with_band(ax, sizes, shares, color=color, label=label, points=[c.points for c in group] if intervals else None)
+        return
+    mean = np.mean(shares, axis=0)
+    style = {"marker": "o", "linestyle": "--"} if kind == "marker" else {"marker": "x", "linestyle": ":"}
+    ax.plot(sizes, mean, color=color, label=label, **style)
+    if len(shares) > 1:
+        sd = np.std(shares, axis=0, ddof=1)
+        ax.fill_between(sizes, np.clip(mean - sd, 0, 1), np.clip(mean + sd, 0, 1), color=color, alpha=0.18, linewidth=0)
 
 
 def plot_certified_accuracy(frames: Mapping[str, pd.DataFrame], prefix: str | Path, max_radius: float | None = None,

@@ -39,6 +39,7 @@ from torch import nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 from torch.utils.data import DataLoader, Dataset
 
+from robustcert import patchcleanser
 from robustcert.artifacts import ArtifactError, load_checkpoint, save_checkpoint
 from robustcert.data import Split
 from robustcert.models import build_model
@@ -94,6 +95,10 @@ class TrainConfig:
     ablation_kind: str = "band"
     ablation_size: int = 1
     ablation_count: int = 1
+    # objective "masking" (robustcert.patchcleanser: the mask set of a patch of side masking_patch, k per axis)
+    masking_patch: int = 1
+    masking_k: int = 1
+    masking_value: float = 0.0
     seed: int = 0
     strategy: str = "auto"
     optimizer: str = "sgd"
@@ -182,6 +187,22 @@ class AblationTraining(CrossEntropy):
 
 
 @dataclass(frozen=True)
+class MaskingAugmentation(CrossEntropy):
+    """Cross-entropy on masked inputs (PatchCleanser's masked training): each image of the mini-batch
+    gets the union of two masks drawn from the mask set of a ``patch`` × ``patch`` patch, ``k`` masks per
+    axis (robustcert.patchcleanser), set to ``value``."""
+
+    patch: int
+    k: int
+    value: float
+
+    def perturb(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        masks = patchcleanser.mask_tensor(x.shape[-2], x.shape[-1], self.patch, self.k, x.device)
+        drawn = patchcleanser.random_masks(masks, len(x), generator)
+        return patchcleanser.apply_masks(x, torch.arange(len(x), device=x.device), drawn, self.value)
+
+
+@dataclass(frozen=True)
 class FixedNoise(CrossEntropy):
     """Cross-entropy on the training set plus ONE draw of N(0, σ²I) per training example, made before
     the first epoch and kept for every epoch (RAB, Weber et al.; docs/methods.md §3), unclipped. Each model
@@ -211,6 +232,7 @@ OBJECTIVES: dict[str, Callable[[TrainConfig], Objective]] = {
                                        cfg.smoothadv_warmup),
     "ablation": lambda cfg: AblationTraining(cfg.ablation_kind, cfg.ablation_size, cfg.ablation_count),
     "fixed_noise": lambda cfg: FixedNoise(cfg.noise_sigma),
+    "masking": lambda cfg: MaskingAugmentation(cfg.masking_patch, cfg.masking_k, cfg.masking_value),
 }
 
 

@@ -20,7 +20,8 @@ OVERVIEW = "overview"
 REPORT_CATEGORIES = {
     "dpa": "DPA and FA (partition aggregation)", "fa": "DPA and FA (partition aggregation)",
     "smoothing": "randomized smoothing (Cohen et al.)", "bilevel": "bilevel poisoning (Mehra et al.)",
-    "rab": "RAB (Weber et al.)", "patch": "patch smoothing (Levine & Feizi)",
+    "rab": "RAB (Weber et al.)", "patch": "patch defenses (Levine & Feizi; Xiang et al.)",
+    "patchcleanser": "patch defenses (Levine & Feizi; Xiang et al.)",
     "detection": "backdoor detection (Soremekun et al.)", "undefended": "undefended model", "attacks": OVERVIEW,
 }
 

@@ -16,7 +16,7 @@ and the votes per class (for ``randomized``: the counts of the estimation draws)
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,7 +40,7 @@ ATTACK = ABLATION + "/attack.tsv"
 # the ensemble stage's checkpoint
 UNDEFENDED_MODEL = "<results>/models/{dataset}/seed_{seed}/{attack}/{defense}/shard_0.pt"
 ROW = "<results>/tables/rows/{dataset}/seed_{seed}/{attack}/{defense}/patch_{ablation}.tsv"
-PLOT = "<results>/plots/{dataset}/patch/{defense}.{ext}"
+PLOT = "<results>/plots/{dataset}/patch_size.{ext}"
 ABLATION_LABEL = r"(band|row|block)_s\d+(_k\d+)?"
 TOP_ONE, RANDOMIZED = "top_one", "randomized"
 # a certify TSV (a shard's, or the gathered one) and an attack TSV, as the module's docstring and
@@ -89,22 +89,15 @@ class Plan:
             attacked = entry["attack"]["patch_sizes"] or []
             if any(m > min(height, width) for m in attacked):
                 found.append(f"{where}: attack.patch_sizes {attacked} larger than the image")
-            found += _index_problems(where, entry["test_indices"], self.config["datasets"][dataset])
+            found += index_problems(where, entry["test_indices"], self.config["datasets"][dataset])
             labels = [f"{a['kind']}_{a['size']}_{a.get('count', 1)}" for a in entry["ablations"]]
             if len(set(labels)) != len(labels):
                 found.append(f"defenses.{defense}: an ablation is listed twice")
             if min(entry["patch_sizes"]) <= min(height, width):
                 found += [f"{where}: {p}" for p in _certifiable_problems(fitting, entry)]
-        return found + self._undefended_problems() + [p for name in sorted({e.defense for e in self.experiments})
-                                                      for p in _list_problems(name, self.config["defenses"][name])]
-
-    def _undefended_problems(self) -> list[str]:
-        found = []
-        for name in sorted({e.defense for e in self.experiments}):
-            undefended = self.config["defenses"][name]["attack"]["undefended"]
-            if undefended is not None and self.config["defenses"].get(undefended, {}).get("method") != "undefended":
-                found.append(f"defenses.{name}.attack.undefended is {undefended!r}, not a defense of method undefended")
-        return found
+        return found + undefended_problems(self.config, {e.defense for e in self.experiments}) + [
+            p for name in sorted({e.defense for e in self.experiments})
+            for p in _list_problems(name, self.config["defenses"][name])]
 
     def _shape(self, dataset: str) -> tuple[int, int, int]:
         return image_shape(self.config["datasets"][dataset])
@@ -121,9 +114,8 @@ class Plan:
         return [ROW.format(**vars(e), ablation=label) for e, label in self._cells()]
 
     def plots(self) -> list[str]:
-        """The certified-accuracy plot of every dataset and defense."""
-        pairs = dict.fromkeys((e.dataset, e.defense) for e in self.experiments)
-        return [PLOT.format(dataset=d, defense=f, ext=ext) for d, f in pairs for ext in ("png", "pdf")]
+        """The patch figure of every dataset."""
+        return figure_plots(e.dataset for e in self.experiments)
 
     def recipe(self, wildcards: Any) -> dict[str, Any]:
         """What training reads: the architecture, the recipe and the ablation."""
@@ -157,9 +149,7 @@ class Plan:
 
     def undefended_model(self, wildcards: Any) -> list[str]:
         """The checkpoint of the undefended model attacked alongside (none if the config names none)."""
-        name = self.config["defenses"][wildcards.defense]["attack"]["undefended"]
-        return [UNDEFENDED_MODEL.format(dataset=wildcards.dataset, seed=wildcards.seed, attack=wildcards.attack,
-                                        defense=name)] if name else []
+        return undefended_model(self.config, wildcards)
 
     def attack_results(self, wildcards: Any) -> list[str]:
         """The attack TSV of an ablation, if the attack is enabled."""
@@ -171,15 +161,19 @@ class Plan:
         count = len(point_shards(test_size, self.config["defenses"][wildcards.defense]))
         return [SHARD.format(**_names(wildcards), shard=i) for i in range(count)]
 
-    def certificates(self, wildcards: Any) -> list[str]:
-        """The gathered certify TSV of every attack and ablation of a defense on a dataset (plot order)."""
-        return [GATHERED.format(**vars(e), ablation=label) for e, label in self._cells()
-                if (e.dataset, e.defense) == (wildcards.dataset, wildcards.defense)]
-
-    def curves(self, wildcards: Any) -> list[dict[str, str]]:
-        """The attack and ablation of each of :meth:`certificates`."""
-        return [{"attack": e.attack, "ablation": label} for e, label in self._cells()
-                if (e.dataset, e.defense) == (wildcards.dataset, wildcards.defense)]
+    def figure(self, dataset: str) -> list[tuple[dict[str, Any], str]]:
+        """The curves this method adds to the patch figure of a dataset, each with the TSV it reads: the
+        gathered certify TSV of every experiment and ablation, and the attack TSV of those attacked
+        beside the undefended model."""
+        side = min(self._shape(dataset)[1:])
+        found = []
+        for e, label in ((e, label) for e, label in self._cells() if e.dataset == dataset):
+            spec = {"module": __name__, "attack": e.attack, "label": f"{e.defense} · {label}", "side": side}
+            found.append(({**spec, "kind": "certify"}, GATHERED.format(**vars(e), ablation=label)))
+            attack = self.config["defenses"][e.defense]["attack"]
+            if attack["enabled"] and attack["undefended"]:
+                found.append(({**spec, "kind": "attack"}, ATTACK.format(**vars(e), ablation=label)))
+        return found
 
     def row_keys(self, wildcards: Any) -> dict[str, str]:
         """The names that open an ablation's rows (the certificate is each voting rule's)."""
@@ -187,14 +181,7 @@ class Plan:
 
     def row_params(self, wildcards: Any) -> dict[str, Any]:
         """The parameters that change an ablation's numbers (each rule adds its own)."""
-        defense = self.config["defenses"][wildcards.defense]
-        skip, limit, indices = defense["skip"], defense["max"], defense["test_indices"]
-        attack = defense["attack"]
-        attacked = ({f"attack_{key}": attack[key] for key in ("n_points", "steps", "step_size", "restarts", "stride")}
-                    | {"attack_undefended": attack["undefended"] or "-"} if attack["enabled"] else {})
-        return {**common_params(self.config, wildcards), "arch": defense["arch"], "epochs": defense["train"]["epochs"],
-                "ablation": wildcards.ablation,
-                **test_point_params(skip, limit, indices), **attacked}
+        return defense_row_params(self.config, wildcards, ablation=wildcards.ablation)
 
     def rule_params(self, wildcards: Any) -> dict[str, dict[str, Any]]:
         """The parameters of each voting rule beyond the ablation's."""
@@ -278,7 +265,19 @@ def _list_problems(name: str, defense: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def _index_problems(where: str, indices: Sequence[int] | None, dataset: Mapping[str, Any]) -> list[str]:
+def defense_row_params(config: Config, wildcards: Any, **extra: Any) -> dict[str, Any]:
+    """The parameters of a patch defense's rows: the common ones, the model, ``extra``, the test points
+    and the empirical attack's settings (if enabled)."""
+    defense = config["defenses"][wildcards.defense]
+    skip, limit, indices = defense["skip"], defense["max"], defense["test_indices"]
+    attack = defense["attack"]
+    attacked = ({f"attack_{key}": attack[key] for key in ("n_points", "steps", "step_size", "restarts", "stride")}
+                | {"attack_undefended": attack["undefended"] or "-"} if attack["enabled"] else {})
+    return {**common_params(config, wildcards), "arch": defense["arch"], "epochs": defense["train"]["epochs"],
+            **extra, **test_point_params(skip, limit, indices), **attacked}
+
+
+def index_problems(where: str, indices: Sequence[int] | None, dataset: Mapping[str, Any]) -> list[str]:
     """Given test indices beyond the test set (only where its size is known before the split)."""
     if indices is None or dataset.get("classes") is not None:
         return []
@@ -419,6 +418,26 @@ def _require_randomized(path: str, frame: Any, counts: np.ndarray, spec: Mapping
     require_derived(path, frame, "certified_patch", np.where(abstained, 0, derived["certified_patch"]), "the draws")
 
 
+def concatenate_shards(shard_paths: Sequence[str], output: str, keys: Sequence[str],
+                       read: Callable[[str], Any] | None = None) -> None:
+    """Concatenate certify shards in ``keys`` order (each shard non-empty, no test point certified twice
+    under the same ``keys``); each shard read by ``read`` (a plain TSV reader if None)."""
+    import pandas as pd
+
+    from robustcert.artifacts import ArtifactError, read_tsv, write_tsv
+
+    frames = [(read or read_tsv)(path) for path in shard_paths]
+    empty = [path for path, frame in zip(shard_paths, frames) if frame.empty]
+    if empty:
+        raise ArtifactError(f"{empty[0]}: a certify shard with no rows")
+    frame = pd.concat(frames, ignore_index=True).sort_values(list(keys), kind="stable")
+    repeated = frame.duplicated(list(keys))
+    if repeated.any():
+        raise ArtifactError(f"{output}: the shards {list(shard_paths)} repeat test points "
+                            f"{frame.loc[repeated, 'idx'].unique().tolist()[:5]}")
+    write_tsv(frame, output)
+
+
 def certify_patch(model_path: str, split_path: str, poison_path: str, output: str, settings: Mapping[str, Any],
                   seed: int, shard: int, device: str, threads: int) -> None:
     """Certify the test points of one shard (and their triggered copies) under every voting rule; the
@@ -438,7 +457,7 @@ def certify_patch(model_path: str, split_path: str, poison_path: str, output: st
     sizes = list(range(1, min(height, width) + 1))
     frames, generator = [], torch.Generator().manual_seed(derive_seed(seed, shard))
     start = time.perf_counter()
-    for triggered, (index, images) in enumerate(_copies(split, attack, points, triggered_test_set)):
+    for triggered, (index, images) in enumerate(point_copies(split, attack, points, triggered_test_set)):
         x = torch.from_numpy(images).float() / 255.0
         labels = split.y_test[index]
         results = smooth.certify(x, list(settings["thresholds"]), sizes)
@@ -477,8 +496,7 @@ def attack_patch(model_path: str, split_path: str, undefended_paths: Sequence[st
     import pandas as pd
     import torch
 
-    from robustcert import data, patch, train
-    from robustcert.pgd import PGD, cross_entropy_loss
+    from robustcert import data, patch
 
     split = data.load_split(split_path)
     spec = settings["attack"]
@@ -491,27 +509,54 @@ def attack_patch(model_path: str, split_path: str, undefended_paths: Sequence[st
     victims = {"smoothed": ([*(f"theta_{t:g}" for t in thresholds), patch.TOP_ONE],
                             lambda labels: patch.soft_vote_loss(smooth, labels), patch.smoothed_correct(smooth, thresholds),
                             max(1, smooth.batch_size // smooth.ablation.num_positions))}
-    for path in undefended_paths:
-        model = train.load_shard(path, {"method": "undefended"})[2][0].to(target)
-        victims["undefended"] = (["undefended"], lambda labels, model=model: cross_entropy_loss(model, labels),
-                                 lambda adv, labels, model=model: (model(adv).argmax(1) == labels)[:, None].cpu(),
-                                 smooth.batch_size)
-    pgd = PGD("linf", 1.0, spec["step_size"], spec["steps"], random_start=True, restarts=spec["restarts"])
+    victims |= undefended_victims(undefended_paths, target, smooth.batch_size)
+    pgd = attack_pgd(spec)
     generator = torch.Generator().manual_seed(derive_seed(seed))
     frames = []
     for names, loss_of, judge, chunk in victims.values():
         with torch.no_grad():
-            frames.append(_attack_frame(points, y, 0, names, judge(x, y).numpy()))
+            frames.append(attack_frame(points, y, 0, names, judge(x, y).numpy()))
         for m in spec["patch_sizes"]:
-            start = time.perf_counter()
-            correct = patch.patch_attack(loss_of, judge, x, y, m, spec["stride"], pgd, chunk, generator)
-            log.info("patch attack of side %d on %s: %.1f s, accuracy %s", m, names, time.perf_counter() - start,
-                     correct.mean(axis=0).round(3).tolist())
-            frames.append(_attack_frame(points, y, m, names, correct))
+            frames.append(attacked_frame(points, x, y, m, names, (loss_of, judge, chunk), spec, pgd, generator))
     ATTACK_TSV.write(pd.concat(frames, ignore_index=True), output)
 
 
-def _attack_frame(points: np.ndarray, labels: Any, patch_size: int, names: Sequence[str], correct: np.ndarray) -> Any:
+def undefended_victims(paths: Sequence[str], target: Any, chunk: int) -> dict[str, tuple]:
+    """The undefended model (of ``paths``: none or one checkpoint) as a victim of the patch attack:
+    (names, loss, judge, images × placements per chunk)."""
+    from robustcert import train
+    from robustcert.pgd import cross_entropy_loss
+
+    victims = {}
+    for path in paths:
+        model = train.load_shard(path, {"method": "undefended"})[2][0].to(target)
+        victims["undefended"] = (["undefended"], lambda labels, model=model: cross_entropy_loss(model, labels),
+                                 lambda adv, labels, model=model: (model(adv).argmax(1) == labels)[:, None].cpu(),
+                                 chunk)
+    return victims
+
+
+def attack_pgd(spec: Mapping[str, Any]) -> Any:
+    """The PGD of the patch attack: L∞ of radius 1 in [0, 1], random start, the spec's steps and restarts."""
+    from robustcert.pgd import PGD
+
+    return PGD("linf", 1.0, spec["step_size"], spec["steps"], random_start=True, restarts=spec["restarts"])
+
+
+def attacked_frame(points: np.ndarray, x: Any, y: Any, patch_size: int, names: Sequence[str], victim: tuple,
+                   spec: Mapping[str, Any], pgd: Any, generator: Any) -> Any:
+    """The patch attack of one side on one victim (loss, judge, chunk), as rows of an attack TSV."""
+    from robustcert import patch
+
+    loss_of, judge, chunk = victim
+    start = time.perf_counter()
+    correct = patch.patch_attack(loss_of, judge, x, y, patch_size, spec["stride"], pgd, chunk, generator)
+    log.info("patch attack of side %d on %s: %.1f s, accuracy %s", patch_size, names, time.perf_counter() - start,
+             correct.mean(axis=0).round(3).tolist())
+    return attack_frame(points, y, patch_size, names, correct)
+
+
+def attack_frame(points: np.ndarray, labels: Any, patch_size: int, names: Sequence[str], correct: np.ndarray) -> Any:
     import pandas as pd
 
     return pd.concat([pd.DataFrame({"idx": points, "label": labels.cpu().numpy(), "patch_size": patch_size,
@@ -519,7 +564,7 @@ def _attack_frame(points: np.ndarray, labels: Any, patch_size: int, names: Seque
                       for r, name in enumerate(names)], ignore_index=True)
 
 
-def _copies(split: Any, attack: Any, points: np.ndarray, triggered_test_set: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+def point_copies(split: Any, attack: Any, points: np.ndarray, triggered_test_set: Any) -> list[tuple[np.ndarray, np.ndarray]]:
     """(test indices, images): the shard's clean points, then their triggered copies."""
     copies = [(points, split.x_test[points])]
     if attack.trigger is not None:
@@ -588,8 +633,15 @@ def _attack_metrics(attacked: Any, clean: Any, rule: str) -> list[Metric]:
                *on_axis("cert_acc_attacked", "patch_size", sizes,
                         metrics.certified_accuracy(points["certified_patch"], points["certified_class"] == points["label"],
                                                    sizes))]
-    for model, prefix in ((rule, ""), ("undefended", "undefended_")):
-        rows = attacked[attacked["model"] == model]
+    return numbers + attack_accuracies(attacked, rule, sizes)
+
+
+def attack_accuracies(attacked: Any, model: str, sizes: Sequence[int]) -> list[Metric]:
+    """Accuracy without (``attacked_clean_acc``) and under the patch attack (``attack_acc``, axis
+    patch_size) of ``model`` and of the undefended model (prefix ``undefended_``) in an attack TSV."""
+    numbers = []
+    for name, prefix in ((model, ""), ("undefended", "undefended_")):
+        rows = attacked[attacked["model"] == name]
         if len(rows):
             accuracy = rows.groupby("patch_size")["correct"].mean()
             numbers += [Metric(f"{prefix}attacked_clean_acc", float(accuracy[0])),
@@ -617,11 +669,74 @@ def _trigger_metrics(triggered: Any, target: int, side: int) -> list[Metric]:
                    else float("nan"))]
 
 
-def plot_patch(certify_paths: Sequence[str], curves: Sequence[Mapping[str, str]], title: str,
+def figure_plots(datasets: Iterable[str]) -> list[str]:
+    """The patch figure (PNG and PDF) of each dataset."""
+    return [PLOT.format(dataset=d, ext=ext) for d in dict.fromkeys(datasets) for ext in ("png", "pdf")]
+
+
+def figure_parts(plans: Sequence[Any], wildcards: Any) -> list[tuple[dict[str, Any], str]]:
+    """The curves of the patch figure of a dataset from every plan that draws on it (each with a
+    ``figure(dataset)``), with their TSVs; the undefended model under attack once per attack."""
+    parts, attacked = [], set()
+    for spec, path in (part for plan in plans for part in plan.figure(wildcards.dataset)):
+        if spec["kind"] == "attack":
+            if spec["attack"] in attacked:
+                continue
+            attacked.add(spec["attack"])
+        parts.append((spec, path))
+    return parts
+
+
+def patch_curves(path: str, spec: Mapping[str, Any]) -> list[Any]:
+    """The curves of one TSV of :meth:`Plan.figure`: certified accuracy of each voting rule at every
+    patch side up to the image's, or the undefended model's accuracy under the patch attack."""
+    from robustcert import metrics
+    from robustcert.plot import PatchCurve
+
+    if spec["kind"] == "attack":
+        return undefended_curves(ATTACK_TSV.read(path), spec)
+    frame = CERTIFY_TSV.read(path)
+    clean, sizes = frame[frame["triggered"] == 0], np.arange(0, spec["side"] + 1)
+    return [PatchCurve(spec["attack"], f"{spec['label']} · {rule}", "step", sizes,
+                       metrics.certified_accuracy(rows["certified_patch"], rows["certified_class"] == rows["label"], sizes),
+                       len(rows))
+            for rule, rows in clean.groupby("rule")]
+
+
+def undefended_curves(attacked: Any, spec: Mapping[str, Any]) -> list[Any]:
+    """The undefended model's accuracy under the patch attack (patch side 0: none) in an attack TSV."""
+    from robustcert.plot import PatchCurve
+
+    rows = attacked[attacked["model"] == "undefended"]
+    accuracy = rows.groupby("patch_size")["correct"].mean()
+    return [PatchCurve(spec["attack"], "undefended · patch attack", "attack", accuracy.index.to_numpy(),
+                       accuracy.to_numpy(), int((rows["patch_size"] == 0).sum()))] if len(rows) else []
+
+
+def plot_patch(paths: Sequence[str], curves: Sequence[Mapping[str, Any]], title: str,
                outputs: Sequence[str], intervals: bool = False) -> None:
-    """Certified accuracy against the patch size: a panel per attack, a line per ablation and rule."""
+    """Accuracy against the patch size of every patch defense of a dataset and the undefended model under
+    the patch attack: each TSV drawn by the ``patch_curves`` of the stage module its curve names."""
+    import importlib
+
     from robustcert import plot
 
-    frames = [(curve["attack"], curve["ablation"], CERTIFY_TSV.read(path)) for curve, path in zip(curves, certify_paths)]
-    plot.plot_patch_sizes(frames, title, outputs, intervals)
+    drawn = [c for spec, path in zip(curves, paths) for c in importlib.import_module(spec["module"]).patch_curves(path, spec)]
+    plot.plot_patch_sizes(drawn, title, outputs, intervals)
 
+
+def undefended_model(config: Config, wildcards: Any) -> list[str]:
+    """The checkpoint of the undefended model a patch defense's attack runs alongside (none if it names none)."""
+    name = config["defenses"][wildcards.defense]["attack"]["undefended"]
+    return [UNDEFENDED_MODEL.format(dataset=wildcards.dataset, seed=wildcards.seed, attack=wildcards.attack,
+                                    defense=name)] if name else []
+
+
+def undefended_problems(config: Config, defenses: Iterable[str]) -> list[str]:
+    """Attacks of these defenses alongside an undefended model that is not a defense of method undefended."""
+    found = []
+    for name in sorted(set(defenses)):
+        undefended = config["defenses"][name]["attack"]["undefended"]
+        if undefended is not None and config["defenses"].get(undefended, {}).get("method") != "undefended":
+            found.append(f"defenses.{name}.attack.undefended is {undefended!r}, not a defense of method undefended")
+    return found
