@@ -15,7 +15,6 @@ import yaml
 from conftest import REPO, snakemake
 
 from robustcert import config as cfg, poison, results
-from robustcert.artifacts import write_tsv
 from robustcert.workflow import patch, patchcleanser
 from robustcert.workflow.smoothing import certified_points, point_shards
 

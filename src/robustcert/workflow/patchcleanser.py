@@ -25,7 +25,7 @@ import numpy as np
 
 from robustcert.artifacts import Column, TsvFormat
 from robustcert.config import Config, canonical, derive_seed, refuse
-from robustcert.data import expected_test_size, source_shape
+from robustcert.data import expected_test_size, image_shape
 from robustcert.results import Metric, on_axis, tidy_rows, write_rows
 from robustcert.workflow import compute_prologue, log, patch
 from robustcert.workflow.common import experiments_of, row_keys
@@ -78,7 +78,7 @@ class Plan:
         return found + patch.undefended_problems(self.config, {e.defense for e in self.experiments})
 
     def _shape(self, dataset: str) -> tuple[int, int, int]:
-        return source_shape(self.config["datasets"][dataset]["source"])
+        return image_shape(self.config["datasets"][dataset])
 
     def _cells(self) -> list[tuple[Any, str]]:
         return [(e, variant_label(t, self.config["defenses"][e.defense]["k"])) for e in self.experiments
