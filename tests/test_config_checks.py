@@ -153,7 +153,6 @@ def refusing_workflow(tmp_path_factory) -> Path:
     return copy_workflow(tmp_path_factory.mktemp("refusals") / "wf")
 
 
-@pytest.mark.workflow
 @pytest.mark.parametrize("overlay,named", [
     ({"defenses": {"patch": {"ablations": [{"kind": "band", "size": 8}]}}}, "ablation band_s8 keeps the whole image"),
     ({"defenses": {"smoothing": {"n": 1}}}, "defenses.smoothing.n is 1, too few samples for alpha 0.001"),
