@@ -3,7 +3,6 @@ detector on known blobs, the plan, the verdict table, and the stage through the 
 
 from __future__ import annotations
 
-import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import REPO, WORKFLOW_FILES, snakemake
+from conftest import REPO, copy_workflow, snakemake
 
 from robustcert import config as cfg, data, detection, partition, poison, results, train
 from robustcert.models import build_model, layer_features, penultimate_features
@@ -171,11 +170,7 @@ def test_a_verdict_names_what_was_flagged_against_the_truth():
 
 @pytest.mark.workflow
 def test_detection_through_the_workflow_on_digits(tmp_path):
-    work = tmp_path / "wf"
-    work.mkdir()
-    for name in WORKFLOW_FILES:
-        source = REPO / name
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, work / name)
+    work = copy_workflow(tmp_path / "wf")
     config = yaml.safe_load((REPO / "tests/configs/dvc_small.yaml").read_text())
     config["attacks"] = {"none": {"type": "none"},
                          "localised": {"type": "backdoor", "preset": "localised", "target": 7, "fraction": 0.03}}

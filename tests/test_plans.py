@@ -154,7 +154,8 @@ def test_bilevel_plan_keeps_its_evaluation_out_of_the_attack(default_config):
 
 
 def test_poison_stage_takes_exactly_the_attacks_a_generator_makes(default_config):
-    assert poison_stage.attack_constraint(default_config) == "backdoor|backdoor_distributed|four_pixel|label_flip|none"
+    assert poison_stage.attack_constraint(default_config) == (
+        "backdoor|backdoor_2x2|backdoor_distributed|backdoor_few|four_pixel|four_pixel_strong|label_flip|none")
     assert set(poison.GENERATORS) == {"none", "backdoor", "label_flip", "l2_backdoor"}
 
 

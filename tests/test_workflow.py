@@ -113,6 +113,39 @@ def _assert_asr_all_beside_asr(tidy: pd.DataFrame, digits_labels: np.ndarray) ->
     assert a.between(-1e-9, 1 + 1e-9).all()
 
 
+def _assert_each_certificate_certifies_an_attack_in_its_reach(table: pd.DataFrame, rab: pd.DataFrame) -> None:
+    """Every certificate has a row certified above 0 at an attack's budget, beside the large attacks
+    certified at 0, and the undefended model falls to the attacks the certificates hold."""
+    few = table[table["attack"] == "backdoor_few"].set_index("certificate")
+    large = table[table["attack"] == "backdoor"].set_index("certificate")
+    for certificate in ("dpa", "dpa_roe", "fa", "fa_roe"):  # 3 poisoned samples: 6 insertions/deletions
+        assert few.loc[certificate, "poison_size"] == 6 and few.loc[certificate, "certified_vs_attack"] > 0
+        assert few.loc[certificate, "certified_ra"] > 0
+        assert large.loc[certificate, "certified_vs_attack"] == 0  # 25 samples: beyond every certificate
+    patch = table[(table["method"] == "patch") & (table["attack"] == "backdoor_2x2")]
+    assert (patch["trigger_side"] == 2).all() and (patch["trigger_within_certified"] > 0).any()
+    assert (patch["certified_ra"] > 0).any()
+    assert (table[(table["method"] == "patch") & (table["attack"] == "backdoor")]["trigger_side"] == 3).all()
+    small = rab[(rab["certificate"] == "rab") & (rab["attack"] == "four_pixel")].iloc[0]
+    assert small["certified_vs_attack"] > 0
+    undefended = table[table["method"] == "undefended"].set_index(["dataset", "attack"])
+    assert undefended.loc[("digits_binary", "four_pixel_strong"), "asr"] >= 0.8
+    assert undefended.loc[("digits", "backdoor_2x2"), "asr"] >= 0.8
+    assert patch["asr"].max() < undefended.loc[("digits", "backdoor_2x2"), "asr"]
+
+
+def _assert_detection_is_scored_by_the_infected_label(workdir: Path, table: pd.DataFrame) -> None:
+    """A backdoored model counts as detected only when its target label is flagged."""
+    detection = table[table["method"] == "detection"].set_index("attack")
+    target_flagged = detection.loc["backdoor", "flagged@label=7"] == 1
+    assert detection.loc["backdoor", "detected"] == target_flagged
+    verdicts = pd.read_csv(workdir / "results/tables/detection/verdicts.tsv", sep="\t", dtype=str).set_index("attack")
+    assert verdicts.loc["backdoor", "true_target"] == "7" and verdicts.loc["none", "true_target"] == "none"
+    assert verdicts.loc["backdoor", "verdict"].startswith("detected" if target_flagged else "missed")
+    confusion = pd.read_csv(workdir / "results/tables/detection/confusion.tsv", sep="\t").set_index("level")
+    assert confusion.loc["model", "tp"] == int(target_flagged)
+
+
 def test_default_config_end_to_end(workflow_copy):
     """The README's main job (`make run`): every defense of the default config, on 2 cores."""
     snakemake(workflow_copy, "--cores", "2", "--resources", "gpu=1", "--", "all")
@@ -133,7 +166,7 @@ def test_default_config_end_to_end(workflow_copy):
         p.name for p in (workflow_copy / "results/tables").glob("*.tsv")}
     table = wide_tables(workflow_copy)
     dpa = table[table["certificate"] == "dpa"].set_index("attack")
-    assert set(dpa.index) == {"none", "backdoor", "label_flip", "bilevel"}
+    assert set(dpa.index) == {"none", "backdoor", "backdoor_few", "label_flip", "bilevel"}
     assert (dpa["n_test"] == 360).all() and (dpa["k"] == 20).all()
     assert dpa.loc["none", "accuracy"] > 0.9  # the aggregate of 20 small CNNs on digits
     assert (dpa["accuracy"] >= dpa["base_accuracy_mean"]).all()  # voting helps
@@ -146,8 +179,10 @@ def test_default_config_end_to_end(workflow_copy):
     _assert_asr_all_beside_asr(tidy, np.load(workflow_copy / "results/data/digits/split.npz")["y_test"])
 
     compared = tidy[tidy["metric"].isin(["der", "rir"])]
-    # the attacks with a trigger and an undefended model: the backdoor on digits, RAB's four pixels on 6 vs 8
-    assert set(zip(compared["dataset"], compared["attack"])) == {("digits", "backdoor"), ("digits_binary", "four_pixel")}
+    # the attacks with a trigger and an undefended model: the backdoors on digits, RAB's four pixels on 6 vs 8
+    assert set(zip(compared["dataset"], compared["attack"])) == {
+        ("digits", "backdoor"), ("digits", "backdoor_few"), ("digits", "backdoor_2x2"),
+        ("digits_binary", "four_pixel"), ("digits_binary", "four_pixel_strong")}
     assert compared["params"].str.contains("baseline=undefended").all() and compared["value"].between(0, 1).all()
     bench = pd.read_csv(workflow_copy / "results/tables/backdoorbench.csv").set_index(["defense", "certificate"])
     assert bench.loc[("dpa", "dpa"), "asr_attack"] > bench.loc[("dpa", "dpa"), "asr_defense"]  # DPA resists
@@ -159,7 +194,7 @@ def test_default_config_end_to_end(workflow_copy):
     assert fa["d"] == 4 and fa["k"] == 20 and fa["accuracy"] > 0.9
 
     smoothing = table[table["certificate"] == "cohen_certify"]
-    assert sorted(smoothing["sigma_train"].unique()) == [0.25, 0.5] and len(smoothing) == 6
+    assert sorted(smoothing["sigma_train"].unique()) == [0.25, 0.5] and len(smoothing) == 4
     assert (smoothing["n"] == 10000).all() and (smoothing["n_test"] == 40).all()
     assert (smoothing["sigma_train"] == smoothing["sigma_certify"]).all()
     clean = smoothing[smoothing["attack"] == "none"].set_index("sigma_train")
@@ -180,15 +215,14 @@ def test_default_config_end_to_end(workflow_copy):
     assert np.abs(poison["x"].astype(int) - original).max() <= 25  # ε = 0.1 of 255
     assert np.array_equal(poison["y"], split["y_train"][poison["index"]]) and (poison["y"] == 8).all()
 
-    for name in ("poison_budget", "seed_0/smoothing/none/smoothing", "seed_0/smoothing/backdoor/smoothing",
-                 "seed_0/smoothing/bilevel/smoothing", "seed_0/bilevel_bilevel_objective", "smoothing/noisy_examples",
+    for name in ("poison_budget", "seed_0/smoothing/none/smoothing", "seed_0/smoothing/bilevel/smoothing", "seed_0/bilevel_bilevel_objective", "smoothing/noisy_examples",
                  "smoothing_radius", "patch/patch"):
         for ext in ("png", "pdf"):
             assert (workflow_copy / f"results/plots/digits/{name}.{ext}").stat().st_size > 1000
     for ext in ("png", "pdf"):
         assert (workflow_copy / f"results/plots/digits_binary/rab_l2_budget.{ext}").stat().st_size > 1000
-    rab = pd.read_csv(workflow_copy / "results/tables/rab.tsv", sep="\t")  # digits 6 vs 8 × {none, four pixel}
-    assert sorted(rab["certificate"]) == ["rab", "rab", "rab_expected", "rab_expected"]
+    rab = pd.read_csv(workflow_copy / "results/tables/rab.tsv", sep="\t")  # digits 6 vs 8 × {none, four pixel ×2}
+    assert sorted(rab["certificate"]) == ["rab"] * 3 + ["rab_expected"] * 3
     assert (rab["n_test"] == 118).all() and rab["cert_acc@l2_train=0"].between(0, 1).all()
     certify = pd.read_csv(workflow_copy / "results/certify/digits/seed_0/none/dpa/dpa.tsv", sep="\t")
     assert list(certify.columns) == ["idx", "label", "predict", "radius", "correct"] and len(certify) == 360
@@ -200,6 +234,8 @@ def test_default_config_end_to_end(workflow_copy):
     smoothed = pd.read_csv(workflow_copy / "results/smoothing/digits/seed_0/none/smoothing/sigma_0.25/certify.tsv", sep="\t")
     assert list(smoothed.columns) == ["idx", "label", "predict", "radius", "correct"]
     assert smoothed["idx"].tolist() == list(range(0, 360, 9))
+    _assert_each_certificate_certifies_an_attack_in_its_reach(table, rab)
+    _assert_detection_is_scored_by_the_infected_label(workflow_copy, table)
     # The HTML report builds on the default config and holds every plot and the table.
     snakemake(workflow_copy, "--report", "results/report.html", "--", "all")
     report = (workflow_copy / "results/report.html").read_text(errors="replace")
