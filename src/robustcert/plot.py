@@ -190,11 +190,11 @@ def plot_certified_accuracy(frames: Mapping[str, pd.DataFrame], prefix: str | Pa
 
 def plot_objective(trace: pd.DataFrame, prefix: str | Path, title: str) -> None:
     """An attack's surrogate objective per outer step (``prefix``.png and .pdf): ``f_eval`` on the fixed
-    evaluation batch as faint points and its running mean (a window of a tenth of the steps, at least 3)
+    evaluation batch as faint points and its running mean (a window of an eighth of the steps, at least 5)
     as a line; ``f`` on each step's own random batch faint beneath."""
     fig, ax = _figure()
     if len(trace):
-        window = max(3, len(trace) // 10)
+        window = max(5, len(trace) // 8)
         ax.plot(trace["step"], trace["f"], color="0.6", alpha=0.35, linewidth=0.8,
                 label="f on the step's random batch")
         ax.plot(trace["step"], trace["f_eval"], ".", color="tab:blue", alpha=0.3, label="f on the fixed batch")

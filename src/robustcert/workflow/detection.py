@@ -289,8 +289,9 @@ def tabulate_detection(row_paths: Sequence[str], output: str, confusion_output: 
 
 def model_confusion(verdicts: Sequence[Any]) -> dict[str, float]:
     """The model-level counts: tp a backdoored model with its target flagged, fn one without, fp a model
-    with another label flagged (a backdoored one then counts twice, fn and fp), tn a clean model with
-    nothing flagged; precision and recall as :func:`confusion`."""
+    with a label other than its target flagged and its target not (a backdoored model with only other
+    labels flagged counts as fn and fp), tn a clean model with nothing flagged; precision and recall as
+    :func:`confusion`."""
     tp = sum(v.detected for v in verdicts)
     fn = sum(v.backdoored and not v.detected for v in verdicts)
     fp = sum(v.false_positive and not v.detected for v in verdicts)
