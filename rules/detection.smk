@@ -1,7 +1,8 @@
 # Backdoor detection in robust models (robustcert.workflow.detection; Soremekun et al.): the one
 # model of a detection defense is trained by the ensemble rules with PGD adversarial training; here
 # its adversarial accuracy, the translation of validation images into every label with the
-# clustering of their features, the figures, its results rows, and the verdicts over all models.
+# clustering of their features, the figures, its results rows, and the verdicts over all models
+# (per model, and against the truth).
 
 from robustcert.workflow import detection
 
@@ -69,6 +70,8 @@ rule plot_detection:
     input:
         embedding=rules.detect_backdoor.output.embedding,
         gallery=rules.detect_backdoor.output.gallery,
+        clusters=rules.detect_backdoor.output.clusters,
+        scores=rules.score_ensemble.output.scores,
     output:
         clusters_png=report(
             detection.CLUSTER_PLOT.replace("{ext}", "png"),
@@ -131,6 +134,11 @@ rule tabulate_detection:
             category=report_category("detection"),
             subcategory="tables",
             labels={"table": "verdicts"},
+        ),
+        confusion=report(
+            detection.CONFUSION,
+            caption="../report/detection_confusion.rst",
+            category="tables",
         ),
     params:
         code=code_of("scripts/tabulate_detection.py"),

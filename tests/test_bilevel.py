@@ -432,6 +432,8 @@ def test_surrogate_objective_decreases_on_digits(digits) -> None:
     steps = 5 * (1142 // 150)
     assert len(attack) == len(log) == len(control) == steps and np.isfinite(attack).all()
     assert [entry["f"] for entry in log] == attack.tolist()
+    fixed = np.array([entry["f_eval"] for entry in log])  # f on the fixed evaluation batch falls too
+    assert np.isfinite(fixed).all() and np.polyfit(np.arange(steps), fixed, 1)[0] < 0, fixed.round(3)
     quarter, half = steps // 4, steps // 2
     assert attack[-quarter:].mean() < 0.85 * attack[:quarter].mean(), attack.round(3)
     assert np.polyfit(np.arange(steps), attack, 1)[0] < 0

@@ -3,7 +3,6 @@ detector on known blobs, the plan, the verdict table, and the stage through the 
 
 from __future__ import annotations
 
-import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import REPO, WORKFLOW_FILES, snakemake
+from conftest import REPO, copy_workflow, snakemake
 
 from robustcert import config as cfg, data, detection, partition, poison, results, train
 from robustcert.models import build_model, layer_features, penultimate_features
@@ -131,35 +130,47 @@ def test_the_plan_trains_one_adversarial_model_and_keeps_other_recipes():
     assert ensemble.recipe(SimpleNamespace(defense="dpa"))["train"] == cfg.canonical(config["defenses"]["dpa"]["train"])
     plan = stage.Plan(config)
     assert plan.rows() == [f"<results>/tables/rows/digits/seed_0/{a}/robust/detection.tsv"
-                           for a in ("none", "backdoor", "backdoor_distributed")]
+                           for a in ("none", "backdoor")]
     assert stage.VERDICTS in plan.plots() and plan.model(wc) == "<results>/models/digits/seed_0/backdoor/robust/shard_0.pt"
     assert set(plan.probe_params(wc)) == {"translation", "features", "clustering"}
     assert config["defenses"]["robust"]["clustering"]["threshold"] == 2  # the schema's default
 
 
-def test_the_verdict_table_counts_labels_and_models(tmp_path):
+def test_the_verdict_tables_count_a_model_detected_only_when_its_target_is_flagged(tmp_path):
     keys = {"dataset": "d", "attack_type": "backdoor", "method": "detection", "certificate": stage.CERTIFICATE}
     paths = []
-    for attack, target, flagged in (("clean", None, [3]), ("infected", 7, [7]), ("missed", 7, [])):
+    models = (("clean", None, [3]), ("infected", 7, [7]), ("missed", 7, []), ("elsewhere", 7, [2, 5]),
+              ("both", 7, [1, 7]), ("quiet", None, []))
+    for attack, target, flagged in models:
         metrics = [*results.on_axis("flagged", "label", range(10), [t in flagged for t in range(10)]),
-                   results.Metric("detected", float(bool(flagged))),
                    results.Metric("true_target", float("nan") if target is None else target)]
         paths.append(tmp_path / f"{attack}.tsv")
-        results.write_rows(paths[-1], results.tidy_rows({**keys, "attack": attack, "defense": "r"}, {}, metrics))
-    stage.tabulate_detection([str(p) for p in paths], str(tmp_path / "verdicts.tsv"))
-    table = pd.read_csv(tmp_path / "verdicts.tsv", sep="\t").set_index("level")
-    assert table.loc["label", ["n", "tp", "fp", "tn", "fn"]].tolist() == [30, 1, 1, 27, 1]
-    assert table.loc["model", ["n", "tp", "fp", "tn", "fn"]].tolist() == [3, 1, 1, 0, 1]
-    assert table.loc["label", "precision"] == 0.5 and table.loc["model", "recall"] == 0.5
+        results.write_rows(paths[-1], results.tidy_rows({**keys, "attack": attack, "defense": "r"}, {"seed": 0}, metrics))
+    stage.tabulate_detection([str(p) for p in paths], str(tmp_path / "verdicts.tsv"), str(tmp_path / "confusion.tsv"))
+    verdicts = pd.read_csv(tmp_path / "verdicts.tsv", sep="\t", dtype=str).set_index("attack")
+    assert verdicts["verdict"].to_dict() == {
+        "clean": "false positive", "infected": "detected", "missed": "missed", "elsewhere": "missed, false positive",
+        "both": "detected, other labels flagged", "quiet": "true negative"}
+    assert verdicts.loc["elsewhere", ["true_target", "flagged", "seed"]].tolist() == ["7", "2,5", "0"]
+    assert verdicts.loc["clean", ["true_target", "flagged"]].tolist() == ["none", "3"]
+    assert verdicts.loc["missed", "flagged"] == "none"
+    table = pd.read_csv(tmp_path / "confusion.tsv", sep="\t").set_index("level")
+    assert table.loc["label", ["n", "tp", "fp", "tn", "fn"]].tolist() == [60, 2, 4, 52, 2]
+    # the model flagged only elsewhere is missed and a false positive; the one flagged at 1 and 7 is detected
+    assert table.loc["model", ["n", "tp", "fp", "tn", "fn"]].tolist() == [6, 2, 2, 1, 2]
+    assert table.loc["model", "precision"] == 0.5 and table.loc["model", "recall"] == 0.5
+
+
+def test_a_verdict_names_what_was_flagged_against_the_truth():
+    assert detection.Verdict((3,), 7).name == "missed, false positive" and detection.Verdict((3,), 7).false_positive
+    assert not detection.Verdict((3,), 7).detected and detection.Verdict((7,), 7).detected and not detection.Verdict((7,), 7).false_positive
+    assert detection.Verdict((3,), -1).name == "false positive" and not detection.Verdict((3,), -1).backdoored
+    assert detection.Verdict((), -1).name == "true negative" and detection.Verdict((), 7).name == "missed"
 
 
 @pytest.mark.workflow
 def test_detection_through_the_workflow_on_digits(tmp_path):
-    work = tmp_path / "wf"
-    work.mkdir()
-    for name in WORKFLOW_FILES:
-        source = REPO / name
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, work / name)
+    work = copy_workflow(tmp_path / "wf")
     config = yaml.safe_load((REPO / "tests/configs/dvc_small.yaml").read_text())
     config["attacks"] = {"none": {"type": "none"},
                          "localised": {"type": "backdoor", "preset": "localised", "target": 7, "fraction": 0.03}}
@@ -182,8 +193,13 @@ def test_detection_through_the_workflow_on_digits(tmp_path):
     flagged = table[[f"flagged@label={t}" for t in range(10)]].to_numpy()
     assert (flagged == (counts.to_numpy() > 2)).all()
     assert (table["n_flagged"] == flagged.sum(axis=1)).all()
-    verdicts = pd.read_csv(work / stage.VERDICTS.replace("<results>", "results"), sep="\t").set_index("level")
-    assert verdicts.loc["label", "n"] == 20 and verdicts.loc["model", "n"] == 2
+    confusion = pd.read_csv(work / stage.CONFUSION.replace("<results>", "results"), sep="\t").set_index("level")
+    assert confusion.loc["label", "n"] == 20 and confusion.loc["model", "n"] == 2
+    verdicts = pd.read_csv(work / stage.VERDICTS.replace("<results>", "results"), sep="\t", dtype=str).set_index("attack")
+    assert verdicts.loc["localised", "true_target"] == "7" and verdicts.loc["none", "true_target"] == "none"
+    target_flagged = table.loc["localised", "flagged@label=7"] == 1
+    assert table.loc["localised", "detected"] == target_flagged
+    assert verdicts.loc["localised", "verdict"].startswith("detected" if target_flagged else "missed")
     # What holds on digits at this size (the cluster counts do not separate the target label reliably,
     # see README): the robust model paints the trigger into the images it translates into the target.
     mask = poison.make_trigger({"preset": "localised", "value": 0.98}, (1, 8, 8)).mask

@@ -106,7 +106,7 @@ def test_fa_shifts_are_the_references_at_seed_zero_and_change_with_the_seed():
 
 def test_aggregation_plan_rows_plots_and_the_keys_its_steps_read(default_config):
     plan = aggregation.Plan(default_config)
-    assert len(plan.rows("dpa")) == 4 * 2 and len(plan.rows("fa")) == 2 * 2
+    assert len(plan.rows("dpa")) == 5 * 2 and len(plan.rows("fa")) == 3 * 2
     assert "<results>/tables/rows/digits/seed_0/backdoor/fa/fa_roe.tsv" in plan.rows("fa")
     assert plan.plots() == ["<results>/plots/digits/poison_budget.png", "<results>/plots/digits/poison_budget.pdf"]
     layout = aggregation.layout(default_config["defenses"]["fa"])
@@ -118,10 +118,10 @@ def test_aggregation_plan_rows_plots_and_the_keys_its_steps_read(default_config)
 def test_ensemble_plan_reads_only_the_layout_and_the_recipe(default_config):
     plan = ensemble.Plan(default_config)
     plan.register("dpa", aggregation.layout)
-    wc = wildcards(dataset="digits", attack="none", defense="dpa", shard="1")
+    wc = wildcards(dataset="digits", attack="none", defense="dpa", shard="0")
     assert plan.partition_params(wc) == {"assignment": "hash", "k": 20, "d": 1}
-    assert plan.shard_subsets(wc) == list(range(10, 20))
-    assert plan.shard_checkpoints(wc)[-1] == "<results>/models/digits/seed_0/none/dpa/shard_1.pt"
+    assert plan.shard_subsets(wc) == list(range(20))  # one job trains the 20 small CNNs
+    assert plan.shard_checkpoints(wc) == ["<results>/models/digits/seed_0/none/dpa/shard_0.pt"]
     assert set(plan.recipe(wc)) == {"method", "arch", "train"} and "certificates" not in repr(plan.recipe(wc))
     assert plan.purpose(wc) == {"method": "dpa", "arch": "small_cnn"}
     assert plan.test_noise(wc) == {}
@@ -135,7 +135,7 @@ def test_smoothing_plan_separates_training_from_monte_carlo(default_config):
     assert plan.recipe(wc)["sigma"] == 0.25 and "n" not in plan.recipe(wc)
     assert plan.monte_carlo(wc)["n"] == 10_000 and "n0" not in plan.predict_settings(wc)
     assert len(plan.shards(wc)) == 1  # 40 points of 360 at skip 9, 40 per job
-    assert len(plan.rows()) == 3 * 2 and len(plan.plots()) == 3 * 2
+    assert len(plan.rows()) == 2 * 2 and len(plan.plots()) == 2 * 2  # σ (rows), png and pdf × {none, bilevel}
     params = plan.row_params(wc)
     assert params["skip"] == 9 and "max" not in params and "test_points" not in params  # counts, no range(...)
 
@@ -156,7 +156,8 @@ def test_bilevel_plan_keeps_its_evaluation_out_of_the_attack(default_config):
 
 
 def test_poison_stage_takes_exactly_the_attacks_a_generator_makes(default_config):
-    assert poison_stage.attack_constraint(default_config) == "backdoor|backdoor_distributed|four_pixel|label_flip|none"
+    assert poison_stage.attack_constraint(default_config) == (
+        "backdoor|backdoor_2x2|backdoor_distributed|backdoor_few|four_pixel|four_pixel_strong|label_flip|none")
     assert set(poison.GENERATORS) == {"none", "backdoor", "label_flip", "l2_backdoor"}
 
 

@@ -15,16 +15,11 @@ import pytest
 import yaml
 from conftest import REPO, snakemake
 
-from robustcert import results
+from robustcert import presentation, results
+from robustcert.workflow import poison as poison_stage
 from robustcert.bilevel import transfer_table
 
 CONFIGS = sorted((REPO / "config").glob("*.yaml"))
-
-
-def wide_tables(workdir: Path) -> pd.DataFrame:
-    """The per-method wide tables of a run, one after the other (columns: their union)."""
-    tables = [pd.read_csv(p, sep="\t") for p in sorted((workdir / "results/tables").glob("*.tsv")) if p.name != "all.tsv"]
-    return pd.concat(tables, ignore_index=True)
 
 
 def test_lint_is_clean(workflow_copy):
@@ -103,14 +98,49 @@ def test_tiny_mnist_through_the_whole_chain_and_deterministic_after_a_kill(workf
 def _assert_asr_all_beside_asr(tidy: pd.DataFrame, digits_labels: np.ndarray) -> None:
     """Every result with an ``asr`` has an ``asr_all`` (every method with a trigger), and on digits
     (target 7) asr_all = (1 − s)·asr + s·a with s the target class's share of the test set, a in [0, 1]
-    (for the methods on the whole test set: patch smoothing certifies every 3rd point)."""
+    (for the methods on the whole test set: the patch defenses certify every 3rd and 6th point)."""
     rates = tidy[tidy["metric"].isin(["asr", "asr_all"])].pivot_table(
         index=["dataset", "attack", "defense", "certificate", "params"], columns="metric", values="value")
     assert rates.notna().all().all()
-    assert set(rates.index.get_level_values("defense")) == {"dpa", "fa", "undefended", "robust", "patch", "rab"}
-    digits, share = rates.xs("digits", level="dataset").drop("patch", level="defense"), float((digits_labels == 7).mean())
+    assert set(rates.index.get_level_values("defense")) == {"dpa", "fa", "undefended", "robust", "patch", "patchcleanser",
+                                                            "rab"}
+    digits = rates.xs("digits", level="dataset").drop(["patch", "patchcleanser"], level="defense")
+    share = float((digits_labels == 7).mean())
     a = (digits["asr_all"] - (1 - share) * digits["asr"]) / share
     assert a.between(-1e-9, 1 + 1e-9).all()
+
+
+def _assert_each_certificate_certifies_an_attack_in_its_reach(table: pd.DataFrame) -> None:
+    """Every certificate has a row certified above 0 at an attack's budget, beside the large attacks
+    certified at 0, and the undefended model falls to the attacks the certificates hold."""
+    few = table[table["attack"] == "backdoor_few"].set_index("certificate")
+    large = table[table["attack"] == "backdoor"].set_index("certificate")
+    for certificate in ("dpa", "dpa_roe", "fa", "fa_roe"):  # 3 poisoned samples: 6 insertions/deletions
+        assert few.loc[certificate, "poison_size"] == 6 and few.loc[certificate, "certified_vs_attack"] > 0
+        assert few.loc[certificate, "certified_ra"] > 0
+        assert large.loc[certificate, "certified_vs_attack"] == 0  # 25 samples: beyond every certificate
+    patch = table[(table["method"] == "patch") & (table["attack"] == "backdoor_2x2")]
+    assert (patch["trigger_side"] == 2).all() and (patch["trigger_within_certified"] > 0).any()
+    assert (patch["certified_ra"] > 0).any()
+    assert (table[(table["method"] == "patch") & (table["attack"] == "backdoor")]["trigger_side"] == 3).all()
+    rab = table[(table["certificate"] == "rab") & (table["attack"] == "four_pixel")].iloc[0]
+    assert rab["certified_vs_attack"] > 0
+    undefended = table[table["method"] == "undefended"].set_index(["dataset", "attack"])
+    assert undefended.loc[("digits_binary", "four_pixel_strong"), "asr"] >= 0.8
+    assert undefended.loc[("digits", "backdoor_2x2"), "asr"] >= 0.8
+    assert patch["asr"].max() < undefended.loc[("digits", "backdoor_2x2"), "asr"]
+
+
+def rows_of_table(tidy: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The rows of all.tsv that results/tables/<name>.tsv presents (what its stage registers in
+    RESULT_ROWS): the bilevel attack's evaluations apart from smoothing's certificates, the attacks'
+    budgets under the defense none, else the rows of the method."""
+    bilevel = tidy["certificate"] == "target_class_certify"
+    compared = tidy["metric"].isin(["der", "rir"])
+    if name == "bilevel":
+        return tidy[bilevel & ~compared]
+    method = "none" if name == poison_stage.BUDGET_TABLE else name
+    return tidy[(tidy["method"] == method) & ~bilevel & ~compared]
 
 
 # ----------------------------------------------------------- the default config, run once (default_run)
@@ -122,9 +152,9 @@ def tidy(default_run) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def table(default_run) -> pd.DataFrame:
-    """The per-method wide tables of the default run, one after the other."""
-    return wide_tables(default_run)
+def table(tidy) -> pd.DataFrame:
+    """Every result of the default run as one wide table at full precision (the presented tables round)."""
+    return results.wide(tidy[~tidy["metric"].isin(["der", "rir"])])
 
 
 @pytest.fixture(scope="module")
@@ -133,25 +163,29 @@ def dpa(table) -> pd.DataFrame:
 
 
 @pytest.mark.workflow
-def test_default_run_all_tsv_is_tidy_and_every_wide_table_reshapes_it(default_run, tidy):
+def test_default_run_all_tsv_is_tidy_and_every_table_presents_it(default_run, tidy):
     """The README's main job (`make run`): every defense of the default config, on 2 cores."""
     assert tuple(tidy.columns) == results.COLUMNS  # the fixed header, no empty cell
     assert not tidy.duplicated(["dataset", "attack", "defense", "certificate", "params", "metric", "axis", "at"]).any()
-    for wide in sorted((default_run / "results/tables").glob("*.tsv")):  # the numbers of all.tsv, reshaped
+    tables = default_run / "results/tables"
+    for wide in sorted(tables.glob("*.tsv")):  # the numbers of all.tsv, presented
         if wide.name == "bilevel_transfer.tsv":  # a matrix of the bilevel rows: attack victim × evaluation victim
             bilevel_rows = tidy[tidy["certificate"] == "target_class_certify"]
             assert transfer_table(bilevel_rows).to_csv(sep="\t", index=False) == wide.read_text(), wide.name
         elif wide.name != "all.tsv":
-            cells = pd.read_csv(wide, sep="\t")[["method", "certificate"]].drop_duplicates()
-            mine = tidy[~tidy["metric"].isin(["der", "rir"])].merge(cells, on=["method", "certificate"])
-            assert results.wide(mine).to_csv(sep="\t", index=False) == wide.read_text(), wide.name
-    assert {"all.tsv", "bilevel.tsv", "dpa.tsv", "fa.tsv", "smoothing.tsv"} <= {
-        p.name for p in (default_run / "results/tables").glob("*.tsv")}
+            mine = rows_of_table(tidy, wide.stem)
+            assert len(mine), wide.name
+            again = default_run / "again"
+            presentation.write_tables(mine, wide.stem, str(again / "wide.tsv"), str(again / "paper.tsv"))
+            assert (again / "wide.tsv").read_text() == wide.read_text(), wide.name
+            assert (again / "paper.tsv").read_text() == (tables / "paper" / wide.name).read_text(), wide.name
+    assert {"all.tsv", "bilevel.tsv", "dpa.tsv", "fa.tsv", "smoothing.tsv", "patchcleanser.tsv"} <= {
+        p.name for p in tables.glob("*.tsv")}
 
 
 @pytest.mark.workflow
 def test_default_run_dpa_and_fa(default_run, tidy, table, dpa):
-    assert set(dpa.index) == {"none", "backdoor", "label_flip", "bilevel"}
+    assert set(dpa.index) == {"none", "backdoor", "backdoor_few", "label_flip", "bilevel"}
     assert (dpa["n_test"] == 360).all() and (dpa["k"] == 20).all()
     assert dpa.loc["none", "accuracy"] > 0.9  # the aggregate of 20 small CNNs on digits
     assert (dpa["accuracy"] >= dpa["base_accuracy_mean"]).all()  # voting helps
@@ -176,20 +210,40 @@ def test_default_run_dpa_and_fa(default_run, tidy, table, dpa):
 
 
 @pytest.mark.workflow
+def test_default_run_each_certificate_holds_an_attack_in_its_reach(table):
+    _assert_each_certificate_certifies_an_attack_in_its_reach(table)
+
+
+@pytest.mark.workflow
 def test_default_run_compares_each_defense_with_the_undefended_model(default_run, tidy):
     compared = tidy[tidy["metric"].isin(["der", "rir"])]
-    # the attacks with a trigger and an undefended model: the backdoor on digits, RAB's four pixels on 6 vs 8
-    assert set(zip(compared["dataset"], compared["attack"])) == {("digits", "backdoor"), ("digits_binary", "four_pixel")}
+    # the attacks with a trigger and an undefended model: the backdoors on digits, RAB's four pixels on 6 vs 8
+    assert set(zip(compared["dataset"], compared["attack"])) == {
+        ("digits", "backdoor"), ("digits", "backdoor_few"), ("digits", "backdoor_2x2"),
+        ("digits_binary", "four_pixel"), ("digits_binary", "four_pixel_strong")}
     assert compared["params"].str.contains("baseline=undefended").all() and compared["value"].between(0, 1).all()
-    bench = pd.read_csv(default_run / "results/tables/backdoorbench.csv").set_index(["defense", "certificate"])
-    assert bench.loc[("dpa", "dpa"), "asr_attack"] > bench.loc[("dpa", "dpa"), "asr_defense"]  # DPA resists
-    assert bench.loc[("dpa", "dpa"), "der"] > 0.5
+    bench = pd.read_csv(default_run / "results/tables/backdoorbench.csv").set_index(["attack", "defense", "certificate"])
+    dpa_bench = bench.loc[("backdoor", "dpa", "dpa")]
+    assert dpa_bench["asr_attack"] > dpa_bench["asr_defense"] and dpa_bench["der"] > 0.5  # DPA resists
+
+
+@pytest.mark.workflow
+def test_default_run_detection_is_scored_by_the_infected_label(default_run, table):
+    """A backdoored model counts as detected only when its target label is flagged."""
+    detection = table[table["method"] == "detection"].set_index("attack")
+    target_flagged = detection.loc["backdoor", "flagged@label=7"] == 1
+    assert detection.loc["backdoor", "detected"] == target_flagged
+    verdicts = pd.read_csv(default_run / "results/tables/detection/verdicts.tsv", sep="\t", dtype=str).set_index("attack")
+    assert verdicts.loc["backdoor", "true_target"] == "7" and verdicts.loc["none", "true_target"] == "none"
+    assert verdicts.loc["backdoor", "verdict"].startswith("detected" if target_flagged else "missed")
+    confusion = pd.read_csv(default_run / "results/tables/detection/confusion.tsv", sep="\t").set_index("level")
+    assert confusion.loc["model", "tp"] == int(target_flagged)
 
 
 @pytest.mark.workflow
 def test_default_run_randomized_smoothing(default_run, table):
     smoothing = table[table["certificate"] == "cohen_certify"]
-    assert sorted(smoothing["sigma_train"].unique()) == [0.25, 0.5] and len(smoothing) == 6
+    assert sorted(smoothing["sigma_train"].unique()) == [0.25, 0.5] and len(smoothing) == 4
     assert (smoothing["n"] == 10000).all() and (smoothing["n_test"] == 40).all()
     assert (smoothing["sigma_train"] == smoothing["sigma_certify"]).all()
     clean = smoothing[smoothing["attack"] == "none"].set_index("sigma_train")
@@ -218,20 +272,19 @@ def test_default_run_bilevel_attack(default_run, table):
 
 
 @pytest.mark.workflow
-def test_default_run_plots_rab_and_report(default_run):
-    for name in ("poison_budget", "seed_0/smoothing/none/smoothing", "seed_0/smoothing/backdoor/smoothing",
-                 "seed_0/smoothing/bilevel/smoothing", "seed_0/bilevel_bilevel_objective", "smoothing/noisy_examples",
-                 "smoothing_radius", "patch/patch"):
+def test_default_run_plots_rab_and_report(default_run, table):
+    for name in ("poison_budget", "seed_0/smoothing/none/smoothing", "seed_0/smoothing/bilevel/smoothing",
+                 "seed_0/bilevel_bilevel_objective", "smoothing/noisy_examples", "smoothing_radius", "patch_size"):
         for ext in ("png", "pdf"):
             assert (default_run / f"results/plots/digits/{name}.{ext}").stat().st_size > 1000
     for ext in ("png", "pdf"):
         assert (default_run / f"results/plots/digits_binary/rab_l2_budget.{ext}").stat().st_size > 1000
-    rab = pd.read_csv(default_run / "results/tables/rab.tsv", sep="\t")  # digits 6 vs 8 × {none, four pixel}
-    assert sorted(rab["certificate"]) == ["rab", "rab", "rab_expected", "rab_expected"]
+    rab = table[table["method"] == "rab"]  # digits 6 vs 8 × {none, four pixel ×2}
+    assert sorted(rab["certificate"]) == ["rab"] * 3 + ["rab_expected"] * 3
     assert (rab["n_test"] == 118).all() and rab["cert_acc@l2_train=0"].between(0, 1).all()
     # The HTML report builds on the default config and holds every plot and the table.
     report = (default_run / "results/report.html").read_text(errors="replace")
-    for name in ("poison_budget.png", "all.tsv", "bilevel_bilevel_objective.png"):
+    for name in ("poison_budget.png", "all.tsv", "bilevel_bilevel_objective.png", "patch_size.png"):
         assert name in report
 
 

@@ -338,8 +338,9 @@ def bilevel_radius_attack(model_builder: Callable[[], nn.Module], x_clean: Tenso
     :param x_val_target: validation images of the target class (f is measured on them)
     :param victim: the lower problem's loss; Gaussian augmentation with ``cfg.sigma`` by default
     :param log_fn: called after every outer step (but those restarting the model) with a dict:
-        ``step``, ``epoch``, ``f``, ``g``, ``residual`` (of the p solve) and ``correct`` (points of
-        f's validation batch with a positive soft radius)
+        ``step``, ``epoch``, ``f`` (on the step's random validation batch), ``f_eval`` (f on the fixed
+        evaluation batch: the first ``val_batch`` validation images with their fixed noise draws), ``g``, ``residual`` (of
+        the p solve) and ``correct`` (points of f's validation batch with a positive soft radius)
     :return: the poisons (same order as x_target) and f at each outer step (after the inner steps)
     """
     device = torch.device(device)
@@ -388,6 +389,9 @@ def bilevel_radius_attack(model_builder: Callable[[], nn.Module], x_clean: Tenso
             state.model.eval()
             radii = soft_radii(state.model, x_val[val], y_val[val], cfg.sigma, cfg.k, cfg.beta, cfg.a,
                                noise=val_noise[val])
+            with torch.no_grad():  # f on the fixed evaluation batch: the first val_batch images, their fixed draws
+                f_eval = soft_radii(state.model, x_val[:cfg.val_batch], y_val[:cfg.val_batch], cfg.sigma, cfg.k,
+                                    cfg.beta, cfg.a, noise=val_noise[:cfg.val_batch]).mean()
             state.model.train()
             f = radii.sum() / len(val)
             ub = u[poison].clone().requires_grad_(True)
@@ -402,7 +406,8 @@ def bilevel_radius_attack(model_builder: Callable[[], nn.Module], x_clean: Tenso
             state.p = hyper.p
             u[poison] = torch.minimum(torch.maximum(u_step(poison, hyper.grad), lower[poison]), upper[poison])
             if log_fn is not None:
-                log_fn({"step": len(objective) - 1, "epoch": epoch, "f": objective[-1], "g": float(g.detach()),
+                log_fn({"step": len(objective) - 1, "epoch": epoch, "f": objective[-1], "f_eval": float(f_eval),
+                        "g": float(g.detach()),
                         "residual": hyper.residual, "correct": int((radii > 0).sum())})
     return AttackResult(u.detach().cpu(), objective)
 

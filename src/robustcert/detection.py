@@ -17,7 +17,9 @@ one cluster more than those of a clean label. The algorithm, per label t:
    → t-SNE (2-D) → MeanShift (``bandwidth``, or ``estimate_bandwidth`` at ``quantile`` when unset).
 4. Verdict: a label is flagged when it has more than ``threshold`` = 2 clusters. The reference's
    README says more than 3, but its stored outputs (2 clusters on every clean label, 3–4 on the
-   infected label of every infected model) support more than 2.
+   infected label of every infected model) support more than 2. A backdoored model is detected only
+   when its infected label is flagged (:class:`Verdict`); a flagged label that is not its target is a
+   false positive.
 """
 
 from __future__ import annotations
@@ -130,6 +132,44 @@ class Clustering:
         embedding = self.embed(np.concatenate([translated, clean]), random_state)
         is_translated = np.arange(len(embedding)) < len(translated)
         return LabelClusters(label, embedding, self.cluster(embedding), is_translated)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A model's verdict against the truth: the labels flagged and the backdoor's target (−1: a clean model).
+
+    Detected: the target is among the flagged labels. A false positive: a label other than the target
+    is flagged (any flagged label of a clean model). A backdoored model with only other labels flagged
+    is both missed and a false positive.
+    """
+
+    flagged: tuple[int, ...]
+    target: int
+
+    @property
+    def backdoored(self) -> bool:
+        """The model was trained on a backdoor."""
+        return self.target >= 0
+
+    @property
+    def detected(self) -> bool:
+        """The backdoor's target is flagged."""
+        return self.target in self.flagged
+
+    @property
+    def false_positive(self) -> bool:
+        """A label other than the target is flagged."""
+        return any(label != self.target for label in self.flagged)
+
+    @property
+    def name(self) -> str:
+        """detected (with other labels flagged or not), missed, missed and false positive (backdoored
+        models); false positive, true negative (clean models)."""
+        if not self.backdoored:
+            return "false positive" if self.flagged else "true negative"
+        if self.detected:
+            return "detected, other labels flagged" if self.false_positive else "detected"
+        return "missed, false positive" if self.flagged else "missed"
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -19,6 +20,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from robustcert.metrics import certified_accuracy  # noqa: E402
+
+if TYPE_CHECKING:
+    from robustcert.detection import Verdict
 
 SIZE = (6, 4.5)
 PANEL = (4, 3.2)
@@ -205,12 +209,19 @@ def plot_certified_accuracy(frames: Mapping[str, pd.DataFrame], prefix: str | Pa
 
 
 def plot_objective(trace: pd.DataFrame, prefix: str | Path, title: str) -> None:
-    """An attack's surrogate objective ``f`` per outer step (``prefix``.png and .pdf)."""
+    """An attack's surrogate objective per outer step (``prefix``.png and .pdf): ``f_eval`` on the fixed
+    evaluation batch as faint points and its running mean (a window of an eighth of the steps, at least 5)
+    as a line; ``f`` on each step's own random batch faint beneath."""
     fig, ax = _figure()
     if len(trace):
-        ax.plot(trace["step"], trace["f"], marker=".", label="f (soft certified radius)")
+        window = max(5, len(trace) // 8)
+        ax.plot(trace["step"], trace["f"], color="0.6", alpha=0.35, linewidth=0.8,
+                label="f on the step's random batch")
+        ax.plot(trace["step"], trace["f_eval"], ".", color="tab:blue", alpha=0.3, label="f on the fixed batch")
+        ax.plot(trace["step"], trace["f_eval"].rolling(window, min_periods=1).mean(), color="tab:blue",
+                linewidth=2, label=f"running mean ({window} steps)")
         ax.legend(fontsize="small")
-    ax.set(xlabel="outer step", ylabel="objective", title=title)
+    ax.set(xlabel="outer step", ylabel="soft certified radius (mean)", title=title)
     _save(fig, [f"{prefix}.png", f"{prefix}.pdf"])
 
 
@@ -274,13 +285,14 @@ def _panels(count: int) -> tuple[plt.Figure, list[plt.Axes]]:
 
 
 def plot_cluster_grid(labels: np.ndarray, embedding: np.ndarray, cluster: np.ndarray, translated: np.ndarray,
-                      title: str, outputs: Sequence[str | Path]) -> None:
+                      title: str, outputs: Sequence[str | Path], verdict: Verdict) -> None:
     """One panel per label: its 2-D points, translated images as dots and clean ones as crosses,
-    coloured by cluster."""
+    coloured by cluster; flagged labels framed in red, the true target's title in bold; the verdict
+    (flagged labels, true target) in the title."""
     names = np.unique(labels)
     columns = min(5, len(names))
     rows = math.ceil(len(names) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.4 * rows + 0.4), layout="constrained",
+    fig, axes = plt.subplots(rows, columns, figsize=(1.4 * columns, 1.4 * rows + 0.8), layout="constrained",
                              squeeze=False)
     for ax in axes.flat[len(names):]:
         ax.set_axis_off()
@@ -289,11 +301,18 @@ def plot_cluster_grid(labels: np.ndarray, embedding: np.ndarray, cluster: np.nda
         colours = plt.get_cmap("tab10")(cluster[mine] % 10)
         for marker, kind in (("o", True), ("x", False)):
             chosen = translated[mine] == kind
-            ax.scatter(*embedding[mine][chosen].T, c=colours[chosen], marker=marker, s=8, linewidths=0.8)
-        ax.set_title(f"label {label}: {len(np.unique(cluster[mine]))} clusters", fontsize="small")
+            ax.scatter(*embedding[mine][chosen].T, c=colours[chosen], marker=marker, s=4, linewidths=0.6)
+        flagged = label in verdict.flagged
+        ax.set_title(f"{label}{' (target)' if label == verdict.target else ''}: {len(np.unique(cluster[mine]))}"
+                     f"{' flagged' if flagged else ''}", fontsize="x-small", color="tab:red" if flagged else "black",
+                     fontweight="bold" if label == verdict.target else "normal")
+        for spine in ax.spines.values():
+            spine.set(color="tab:red" if flagged else "0.7", linewidth=1.5 if flagged else 0.8)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"{title}\n(dots: translated, crosses: clean)", fontsize="small")
+    truth = f"true target {verdict.target}" if verdict.backdoored else "clean model"
+    fig.suptitle(f"{title}\nflagged (red): {', '.join(map(str, verdict.flagged)) or 'none'} · {truth} · "
+                 f"verdict: {verdict.name}\n(panel: label: clusters; dots translated, crosses clean)", fontsize="x-small")
     _save(fig, outputs)
 
 

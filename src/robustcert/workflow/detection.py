@@ -6,8 +6,10 @@ then computes the adversarial accuracy under the training attack, translates val
 every label and clusters their features (a TSV of labels × clusters, the 2-D points, a gallery of
 translated images), plots the clusters and the gallery, and writes the results rows: clean accuracy,
 adversarial accuracy, attack success rate, clusters and verdict per label, the flagged labels, the
-true target and whether the model was detected. Over all models, a table of the verdicts against
-the truth (true and false positives and negatives, precision, recall) per label and per model.
+true target, whether the backdoor was detected (only when its target label is flagged) and whether
+another label was flagged (a false positive). Over all models, a table of each model's flagged labels,
+true target and verdict, and one of the verdicts against the truth (true and false positives and
+negatives, precision, recall) per label and per model.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ CLUSTER_PLOT = "<results>/plots/{dataset}/seed_{seed}/detection/{attack}/{defens
 GALLERY_PLOT = "<results>/plots/{dataset}/seed_{seed}/detection/{attack}/{defense}_gallery.{ext}"
 ROW = "<results>/tables/rows/{dataset}/seed_{seed}/{attack}/{defense}/detection.tsv"
 VERDICTS = "<results>/tables/detection/verdicts.tsv"
+CONFUSION = "<results>/tables/detection/confusion.tsv"
 _COUNT = Column("int", minimum=0)
 # clusters.tsv: a row per label; embedding.npz: a point per translated or clean image probed;
 # gallery.npz: translated images per label
@@ -111,10 +114,10 @@ class Plan:
         return [ROW.format(**vars(e)) for e in self.experiments]
 
     def plots(self) -> list[str]:
-        """The cluster grid and the gallery of every model, and the verdict table over all models."""
+        """The cluster grid and the gallery of every model, and the verdict tables over all models."""
         figures = [path.format(**vars(e), ext=ext) for e in self.experiments for path in (CLUSTER_PLOT, GALLERY_PLOT)
                    for ext in ("png", "pdf")]
-        return [*figures, VERDICTS] if self.experiments else []
+        return [*figures, VERDICTS, CONFUSION] if self.experiments else []
 
     def model(self, wildcards: Any) -> str:
         """The checkpoint of the one robust model (the ensemble's only shard)."""
@@ -248,14 +251,17 @@ def _cluster_label(model: Any, split: Any, t: int, translated: Any, probe: Mappi
     return result
 
 
-def plot_detection(embedding_path: str, gallery_path: str, title: str, cluster_outputs: Sequence[str],
-                   gallery_outputs: Sequence[str]) -> None:
-    """The scatter grid of the clusters per label and the gallery of translated images."""
-    from robustcert import plot
+def plot_detection(embedding_path: str, gallery_path: str, clusters_path: str, scores_path: str, title: str,
+                   cluster_outputs: Sequence[str], gallery_outputs: Sequence[str]) -> None:
+    """The scatter grid of the clusters per label (the flagged labels, the true target and the verdict
+    marked) and the gallery of translated images."""
+    from robustcert import evaluate, plot
 
     points = EMBEDDING_NPZ.read(embedding_path)
+    verdict = model_verdict(CLUSTERS_TSV.read(clusters_path), int(evaluate.load_scores(scores_path)["target"]))
     plot.plot_cluster_grid(points["label"], points["embedding"], points["cluster"], points["translated"],
-                           f"{title}: t-SNE of translated and clean features, by MeanShift cluster", cluster_outputs)
+                           f"{title}: t-SNE of translated and clean features, by MeanShift cluster", cluster_outputs,
+                           verdict)
     gallery = GALLERY_NPZ.read(gallery_path)
     plot.plot_translation_gallery(gallery["sources"], gallery["examples"], gallery["mean"],
                                   f"{title}: images translated into each label", gallery_outputs)
@@ -264,7 +270,8 @@ def plot_detection(embedding_path: str, gallery_path: str, title: str, cluster_o
 def summarize_detection(scores_path: str, adversarial_path: str, clusters_path: str, output: str,
                         keys: Mapping[str, str], params: Mapping[str, Any], threshold: int) -> None:
     """The model's rows: accuracy, adversarial accuracy, attack success rate, clusters and verdict per
-    label, flagged labels, the true target and whether the model was detected (docs/metrics.md)."""
+    label, flagged labels, the true target, whether the backdoor was detected (its target flagged) and
+    whether another label was flagged (a false positive; docs/metrics.md)."""
     from robustcert import evaluate, metrics
 
     scores = evaluate.load_scores(scores_path, models=1)
@@ -273,16 +280,17 @@ def summarize_detection(scores_path: str, adversarial_path: str, clusters_path: 
     target = int(scores["target"])
     triggered = scores["triggered_logits"][:, 0].argmax(axis=1)
     true_labels = scores["labels"][scores["triggered_index"]]
-    flagged = clusters.loc[clusters["flagged"] == 1, "label"].tolist()
+    verdict = model_verdict(clusters, target)
     numbers = [Metric("n_test", len(scores["labels"])), Metric("accuracy", float(scores["base_accuracy"][0])),
                Metric("adversarial_accuracy", float(adversarial["correct"].mean())),
                Metric("asr", metrics.attack_success_rate(triggered, true_labels, target)),
                Metric("asr_all", metrics.attack_success_rate_all(triggered, target)),
                *on_axis("clusters", "label", clusters["label"], clusters["clusters"]),
                *on_axis("flagged", "label", clusters["label"], clusters["flagged"]),
-               Metric("n_flagged", len(flagged)), Metric("detected", float(bool(flagged))),
-               Metric("true_target", target if target >= 0 else float("nan")),
-               Metric("target_flagged", float(target in flagged) if target >= 0 else float("nan"))]
+               Metric("n_flagged", len(verdict.flagged)),
+               Metric("true_target", target if verdict.backdoored else float("nan")),
+               Metric("detected", float(verdict.detected) if verdict.backdoored else float("nan")),
+               Metric("false_positive", float(verdict.false_positive))]
     write_rows(output, tidy_rows(keys, params, numbers))
 
 
@@ -306,25 +314,54 @@ def read_clusters(path: str, num_classes: int, threshold: int) -> Any:
     return clusters
 
 
-def tabulate_detection(row_paths: Sequence[str], output: str) -> None:
-    """The verdicts against the truth over all models: per label (positive: the backdoor's target) and
-    per model (positive: a backdoored model; detected: any label flagged); each replicate (seed) is a model."""
+def model_verdict(clusters: Any, target: int) -> Any:
+    """The :class:`robustcert.detection.Verdict` of a clusters table (``label``, ``flagged``) and the
+    backdoor's target (−1: none)."""
+    from robustcert.detection import Verdict
+
+    return Verdict(tuple(int(t) for t in clusters.loc[clusters["flagged"] == 1, "label"]), target)
+
+
+def tabulate_detection(row_paths: Sequence[str], output: str, confusion_output: str) -> None:
+    """Per model (each replicate, seed, is a model) its flagged labels, true target and verdict
+    (``output``); over all models the verdicts against the truth (``confusion_output``) per label
+    (positive: the backdoor's target) and per model (detected only when its target is flagged; a false
+    positive when another label is)."""
     import pandas as pd
 
     from robustcert import results
     from robustcert.artifacts import write_tsv
+    from robustcert.detection import Verdict
 
     rows = results.concatenate(results.read_rows(p) for p in row_paths)
-    labels, models = [], []
-    for _, model in rows.groupby(["dataset", "attack", "defense", "params"], sort=False):  # a model per seed
-        target = model.loc[model["metric"] == "true_target", "value"]
-        truth = int(target.iloc[0]) if len(target) else -1
-        for row in model[model["metric"] == "flagged"].itertuples():
-            labels.append((int(float(row.at)) == truth, bool(row.value)))
-        models.append((truth >= 0, bool(model.loc[model["metric"] == "detected", "value"].iloc[0])))
-    levels = (("label", labels), ("model", models))
-    table = pd.DataFrame([{"level": level, **confusion(pairs)} for level, pairs in levels])
-    write_tsv(table, output)
+    table, verdicts, labels = [], [], []
+    for (dataset, attack, defense, params), model in rows.groupby(["dataset", "attack", "defense", "params"],
+                                                                  sort=False):
+        target = model.loc[model["metric"] == "true_target", "value"].dropna()
+        flagged = [(int(float(row.at)), bool(row.value)) for row in model[model["metric"] == "flagged"].itertuples()]
+        verdict = Verdict(tuple(label for label, is_flagged in flagged if is_flagged),
+                          int(target.iloc[0]) if len(target) else -1)
+        verdicts.append(verdict)
+        labels += [(label == verdict.target, is_flagged) for label, is_flagged in flagged]
+        table.append({"dataset": dataset, "seed": results.parse_params(params).get(results.SEED, ""),
+                      "attack": attack, "defense": defense,
+                      "true_target": verdict.target if verdict.backdoored else "none",
+                      "flagged": ",".join(map(str, verdict.flagged)) or "none", "verdict": verdict.name})
+    write_tsv(pd.DataFrame(table), output)
+    write_tsv(pd.DataFrame([{"level": "label", **confusion(labels)}, {"level": "model", **model_confusion(verdicts)}]),
+              confusion_output)
+
+
+def model_confusion(verdicts: Sequence[Any]) -> dict[str, float]:
+    """The model-level counts: tp a backdoored model with its target flagged, fn one without, fp a model
+    with a label other than its target flagged and its target not (a backdoored model with only other
+    labels flagged counts as fn and fp), tn a clean model with nothing flagged; precision and recall as
+    :func:`confusion`."""
+    tp = sum(v.detected for v in verdicts)
+    fn = sum(v.backdoored and not v.detected for v in verdicts)
+    fp = sum(v.false_positive and not v.detected for v in verdicts)
+    tn = sum(not v.backdoored and not v.flagged for v in verdicts)
+    return _counts(len(verdicts), tp, fp, tn, fn)
 
 
 def confusion(pairs: Sequence[tuple[bool, bool]]) -> dict[str, float]:
@@ -332,7 +369,10 @@ def confusion(pairs: Sequence[tuple[bool, bool]]) -> dict[str, float]:
     tp = sum(t and v for t, v in pairs)
     fp = sum(v and not t for t, v in pairs)
     fn = sum(t and not v for t, v in pairs)
-    tn = len(pairs) - tp - fp - fn
-    return {"n": len(pairs), "tp": tp, "fp": fp, "tn": tn, "fn": fn,
+    return _counts(len(pairs), tp, fp, len(pairs) - tp - fp - fn, fn)
+
+
+def _counts(n: int, tp: int, fp: int, tn: int, fn: int) -> dict[str, float]:
+    return {"n": n, "tp": tp, "fp": fp, "tn": tn, "fn": fn,
             "precision": tp / (tp + fp) if tp + fp else float("nan"),
             "recall": tp / (tp + fn) if tp + fn else float("nan")}
