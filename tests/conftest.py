@@ -92,10 +92,11 @@ def tiny_mnist(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def default_run(tmp_path_factory) -> Path:
-    """A copy of the workflow after the README's main job (`make run`: the default config to `all`, on
-    2 cores) and its HTML report, run once per test session; tests read it and change nothing in it."""
+    """A copy of the workflow after the README's main job (`make run` on a machine of 2 cores without a
+    GPU: the default config to `all`) and its HTML report, run once per test session; tests read it and
+    change nothing in it."""
     work = copy_workflow(tmp_path_factory.mktemp("default") / "wf")
-    snakemake(work, "--cores", "2", "--resources", "gpu=1", "--", "all")
+    snakemake(work, "--cores", "2", "--resources", "gpu=2", "--", "all")
     snakemake(work, "--report", "results/report.html", "--", "all")
     return work
 
