@@ -108,7 +108,7 @@ MEANINGLESS = [
      "defenses.smoothing.train.objective.lambda_schedule [[30, 4.0]] starts at or after epoch 30"),
     (_set("experiments.0.seeds", [3, 2**32 + 3]), "experiments[0].seeds: 4294967299 and 3 (experiments[0]) are equal modulo 2³²"),
     (lambda c: c["experiments"].append({**c["experiments"][0], "seeds": [2**33]}),
-     "experiments[8].seeds: 8589934592 and 0 (experiments[0]) are equal modulo 2³²"),
+     "seeds: 8589934592 and 0 (experiments[0]) are equal modulo 2³²"),
     (_set("attacks.four_pixel.target", 2), "attacks.four_pixel.target is 2, not a class of datasets.digits_binary (0..1: its classes [6, 8] relabelled)"),
     (_set("defenses.robust.features", {"layer": "layer4"}), "defenses.robust.features.layer (small_cnn on datasets.digits): layer 'layer4': no module"),
     *[(_set("pathvars.results", folder), f"pathvars.results is '{folder}', which {how}")

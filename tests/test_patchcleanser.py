@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from robustcert import patchcleanser as pc
+from robustcert import masks, patchcleanser as pc
 from robustcert import train
 
 
@@ -21,7 +21,7 @@ def covers(mask: tuple[int, int, int, int], top: int, left: int, patch: int) -> 
 
 
 SMALL = [(h, w, p, k) for h in range(1, 9) for w in range(1, 9) for p in range(1, min(h, w) + 1)
-         for k in range(1, 7) if not pc.check_mask_set(h, w, p, k)]
+         for k in range(1, 7) if not masks.check_mask_set(h, w, p, k)]
 
 
 def test_every_patch_lies_inside_a_mask_exhaustively_on_small_images():

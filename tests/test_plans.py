@@ -221,7 +221,7 @@ def test_params_text_round_trips():
 
 def test_objectives_by_name():
     assert set(train.OBJECTIVES) == {"cross_entropy", "gaussian_augmentation", "adversarial", "macer", "smoothadv",
-                                     "ablation", "fixed_noise"}
+                                     "ablation", "fixed_noise", "masking"}
     x = torch.zeros(4, 1, 3, 3)
     noisy = train.objective_of(train.TrainConfig(objective="gaussian_augmentation", noise_sigma=0.5))
     drawn = noisy.perturb(x, torch.Generator().manual_seed(3))

@@ -271,13 +271,13 @@ def test_rab_plan_registers_the_whole_set_fixed_noise_and_the_rows(default_confi
 
     plan, ensembles = stage.Plan(default_config), ensemble.Plan(default_config)
     ensembles.register(stage.METHOD, stage.layout, stage.recipe, stage.scoring_sigma)
-    wc = SimpleNamespace(dataset="digits_binary", seed="0", attack="four_pixel", defense="rab", shard="1", certificate="rab")
+    wc = SimpleNamespace(dataset="digits_binary", seed="0", attack="four_pixel", defense="rab", shard="0", certificate="rab")
     assert ensembles.partition_params(wc) == {"assignment": "whole", "k": 50, "d": 1}
-    assert ensembles.shard_subsets(wc) == list(range(25, 50))
+    assert ensembles.shard_subsets(wc) == list(range(50))  # one job trains the 50 models
     assert ensembles.recipe(wc)["train"]["objective"] == "fixed_noise"
     assert ensembles.recipe(wc)["train"]["noise_sigma"] == 0.5
     assert ensembles.test_noise(wc) == {"sigma": 0.5, "seed": 0}
     assert "<results>/tables/rows/digits_binary/seed_0/four_pixel/rab/rab_expected.tsv" in plan.rows()
-    assert plan.certify_params(wc) == {"sigma": 0.5, "alpha": 0.001}
+    assert plan.certify_params(wc) == {"sigma": 0.5, "alpha": 0.001, "n_models": 50}
     assert plan.row_params(wc)["delta"] == 0.1
     assert plan.plots() == ["<results>/plots/digits_binary/rab_l2_budget.png", "<results>/plots/digits_binary/rab_l2_budget.pdf"]

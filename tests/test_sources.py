@@ -93,7 +93,7 @@ def test_a_bad_mnist_5k_file_is_one_error_naming_it(tmp_path, good_lines, kind):
     (gzip.compress(b"1,2\n4,5,6\n"), "not a readable gzip-compressed CSV"),
     (gzip.compress(b"1,a,3\n"), "not a readable gzip-compressed CSV"),
     (gzip.compress(b""), "not a readable gzip-compressed CSV"),
-])
+], ids=["not-gzip", "ragged-rows", "a-word", "empty"])  # ids: gzip bytes hold the time (xdist compares ids)
 def test_an_unreadable_mnist_5k_file_is_one_error_naming_it(tmp_path, content, message):
     path = tmp_path / "mnist_5k.csv.gz"
     path.write_bytes(content)

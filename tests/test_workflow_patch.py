@@ -37,7 +37,7 @@ def test_the_stage_module_loads_no_torch():
 def test_the_plan_has_a_row_per_attack_and_ablation(config):
     plan = patch.Plan(config)
     assert plan.rows() == [f"<results>/tables/rows/digits/seed_0/{a}/patch/patch_{b}.tsv"
-                           for a in ("none", "backdoor") for b in ("band_s2", "block_s4")]
+                           for a in ("none", "backdoor", "backdoor_2x2") for b in ("band_s2", "block_s4")]
     assert plan.plots() == ["<results>/plots/digits/patch_size.png", "<results>/plots/digits/patch_size.pdf"]
     assert plan.recipe(WC)["ablation"] == {"count": 1, "kind": "band", "size": 2}
     assert plan.settings(WC)["ablation"] == {"count": 1, "kind": "band", "size": 2}
@@ -214,15 +214,15 @@ WC_CLEANSER = SimpleNamespace(dataset="digits", seed="0", attack="backdoor", def
 def test_the_patchcleanser_plan_has_a_row_per_attack_and_training_and_shares_the_patch_figure(config):
     plan = patchcleanser.Plan(config)
     assert plan.rows() == [f"<results>/tables/rows/digits/seed_0/{a}/patchcleanser/patchcleanser_{t}_k3.tsv"
-                           for a in ("none", "backdoor") for t in ("plain", "masked")]
+                           for a in ("none", "backdoor", "backdoor_2x2") for t in ("plain", "masked")]
     assert plan.plots() == patch.Plan(config).plots()
     assert plan.recipe(WC_CLEANSER)["masking"] == {"k": 3, "patch": 3, "value": 0.0}
     assert plan.recipe(SimpleNamespace(**{**vars(WC_CLEANSER), "variant": "plain_k3"}))["masking"] is None
     assert set(plan.settings(WC_CLEANSER)) == set(patchcleanser.SETTINGS_KEYS)
     parts = patch.figure_parts([patch.Plan(config), plan], WC_CLEANSER)
     kinds = [(spec["module"].rsplit(".", 1)[-1], spec["kind"]) for spec, _ in parts]
-    assert kinds.count(("patchcleanser", "certify")) == 4 and kinds.count(("patch", "certify")) == 4
-    assert [spec["attack"] for spec, _ in parts if spec["kind"] == "attack"] == ["none", "backdoor"]
+    assert kinds.count(("patchcleanser", "certify")) == 6 and kinds.count(("patch", "certify")) == 6
+    assert [spec["attack"] for spec, _ in parts if spec["kind"] == "attack"] == ["none", "backdoor", "backdoor_2x2"]
 
 
 @pytest.mark.parametrize("change,problem", [

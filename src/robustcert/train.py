@@ -379,9 +379,16 @@ def _fit(model: nn.Module, cfg: TrainConfig,
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            tally.add(loss.detach() * len(y), (logits.detach().argmax(dim=1) == y).sum(), len(y))
+            tally.add(loss.detach() * len(y), _correct(logits.detach(), y), len(y))
         tally.log()
     return model.to(memory_format=torch.contiguous_format)
+
+
+def _correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """How many of ``y`` the logits predict, each sample counted as the share of its copies predicted
+    right (objectives such as MACER and SmoothAdv score several noisy copies of each sample, in order)."""
+    copies = len(logits) // len(y)
+    return (logits.argmax(dim=1) == y.repeat_interleave(copies)).float().view(len(y), copies).mean(dim=1).sum()
 
 
 class _EpochTally:
@@ -481,7 +488,7 @@ def _batched_step(base: nn.Module, objective: Objective) -> Callable:
     def loss(p: dict, b: dict, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         logits = functional_call(base, (p, b), (x,))
         value = objective.loss(logits, y)
-        return value, (value.detach(), (logits.argmax(dim=1) == y).sum())
+        return value, (value.detach(), _correct(logits.detach(), y))
 
     return vmap(grad(loss, has_aux=True), in_dims=(0, 0, 0, 0), randomness="error")
 

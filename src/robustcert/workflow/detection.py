@@ -96,13 +96,14 @@ class Plan:
 
     def _layer_problems(self) -> list[str]:
         """``features.layer`` names that the architecture, built for the dataset, does not have: checked
-        here, before the robust model is trained, rather than after it."""
-        from robustcert.models import find_layer
-
+        here, before the robust model is trained, rather than after it (torch is loaded only for a
+        config that names a layer)."""
         problems = []
         for dataset, name in sorted({(e.dataset, e.defense) for e in self.experiments}):
             defense = self.config["defenses"][name]
             if defense["features"]["layer"] is not None:
+                from robustcert.models import find_layer
+
                 try:
                     find_layer(_fresh_model(defense["arch"], self.config["datasets"][dataset]), defense["features"]["layer"])
                 except ValueError as error:

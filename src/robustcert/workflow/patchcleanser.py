@@ -26,6 +26,7 @@ import numpy as np
 from robustcert.artifacts import Column, TsvFormat
 from robustcert.config import Config, canonical, derive_seed, refuse
 from robustcert.data import expected_test_size, image_shape
+from robustcert.masks import check_mask_set
 from robustcert.results import Metric, on_axis, tidy_rows, write_rows
 from robustcert.workflow import compute_prologue, log, patch
 from robustcert.workflow.common import experiments_of, row_keys
@@ -63,8 +64,6 @@ class Plan:
     def problems(self) -> list[str]:
         """What the datasets cannot take: a mask set that does not fit (patch larger than the image, k
         collapsing), attacked sides that are not certified, test indices beyond the test set."""
-        from robustcert.patchcleanser import check_mask_set
-
         found = []
         for dataset, name in sorted({(e.dataset, e.defense) for e in self.experiments}):
             defense, (_, height, width) = self.config["defenses"][name], self._shape(dataset)
