@@ -38,8 +38,8 @@ PYTEST := $(BIN)/python -m pytest -ra -n $(TEST_WORKERS) --dist loadgroup --no-l
 test: setup  ## the whole test suite (what .ci/run calls)
 	$(PYTEST) tests
 
-test-fast: setup  ## unit tests, dry runs and refusals: no Snakemake job, no fresh venv (a few minutes)
-	$(PYTEST) -m "not workflow and not core_install" tests
+test-fast: setup  ## unit tests, dry runs and refusals: no Snakemake job, no training on real data, no fresh venv
+	$(PYTEST) -m "not workflow and not trains and not core_install" tests
 
 lint: setup
 	$(BIN)/snakemake --lint

@@ -286,6 +286,7 @@ def _hypergradient(problem: _Problem, lam: float, niter: int, lr: float, method:
     return approxgrad_hypergradient(f, g, params, u, lam, niter, lr, method).grad
 
 
+@pytest.mark.trains
 def test_hypergradient_matches_the_implicit_function_gradient(problem: _Problem) -> None:
     """CG to convergence without damping = d f(θ*(u)) / du, by central differences through Newton solves."""
     assert float(problem.outer(problem.solve(problem.u0))) > 0.05  # the validation points count
@@ -304,6 +305,7 @@ def test_hypergradient_matches_the_implicit_function_gradient(problem: _Problem)
     torch.testing.assert_close(grad, numeric, rtol=1e-5, atol=1e-8)
 
 
+@pytest.mark.trains
 def test_gradient_steps_on_the_residual_approach_the_damped_solution(problem: _Problem) -> None:
     """Gradient steps on ‖Hp + λp − b‖² give the hypergradient of (H + λI)⁻¹b (CG's, to convergence)."""
     lam = 1e-3
@@ -362,6 +364,7 @@ def tiny_attack(digits):
     return small, _attack(digits, small), _attack(digits, small)
 
 
+@pytest.mark.trains
 def test_poisons_respect_the_budget_and_keep_their_labels(digits, tiny_attack) -> None:
     split, _ = digits
     cfg, (poisons, objective), _ = tiny_attack
@@ -392,11 +395,13 @@ def test_to_poison_rounding_stays_inside_the_budget() -> None:
     np.testing.assert_array_equal(poison.x.ravel(), [107, 93, 0, 255, 7, 243])
 
 
+@pytest.mark.trains
 def test_attack_is_deterministic_for_a_seed(tiny_attack) -> None:
     _, first, second = tiny_attack
     assert torch.equal(first.poisons, second.poisons) and first.objective == second.objective
 
 
+@pytest.mark.trains
 @pytest.mark.parametrize("objective", [Macer(0.25, k=2), SmoothAdv(0.25, m=1, epsilon=0.5, steps=2, warmup=1)],
                          ids=["macer", "smoothadv"])
 def test_the_attack_poisons_against_macer_and_smoothadv_victims(digits, objective) -> None:
@@ -416,6 +421,7 @@ def test_the_attack_poisons_against_macer_and_smoothadv_victims(digits, objectiv
     assert not torch.equal(first.poisons, gaussian.poisons)
 
 
+@pytest.mark.trains
 def test_surrogate_objective_decreases_on_digits(digits) -> None:
     """f falls over the outer steps, and below a control run whose poisons stay at their originals.
 

@@ -45,6 +45,7 @@ def _train(split: data.Split, objective: str) -> torch.nn.Module:
     return model.eval()
 
 
+@pytest.mark.trains
 def test_adversarial_training_raises_adversarial_accuracy_over_plain_training_on_digits(digits):
     x = torch.from_numpy(digits.x_test).float() / 255.0
     y = torch.from_numpy(digits.y_test)

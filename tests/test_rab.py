@@ -221,6 +221,7 @@ def test_l2_backdoor_poisons_a_ratio_of_non_target_images_and_the_budget_reports
 # ----------------------------------------------------------------------------- audit
 
 
+@pytest.mark.trains
 def test_audit_certified_points_keep_their_prediction_under_a_trigger_inside_the_radius():
     """Train RAB (N = 50, σ = 0.5) on the clean reference (the poisoned labels without their triggers: the
     certificate covers the change of the images) and on the backdoored set; every test point certified

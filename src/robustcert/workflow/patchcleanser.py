@@ -175,7 +175,7 @@ def train_patchcleanser(split_path: str, poison_path: str, output: str, recipe: 
     cfg = train.TrainConfig(**recipe["train"], **objective, seed=derive_seed(seed))
     spec = train.ModelSpec.for_split(recipe["arch"], split)
     states = train.train_shard(x, y, whole, [0], spec, cfg, target)
-    train.save_shard(output, spec, [0], states)
+    train.save_shard(output, spec, [0], states, trained_for={"method": METHOD, "masking": masking})
 
 
 def _cleanser(model: Any, split: Any, settings: Mapping[str, Any], patch_size: int, target: Any) -> Any:
@@ -189,9 +189,10 @@ def _cleanser(model: Any, split: Any, settings: Mapping[str, Any], patch_size: i
 
 
 def _model(model_path: str, target: Any) -> Any:
+    """The classifier of a PatchCleanser checkpoint (one trained for another method is refused)."""
     from robustcert import train
 
-    return train.load_shard(model_path)[2][0].to(target)
+    return train.load_shard(model_path, {"method": METHOD})[2][0].to(target)
 
 
 def certify_patchcleanser(model_path: str, split_path: str, poison_path: str, output: str,
