@@ -35,8 +35,8 @@ TEST_WORKERS ?= 2
 
 PYTEST := $(BIN)/python -m pytest -ra -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
-test: setup  ## the whole test suite (what .ci/run calls)
-	$(PYTEST) tests
+test: setup  ## the whole test suite (what .ci/run calls), with its 30 longest tests
+	$(PYTEST) --durations=30 tests
 
 test-fast: setup  ## unit tests, dry runs and refusals: no Snakemake job, no training on real data, no fresh venv
 	$(PYTEST) -m "not workflow and not trains and not core_install" tests
