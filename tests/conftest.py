@@ -9,9 +9,10 @@ How a new test that needs Snakemake results is written (keeps `make test` within
 - Mark a test that runs Snakemake jobs for real ``@pytest.mark.workflow``: `make test-fast` leaves those
   out (dry runs, ``--lint`` and refusals before any job stay in it).
 - Test configs are as small as the code path allows (1–3 epochs, a few test points, tiny models).
-- Under pytest-xdist (`make test` runs two workers) the tests that share a session-scoped run are kept on
-  one worker, and those of one file together (``pytest_collection_modifyitems`` below), so every run
-  is made once.
+- Under pytest-xdist (`make test` runs two workers with ``--dist loadfile``) the tests of one file stay
+  on one worker: the tests reading one session-scoped run live in one file (``default_run``:
+  tests/test_default_run.py; ``small_run``: tests/test_rerun.py), so every run is made once. The
+  longest files start first (``pytest_collection_modifyitems`` below).
 - The session ends with a table of the Snakemake runs it started and their wall times.
 """
 
@@ -32,11 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 WORKFLOW_FILES = ["Snakefile", "rules", "scripts", "config", "envs", "profiles", "report"]
 # Every Snakemake call of the session: its wall time, the test and the arguments (one file for all workers).
 RUN_LOG = REPO / ".pytest_cache" / "snakemake-runs.tsv"
-# Session-scoped runs that tests of several files read: the tests asking for one share an xdist worker.
-SHARED_RUNS = ("default_run", "small_run")
-# The groups that take longest (measured), started first; the other groups with a real run follow, then
-# the unit tests.
-LONGEST_GROUPS = ("default_run", "test_dvc.py", "test_core_install.py", "test_slurm.py", "small_run")
+# The test files that take longest (measured), started first; the other files with a real run follow,
+# then the unit tests.
+LONGEST_FILES = ("test_default_run.py", "test_dvc.py", "test_core_install.py", "test_slurm.py", "test_rerun.py",
+                 "test_claims.py", "test_checked_reads.py")
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 2400,
@@ -105,8 +105,8 @@ def default_run(tmp_path_factory) -> Path:
 def small_run(tmp_path_factory) -> Path:
     """A copy of the workflow and of the package (in src/, which its Snakemake imports: run it with
     ``PYTHONPATH=<copy>/src``) whose config/config.yaml is tests/configs/rerun_small.yaml, run to the end
-    once per session. tests/test_rerun.py plans edits on it (restoring each); tests/test_same_bytes.py
-    compares its results with a second run from scratch."""
+    once per session. tests/test_rerun.py plans edits on it (restoring each) and compares its results
+    with a second run from scratch."""
     work = copy_workflow(tmp_path_factory.mktemp("small") / "wf")
     shutil.copytree(REPO / "src/robustcert", work / "src/robustcert", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(REPO / "tests/configs/rerun_small.yaml", work / "config" / "config.yaml")
@@ -122,22 +122,12 @@ def pytest_configure(config) -> None:
         RUN_LOG.write_text("")
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items) -> None:
-    """Group the tests for ``--dist loadgroup``: those reading a shared session run together, the others
-    by file (their module-scoped runs are made once); and put the long groups first, so that the two
-    workers finish together (`make test` keeps this order with ``--no-loadscope-reorder``)."""
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_group(item)))
-    slow = {_group(item) for item in items if {"workflow", "core_install"} & {m.name for m in item.iter_markers()}}
-    order = {name: rank for rank, name in enumerate(LONGEST_GROUPS)}
-    items.sort(key=lambda item: (order.get(_group(item), len(order) if _group(item) in slow else len(order) + 1)))
-
-
-def _group(item) -> str:
-    """The xdist group of a test: the shared session run it reads, else its file."""
-    shared = [name for name in SHARED_RUNS if name in getattr(item, "fixturenames", ())]
-    return shared[0] if shared else item.path.name
+    """The longest files first, so that the two workers finish together (`make test` keeps this order
+    with ``--no-loadscope-reorder``); within a file, collection order."""
+    slow = {item.path.name for item in items if {"workflow", "core_install"} & {m.name for m in item.iter_markers()}}
+    order = {name: rank for rank, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: order.get(item.path.name, len(order) if item.path.name in slow else len(order) + 1))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:

@@ -3,17 +3,23 @@ small config to the end on a copy of the workflow and of the package, then each 
 `snakemake -n` on the up-to-date results: which jobs it plans, and which of them it plans because their
 params changed (the dry run's reasons; `--list-changes params` of Snakemake 9.27.1 lists every output
 with recorded params, changed or not). The package's code reaches Snakemake as the ``code`` param of
-every rule (robustcert.fingerprint)."""
+every rule (robustcert.fingerprint).
+
+Same config, same bytes: the session's small run (on 2 cores) and a second run from scratch (on 1 core)
+in another copy write byte-identical results (every file under results/ but the logs and the
+benchmarks, which hold times), so that DVC sees an unchanged rerun as unchanged. Both read the one small
+run, so they live in one file (pytest-xdist's --dist loadfile makes it once)."""
 
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import snakemake
+from conftest import REPO, copy_workflow, snakemake
 
 pytestmark = pytest.mark.workflow
 TABLES = {"tabulate_results", "tabulate_method", "render_method_table", "export_backdoorbench", "render_backdoorbench",
@@ -175,3 +181,30 @@ def test_list_changes_params_names_the_changed_outputs_rules(up_to_date):
     pending = {rule for _, _, rule, _, _, plan in (row[:6] for row in rows) if plan == "update pending"}
     assert pending == {"plot_poison_budget"}, pending
     assert {"results/plots/digits/poison_budget.png", "results/plots/digits/poison_budget.pdf"} <= listed
+
+
+# ----------------------------------------------------------------- same config, same bytes
+
+# a small complete config with most kinds of result file: split, poisoned set (bilevel), partitions,
+# ensemble checkpoints, score matrices, smoothing models and certificate shards, row files, all.tsv and
+# the wide tables, plots (PNG and PDF)
+CONFIG = REPO / "tests/configs/rerun_small.yaml"
+TIMED = ("logs", "benchmarks")
+
+
+def _results(workdir: Path) -> dict[str, bytes]:
+    results = workdir / "results"
+    return {str(path.relative_to(results)): path.read_bytes() for path in sorted(results.rglob("*"))
+            if path.is_file() and path.relative_to(results).parts[0] not in TIMED}
+
+
+def test_the_same_config_run_twice_from_scratch_gives_the_same_bytes(small_run, tmp_path):
+    workdir = copy_workflow(tmp_path / "second")
+    shutil.copy2(CONFIG, workdir / "config" / "config.yaml")
+    snakemake(workdir, "--cores", "1", "--", "all")
+    first, second = _results(small_run), _results(workdir)
+    assert sorted(first) == sorted(second)
+    assert any(name.endswith(".pt") for name in first) and any(name.endswith(".png") for name in first)
+    assert "tables/all.tsv" in first and any(name.endswith(".pdf") for name in first)
+    differ = [name for name in first if first[name] != second[name]]
+    assert not differ, f"{len(differ)} of {len(first)} result files differ between the runs: {differ}"

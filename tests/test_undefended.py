@@ -7,7 +7,6 @@ import sys
 from types import SimpleNamespace
 
 import numpy as np
-import pandas as pd
 import pytest
 import yaml
 from conftest import REPO
@@ -56,16 +55,3 @@ def test_accuracy_and_attack_success_of_the_one_model(tmp_path):
     assert row["accuracy"] == 0.75 and row["asr"] == pytest.approx(2 / 3) and row["n_test"] == 4
     assert row["asr_all"] == pytest.approx(3 / 4)  # the target-class image 2, predicted 2, counts too
     assert row["ra"] == pytest.approx(1 / 3)  # triggered images of labels 0, 1, 1 predicted 2, 2, 1
-
-
-@pytest.mark.workflow
-def test_undefended_through_the_workflow(default_run):
-    """The default run's undefended model on digits, clean and backdoored."""
-    table = results.wide(results.read_rows(default_run / "results/tables/all.tsv"))
-    table = table[(table["method"] == "undefended") & (table["dataset"] == "digits")].set_index("attack")
-    assert {"none", "backdoor"} <= set(table.index) and (table["n_test"] == 360).all()
-    assert table.loc["none", "accuracy"] > 0.3
-    assert pd.isna(table.loc["none", "asr"]) and pd.isna(table.loc["none", "asr_all"])  # no trigger, no rate
-    assert 0 <= table.loc["backdoor", "asr"] <= 1 and 0 <= table.loc["backdoor", "asr_all"] <= 1
-    assert (default_run / "results/tables/undefended.tsv").exists()
-    assert len(list((default_run / "results/models/digits/seed_0/backdoor/undefended").glob("*.pt"))) == 1
