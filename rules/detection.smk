@@ -138,7 +138,9 @@ rule tabulate_detection:
         confusion=report(
             detection.CONFUSION,
             caption="../report/detection_confusion.rst",
-            category="tables",
+            category=report_category("detection"),
+            subcategory="tables",
+            labels={"table": "confusion"},
         ),
     params:
         code=code_of("scripts/tabulate_detection.py"),

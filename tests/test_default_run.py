@@ -71,7 +71,7 @@ def rows_of_table(tidy: pd.DataFrame, name: str) -> pd.DataFrame:
     compared = tidy["metric"].isin(["der", "rir"])
     if name == "bilevel":
         return tidy[bilevel & ~compared]
-    method = "none" if name == poison_stage.BUDGET_TABLE else name
+    method = results.NO_DEFENSE if name == poison_stage.BUDGET_TABLE else name
     return tidy[(tidy["method"] == method) & ~bilevel & ~compared]
 
 
@@ -318,6 +318,5 @@ def test_zip_report(default_run):
         names = archive.namelist()
         assert any(name.endswith("report.html") for name in names)
         for wanted in (PLOT, SMOOTHING_PLOT, TABLE):  # stored as report/data/raw/<hash>/<file name>
-            stored = [name for name in names if name.endswith("/" + Path(wanted).name)]
-            assert len(stored) == 1, (wanted, names)
-            assert archive.read(stored[0]) == (default_run / wanted).read_bytes()
+            stored = [name for name in names if name.endswith("/" + Path(wanted).name)]  # smoothing.png: 2 attacks
+            assert [archive.read(name) for name in stored].count((default_run / wanted).read_bytes()) == 1, (wanted, names)

@@ -27,7 +27,7 @@ DECIMALS = 3  # a share of 360 test points moves in steps of 0.0028: three decim
 INTERVAL = ":ci95"  # the suffix of a certified share's interval, as one "[lo, hi]" cell
 LOW, HIGH = ":ci_low", ":ci_high"
 # the parameters that tell experiments of one defense apart (each its own row and headline cell)
-VARIANT_PARAMS = ("ablation", "k", "d", "sigma_train", "sigma", "victim")
+VARIANT_PARAMS = ("ablation", "training", "k", "d", "sigma_train", "sigma", "victim")
 # identity columns the reader never needs in a method's table: the method is the table's, the attack
 # type follows from the attack
 REDUNDANT = ("method", "attack_type")
