@@ -41,24 +41,6 @@ rule tabulate_method:
     output:
         table=table.WIDE,
         compact=table.COMPACT,
-    wildcard_constraints:
-        method=one_of(RESULT_ROWS),
-    params:
-        code=code_of("scripts/tabulate_method.py"),
-    conda:
-        "../envs/robustcert.yaml"
-    log:
-        "<results>/logs/tabulate_method/{method}.log",
-    benchmark:
-        "<results>/benchmarks/tabulate_method/{method}.tsv"
-    script:
-        "../scripts/tabulate_method.py"
-
-
-rule render_method_table:
-    input:
-        rows=get_result_rows,
-    output:
         html=report(
             table.HTML,
             caption="../report/method_table.rst",
@@ -69,16 +51,16 @@ rule render_method_table:
     wildcard_constraints:
         method=one_of(RESULT_ROWS),
     params:
-        code=code_of("scripts/render_method_table.py"),
+        code=code_of("scripts/tabulate_method.py"),
         columns=table.compact_columns,
     conda:
         "../envs/robustcert.yaml"
     log:
-        "<results>/logs/render_method_table/{method}.log",
+        "<results>/logs/tabulate_method/{method}.log",
     benchmark:
-        "<results>/benchmarks/render_method_table/{method}.tsv"
+        "<results>/benchmarks/tabulate_method/{method}.tsv"
     script:
-        "../scripts/render_method_table.py"
+        "../scripts/tabulate_method.py"
 
 
 rule export_backdoorbench:

@@ -1,9 +1,9 @@
 """The README's main job (`make run`) run once, and every test that reads its results (the session's
 ``default_run``, tests/conftest.py): all.tsv and each presented table, each defense against its attacks
-(one inside each certificate's reach beside the large ones), the undefended model, detection scored by
-the infected label, smoothing, the bilevel attack, the plots, and the HTML and zip reports (after the
-default run, which has every kind of report item: the plots and the tables with their captions, grouped
-by method, after a landing text and the overview). They live in one file so that `make test`'s workers
+(one inside each certificate's reach beside the large ones), the undefended model, smoothing, the
+bilevel attack, the plots, and the HTML and zip reports (after the default run, which has every kind of
+report item: the plots and the tables with their captions, grouped by method, after a landing text and
+the overview). Detection's scoring is read from tests/test_checked_reads.py's tiny run. They live in one file so that `make test`'s workers
 (pytest-xdist, --dist loadfile) make the run once."""
 
 from __future__ import annotations
@@ -34,8 +34,7 @@ def _assert_asr_all_beside_asr(tidy: pd.DataFrame, digits_labels: np.ndarray) ->
     rates = tidy[tidy["metric"].isin(["asr", "asr_all"])].pivot_table(
         index=["dataset", "attack", "defense", "certificate", "params"], columns="metric", values="value")
     assert rates.notna().all().all()
-    assert set(rates.index.get_level_values("defense")) == {"dpa", "fa", "undefended", "robust", "patch", "patchcleanser",
-                                                            "rab"}
+    assert set(rates.index.get_level_values("defense")) == {"dpa", "fa", "undefended", "patch", "patchcleanser", "rab"}
     digits = rates.xs("digits", level="dataset").drop(["patch", "patchcleanser"], level="defense")
     share = float((digits_labels == 7).mean())
     a = (digits["asr_all"] - (1 - share) * digits["asr"]) / share
@@ -50,11 +49,11 @@ def _assert_each_certificate_certifies_an_attack_in_its_reach(table: pd.DataFram
     for certificate in ("dpa", "dpa_roe", "fa", "fa_roe"):  # 3 poisoned samples: 6 insertions/deletions
         assert few.loc[certificate, "poison_size"] == 6 and few.loc[certificate, "certified_vs_attack"] > 0
         assert few.loc[certificate, "certified_ra"] > 0
+    for certificate in ("dpa", "dpa_roe"):
         assert large.loc[certificate, "certified_vs_attack"] == 0  # 25 samples: beyond every certificate
     patch = table[(table["method"] == "patch") & (table["attack"] == "backdoor_2x2")]
     assert (patch["trigger_side"] == 2).all() and (patch["trigger_within_certified"] > 0).any()
     assert (patch["certified_ra"] > 0).any()
-    assert (table[(table["method"] == "patch") & (table["attack"] == "backdoor")]["trigger_side"] == 3).all()
     rab = table[(table["certificate"] == "rab") & (table["attack"] == "four_pixel")].iloc[0]
     assert rab["certified_vs_attack"] > 0
     undefended = table[table["method"] == "undefended"].set_index(["dataset", "attack"])
@@ -115,7 +114,7 @@ def test_default_run_all_tsv_is_tidy_and_every_table_presents_it(default_run, ti
 
 
 def test_default_run_dpa_and_fa(default_run, tidy, table, dpa):
-    assert set(dpa.index) == {"none", "backdoor", "backdoor_few", "label_flip", "bilevel"}
+    assert set(dpa.index) == {"none", "backdoor", "backdoor_few", "label_flip"}
     assert (dpa["n_test"] == 360).all() and (dpa["k"] == 20).all()
     assert dpa.loc["none", "accuracy"] > 0.9  # the aggregate of 20 small CNNs on digits
     assert (dpa["accuracy"] >= dpa["base_accuracy_mean"]).all()  # voting helps
@@ -127,7 +126,7 @@ def test_default_run_dpa_and_fa(default_run, tidy, table, dpa):
     assert pd.isna(dpa.loc["none", "asr_all"])
     _assert_asr_all_beside_asr(tidy, np.load(default_run / "results/data/digits/split.npz")["y_test"])
     variants = table.groupby(["attack", "defense"])["certificate"].apply(set)
-    assert variants[("none", "dpa")] == {"dpa", "dpa_roe"} and variants[("backdoor", "fa")] == {"fa", "fa_roe"}
+    assert variants[("none", "dpa")] == {"dpa", "dpa_roe"} and variants[("backdoor_few", "fa")] == {"fa", "fa_roe"}
     fa = table[(table["certificate"] == "fa") & (table["attack"] == "none")].iloc[0]
     assert fa["d"] == 4 and fa["k"] == 20 and fa["accuracy"] > 0.9
     certify = pd.read_csv(default_run / "results/certify/digits/seed_0/none/dpa/dpa.tsv", sep="\t")
@@ -155,18 +154,6 @@ def test_default_run_compares_each_defense_with_the_undefended_model(default_run
     assert dpa_bench["asr_attack"] > dpa_bench["asr_defense"] and dpa_bench["der"] > 0.5  # DPA resists
 
 
-def test_default_run_detection_is_scored_by_the_infected_label(default_run, table):
-    """A backdoored model counts as detected only when its target label is flagged."""
-    detection = table[table["method"] == "detection"].set_index("attack")
-    target_flagged = detection.loc["backdoor", "flagged@label=7"] == 1
-    assert detection.loc["backdoor", "detected"] == target_flagged
-    verdicts = pd.read_csv(default_run / "results/tables/detection/verdicts.tsv", sep="\t", dtype=str).set_index("attack")
-    assert verdicts.loc["backdoor", "true_target"] == "7" and verdicts.loc["none", "true_target"] == "none"
-    assert verdicts.loc["backdoor", "verdict"].startswith("detected" if target_flagged else "missed")
-    confusion = pd.read_csv(default_run / "results/tables/detection/confusion.tsv", sep="\t").set_index("level")
-    assert confusion.loc["model", "tp"] == int(target_flagged)
-
-
 def test_default_run_randomized_smoothing(default_run, table):
     smoothing = table[table["certificate"] == "cohen_certify"]
     assert sorted(smoothing["sigma_train"].unique()) == [0.25, 0.5] and len(smoothing) == 4
@@ -188,7 +175,6 @@ def test_default_run_bilevel_attack(default_run, table):
     assert sorted(bilevel.index) == [0.25, 0.5] and (bilevel["target"] == 8).all()
     assert (bilevel["acr_clean"] > 0).all() and (bilevel["n_test"] > 0).all()
     assert (bilevel["acr_drop"] == 1 - bilevel["acr"] / bilevel["acr_clean"]).all()
-    assert ("bilevel", "dpa") in table.groupby(["attack", "defense"]).groups  # the poisons also go through DPA
     poison = np.load(default_run / "results/poison/digits/seed_0/bilevel.npz")
     split = np.load(default_run / "results/data/digits/split.npz")
     original = split["x_train"][poison["index"]].astype(int)

@@ -372,7 +372,7 @@ def test_dvc_repro_after_a_config_change_reruns_only_what_it_affects(pulled):
     log = repro.stdout + repro.stderr
     assert "Running stage 'workflow@default'" in log
     ran = set(re.findall(r"^(?:local)?rule (\w+):", log, flags=re.M))
-    assert ran == {"summarize_certificates", "tabulate_results", "tabulate_method", "render_method_table",
+    assert ran == {"summarize_certificates", "tabulate_results", "tabulate_method",
                    "export_backdoorbench", "render_backdoorbench", "plot_headline", "all"}, log[-3000:]
     assert snapshot(pulled.repo / "results/models") == models
     assert "cert_acc@poison_samples=2" not in (pulled.repo / "results/tables/dpa.tsv").read_text()

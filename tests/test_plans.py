@@ -106,8 +106,8 @@ def test_fa_shifts_are_the_references_at_seed_zero_and_change_with_the_seed():
 
 def test_aggregation_plan_rows_plots_and_the_keys_its_steps_read(default_config):
     plan = aggregation.Plan(default_config)
-    assert len(plan.rows("dpa")) == 5 * 2 and len(plan.rows("fa")) == 3 * 2
-    assert "<results>/tables/rows/digits/seed_0/backdoor/fa/fa_roe.tsv" in plan.rows("fa")
+    assert len(plan.rows("dpa")) == 4 * 2 and len(plan.rows("fa")) == 2 * 2
+    assert "<results>/tables/rows/digits/seed_0/backdoor_few/fa/fa_roe.tsv" in plan.rows("fa")
     assert plan.plots() == ["<results>/plots/digits/poison_budget.png", "<results>/plots/digits/poison_budget.pdf"]
     layout = aggregation.layout(default_config["defenses"]["fa"])
     assert (layout.assignment, layout.k, layout.d, layout.num_models) == ("hash", 20, 4, 80)

@@ -34,7 +34,7 @@ def test_the_plan_has_a_row_per_experiment_of_the_method():
     cfg.validate_config(config, REPO / "config" / "schemas")
     plan = undefended.Plan(config)
     assert plan.rows() == [*(f"<results>/tables/rows/digits/seed_0/{a}/undefended/undefended.tsv"
-                             for a in ("none", "backdoor", "backdoor_few", "backdoor_2x2", "label_flip", "bilevel")),
+                             for a in ("none", "backdoor", "backdoor_few", "backdoor_2x2")),
                            *(f"<results>/tables/rows/digits_binary/seed_0/{a}/undefended/undefended.tsv"
                              for a in ("none", "four_pixel", "four_pixel_strong"))]  # beside RAB
     wc = SimpleNamespace(dataset="digits", seed="0", attack="backdoor", defense="undefended")

@@ -31,6 +31,7 @@ VARIANT_PARAMS = ("ablation", "training", "k", "d", "sigma_train", "sigma", "vic
 # identity columns the reader never needs in a method's table: the method is the table's, the attack
 # type follows from the attack
 REDUNDANT = ("method", "attack_type")
+REPLICATES = ("seeds", "n_seeds")  # kept even when constant: they say a number is a mean of replicates
 
 
 @dataclass(frozen=True)
@@ -137,12 +138,13 @@ def present(rows: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
     identity columns it leaves out because they are the same in every row (name → value).
 
     Identity columns (the keys and parameters) that never vary are left out (with :data:`REDUNDANT`
-    ones); each certified share's Clopper–Pearson interval is one ``[lo, hi]`` cell (``<column>:ci95``)
+    ones), but not :data:`REPLICATES`; each certified share's Clopper–Pearson interval is one ``[lo, hi]`` cell (``<column>:ci95``)
     after all metrics; fractions are rounded to :data:`DECIMALS` decimals."""
     table = wide(rows)
     params = {name for text in rows["params"].unique() for name in parse_params(text)}
-    identity = [c for c in table.columns if c in KEYS or c in params or c in ("seeds", "n_seeds")]
-    constant = {c: table[c].iloc[0] for c in identity if len(table) and table[c].nunique(dropna=False) == 1}
+    identity = [c for c in table.columns if c in KEYS or c in params or c in REPLICATES]
+    constant = {c: table[c].iloc[0] for c in identity
+                if len(table) and table[c].nunique(dropna=False) == 1 and c not in REPLICATES}
     keep = [c for c in identity if c not in constant and c not in REDUNDANT]
     if not keep:  # a single experiment still says which it is
         keep = [c for c in ("attack", "defense", "certificate") if c in table]
@@ -278,11 +280,14 @@ def write_html(page: str, output: str) -> None:
         tmp.write_text(page)
 
 
-def write_tables(rows: pd.DataFrame, method: str, wide_output: str, compact_output: str) -> None:
-    """Write a method's presented wide table and its compact table (TSVs)."""
+def write_tables(rows: pd.DataFrame, method: str, wide_output: str,
+                 compact_output: str) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Write a method's presented wide table and its compact table (TSVs); return :func:`present`'s
+    table and constants."""
     from robustcert.artifacts import write_tsv
 
-    shown, _ = present(rows)
+    shown, constants = present(rows)
     write_tsv(shown, wide_output)
     write_tsv(compact(shown, method), compact_output)
+    return shown, constants
 

@@ -60,24 +60,17 @@ def export_backdoorbench(table_path: str, output: str) -> None:
         summary.to_csv(tmp, index=False)
 
 
-def tabulate_method(row_paths: Sequence[str], method: str, wide_output: str, compact_output: str) -> None:
+def tabulate_method(row_paths: Sequence[str], method: str, wide_output: str, compact_output: str,
+                    html_output: str) -> None:
     """The tables of one method's results (robustcert.presentation): the wide table (one row per
-    experiment, one column per metric, rounded) and the paper-shaped one."""
+    experiment, one column per metric, rounded), the paper-shaped one, and both as an HTML page for the
+    report with what is the same in every row and what each column means."""
     from robustcert import presentation, results
 
     rows = results.concatenate(results.read_rows(p) for p in row_paths)
-    presentation.write_tables(rows, method, wide_output, compact_output)
-
-
-def render_method_table(row_paths: Sequence[str], method: str, output: str) -> None:
-    """One method's tables as an HTML page for the report: the paper-shaped table, the wide table, what
-    is the same in every row and what each column means."""
-    from robustcert import presentation, results
-
-    rows = results.concatenate(results.read_rows(p) for p in row_paths)
-    shown, constants = presentation.present(rows)
+    shown, constants = presentation.write_tables(rows, method, wide_output, compact_output)
     page = presentation.render_html(f"{method}: results", shown, constants, presentation.compact(shown, method))
-    presentation.write_html(page, output)
+    presentation.write_html(page, html_output)
 
 
 def render_backdoorbench(table_path: str, output: str) -> None:
