@@ -17,9 +17,6 @@ from robustcert.workflow.common import sigma_label
 
 SCHEMAS = REPO / "config/schemas"
 DEFAULT = yaml.safe_load((REPO / "config/config.yaml").read_text())
-# the default config defines detection (`robust`) in no grid, and a plan checks the defenses of its experiments
-DETECTION_GRID = {"datasets": ["digits"], "attacks": ["none", "backdoor"], "defenses": ["robust"]}
-DEFAULT["experiments"].append(DETECTION_GRID)
 
 
 def _refusal(edit) -> str:
@@ -160,10 +157,8 @@ def refusing_workflow(tmp_path_factory) -> Path:
     ({"defenses": {"patch": {"ablations": [{"kind": "band", "size": 8}]}}}, "ablation band_s8 keeps the whole image"),
     ({"defenses": {"smoothing": {"n": 1}}}, "defenses.smoothing.n is 1, too few samples for alpha 0.001"),
     ({"defenses": {"rab": {"n_models": 10}}}, "defenses.rab.n_models is 10, too few for alpha 0.001"),
-    ({"defenses": {"robust": {"features": {"layer": "layer4"}}}, "experiments": [DETECTION_GRID]},
-     "defenses.robust.features.layer (small_cnn on datasets.digits)"),
-    ({"defenses": {"robust": {"adversary": {"steps": 0}}}, "experiments": [DETECTION_GRID]},
-     "defenses.robust.adversary.steps is 0"),
+    ({"defenses": {"robust": {"features": {"layer": "layer4"}}}}, "defenses.robust.features.layer (small_cnn on datasets.digits)"),
+    ({"defenses": {"robust": {"adversary": {"steps": 0}}}}, "defenses.robust.adversary.steps is 0"),
     ({"experiments": [{"datasets": ["digits"], "attacks": ["none"], "defenses": ["dpa"], "seeds": [0, 2**32]}]},
      "experiments[0].seeds: 4294967296 and 0 (experiments[0]) are equal modulo 2³²"),
     ({"attacks": {"four_pixel": {"target": 3}}}, "attacks.four_pixel.target is 3, not a class of datasets.digits_binary"),

@@ -1,9 +1,9 @@
 """The README's main job (`make run`) run once, and every test that reads its results (the session's
 ``default_run``, tests/conftest.py): all.tsv and each presented table, each defense against its attacks
-(one inside each certificate's reach beside the large ones), the undefended model, smoothing, the
-bilevel attack, the plots, and the HTML and zip reports (after the default run, which has every kind of
-report item: the plots and the tables with their captions, grouped by method, after a landing text and
-the overview). Detection's scoring is read from tests/test_checked_reads.py's tiny run. They live in one file so that `make test`'s workers
+(one inside each certificate's reach beside the large ones), the undefended model, detection scored by
+the infected label, smoothing, the bilevel attack, the plots, and the HTML and zip reports (after the
+default run, which has every kind of report item: the plots and the tables with their captions, grouped
+by method, after a landing text and the overview). They live in one file so that `make test`'s workers
 (pytest-xdist, --dist loadfile) make the run once."""
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ def _assert_asr_all_beside_asr(tidy: pd.DataFrame, digits_labels: np.ndarray) ->
     rates = tidy[tidy["metric"].isin(["asr", "asr_all"])].pivot_table(
         index=["dataset", "attack", "defense", "certificate", "params"], columns="metric", values="value")
     assert rates.notna().all().all()
-    assert set(rates.index.get_level_values("defense")) == {"dpa", "fa", "undefended", "patch", "patchcleanser", "rab"}
+    assert set(rates.index.get_level_values("defense")) == {"dpa", "fa", "undefended", "robust", "patch", "patchcleanser",
+                                                            "rab"}
     digits = rates.xs("digits", level="dataset").drop(["patch", "patchcleanser"], level="defense")
     share = float((digits_labels == 7).mean())
     a = (digits["asr_all"] - (1 - share) * digits["asr"]) / share
@@ -152,6 +153,18 @@ def test_default_run_compares_each_defense_with_the_undefended_model(default_run
     bench = pd.read_csv(default_run / "results/tables/backdoorbench.csv").set_index(["attack", "defense", "certificate"])
     dpa_bench = bench.loc[("backdoor", "dpa", "dpa")]
     assert dpa_bench["asr_attack"] > dpa_bench["asr_defense"] and dpa_bench["der"] > 0.5  # DPA resists
+
+
+def test_default_run_detection_is_scored_by_the_infected_label(default_run, table):
+    """A backdoored model counts as detected only when its target label is flagged."""
+    detection = table[table["method"] == "detection"].set_index("attack")
+    target_flagged = detection.loc["backdoor", "flagged@label=7"] == 1
+    assert detection.loc["backdoor", "detected"] == target_flagged
+    verdicts = pd.read_csv(default_run / "results/tables/detection/verdicts.tsv", sep="\t", dtype=str).set_index("attack")
+    assert verdicts.loc["backdoor", "true_target"] == "7" and verdicts.loc["none", "true_target"] == "none"
+    assert verdicts.loc["backdoor", "verdict"].startswith("detected" if target_flagged else "missed")
+    confusion = pd.read_csv(default_run / "results/tables/detection/confusion.tsv", sep="\t").set_index("level")
+    assert confusion.loc["model", "tp"] == int(target_flagged)
 
 
 def test_default_run_randomized_smoothing(default_run, table):
