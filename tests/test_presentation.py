@@ -76,6 +76,22 @@ def test_compact_smoothing_table_keeps_sigma_as_its_variant():
     assert table.iloc[0].tolist() == [0.25, "90.0", "70.0", "0.412"]
 
 
+def test_compact_patchcleanser_table_has_clean_and_certified_accuracy_and_the_patch_attack():
+    frames = [tidy_rows(_keys("backdoor_2x2", "patchcleanser", "patchcleanser", "double_masking"),
+                        {"seed": 0, "training": training, "k": 3},
+                        [Metric("n_test", 60), Metric("accuracy", accuracy), Metric("asr", 0.25),
+                         *on_axis("cert_acc", "patch_size", [1, 2], [0.5, 0.25]),
+                         *on_axis("attack_acc", "patch_size", [2], [0.6]),
+                         *on_axis("undefended_attack_acc", "patch_size", [2], [0.1])])
+              for training, accuracy in (("plain", 0.9), ("masked", 0.95))]
+    shown, _ = presentation.present(results.concatenate(frames))
+    table = presentation.compact(shown, "patchcleanser")
+    assert list(table.columns) == ["training", "clean acc. (%)", "cert. acc. 1×1 (%)", "cert. acc. 2×2 (%)",
+                                   "acc. under 2×2 attack (%)", "undefended under 2×2 attack (%)", "ASR (%)"]
+    assert table.iloc[1].tolist() == ["masked", "95.0", "50.0", "25.0", "60.0", "10.0", "25.0"]
+    assert presentation.meaning("attack_acc@patch_size=2").startswith("accuracy under the empirical patch attack")
+
+
 def test_meaning_of_columns():
     assert presentation.meaning("cert_acc@poison_samples=2").endswith("at poison samples = 2")
     assert presentation.meaning("cert_acc@l2=0.5:ci95").startswith("95% Clopper–Pearson interval of certified")

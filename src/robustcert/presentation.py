@@ -53,6 +53,9 @@ _AGGREGATION = (Column("accuracy", "clean acc. (%)"), Column("median_cert", "med
                 Column("cert_acc@poison_samples=*", "cert. acc. at {at} poisons (%)"),
                 Column("poison_size", "attack (ins.+del.)", "count"),
                 Column("certified_vs_attack", "cert. acc. at attack (%)"), Column("asr", "ASR (%)"))
+# the patch defenses' clean accuracy is their first column, so their BackdoorBench columns start at ASR
+_PATCH_ATTACK = (Column("attack_acc@patch_size=*", "acc. under {at}×{at} attack (%)"),
+                 Column("undefended_attack_acc@patch_size=*", "undefended under {at}×{at} attack (%)"))
 COMPACT: dict[str, tuple[Column, ...]] = {
     "dpa": _AGGREGATION,
     "fa": _AGGREGATION,
@@ -65,8 +68,11 @@ COMPACT: dict[str, tuple[Column, ...]] = {
             Column("certified_vs_attack", "cert. acc. at attack (%)"), Column("asr", "ASR (%)"),
             Column("der", "DER (%)")),
     "patch": (Column("accuracy", "clean acc. (%)"), Column("cert_acc@patch_size=*", "cert. acc. {at}×{at} (%)"),
-              Column("trigger_side", "trigger side", "count"),
-              Column("trigger_within_certified", "trigger within cert. (%)"), *_BACKDOORBENCH),
+              *_PATCH_ATTACK, Column("trigger_side", "trigger side", "count"),
+              Column("trigger_within_certified", "trigger within cert. (%)"), *_BACKDOORBENCH[1:]),
+    "patchcleanser": (Column("accuracy", "clean acc. (%)"), Column("cert_acc@patch_size=*", "cert. acc. {at}×{at} (%)"),
+                      *_PATCH_ATTACK, Column("trigger_within_certified", "trigger within cert. (%)"),
+                      *_BACKDOORBENCH[1:]),
     "undefended": _BACKDOORBENCH[:3],
     "detection": (*_BACKDOORBENCH[:2], Column("adversarial_accuracy", "adv. acc. (%)"),
                   Column("true_target", "true target", "count"), Column("n_flagged", "labels flagged", "count"),
@@ -88,7 +94,12 @@ MEANINGS = {
     "base_accuracy_mean": "mean test accuracy of the base models",
     "cert_acc": "certified accuracy (correct and certified at least this far)",
     "cert_acc_clean": "certified accuracy of the victim trained on clean data",
-    "cert_acc_attacked": "accuracy under the empirical patch attack",
+    "cert_acc_attacked": "certified accuracy on the test points of the empirical patch attack",
+    "clean_acc": "clean accuracy with the mask set of this patch size",
+    "attacked_clean_acc": "clean accuracy on the test points of the patch attack",
+    "attack_acc": "accuracy under the empirical patch attack of this size",
+    "undefended_attacked_clean_acc": "the undefended model's clean accuracy on the test points of the patch attack",
+    "undefended_attack_acc": "the undefended model's accuracy under the patch attack of this size",
     "median_cert": "median certified robustness (the DPA paper's: largest budget with certified accuracy ≥ 0.5)",
     "median_cert_ref": "median_cert + 1, the count the DPA reference code prints",
     "poison_size": "insertions plus deletions the attack made (2 × samples changed)",
