@@ -9,7 +9,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -157,7 +157,7 @@ def plot_patch_sizes(curves: Sequence[PatchCurve], title: str, outputs: Sequence
 
     attacks = list(dict.fromkeys(c.attack for c in curves))
     colors = palette(sorted({c.label for c in curves if c.kind != "attack"}))
-    largest = max((int(c.sizes.max()) for c in curves if len(c.sizes)), default=1)
+    largest = _largest_side_shown(curves)
     fig, axes = _panels(len(attacks))
     seeds = 1
     for ax, attack in zip(axes, attacks):
@@ -169,11 +169,22 @@ def plot_patch_sizes(curves: Sequence[PatchCurve], title: str, outputs: Sequence
             seeds = max(seeds, len(group))
         ax.set(title=attack, ylim=(0, 1.02), xlim=(0, largest + 1))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        _legend(ax, seeds, intervals)
+    # one legend beside the panels: they share their curves, and a legend inside would hide them
+    fig.legend(*_legend_entries(axes, seeds, intervals), loc="outside right center", fontsize="x-small")
     fig.supxlabel("side of the adversarial patch (pixels)")
     fig.supylabel("accuracy (dotted: attacked)")
     fig.suptitle(title)
     _save(fig, outputs)
+
+
+def _largest_side_shown(curves: Sequence[PatchCurve]) -> int:
+    """The x range of :func:`plot_patch_sizes`: every side a marker or attack curve has, and the step
+    curves up to their last side above 0 (a step curve runs on to the image's side at 0)."""
+    sides = [int(c.sizes.max()) for c in curves if len(c.sizes) and c.kind != "step"]
+    for curve in (c for c in curves if c.kind == "step"):
+        above = np.asarray(curve.sizes)[np.asarray(curve.share) > 0]
+        sides.append(int(above.max()) + 1 if len(above) else 1)
+    return max(sides, default=1)
 
 
 def _patch_curve(ax: plt.Axes, kind: str, label: str, group: Sequence[PatchCurve], color: str,
@@ -250,17 +261,26 @@ def step_with_band(ax: plt.Axes, x: np.ndarray, replicates: Sequence[np.ndarray]
 
 def _legend(ax: plt.Axes, seeds: int, intervals: bool) -> None:
     """The panel's legend, with what the bands (replicates) and dashed steps (intervals) mean."""
+    ax.legend(*_legend_entries([ax], seeds, intervals), fontsize="x-small")
+
+
+def _legend_entries(axes: Sequence[plt.Axes], seeds: int, intervals: bool) -> tuple[list, list[str]]:
+    """The curves of ``axes`` (each label once) and what the bands and dashed steps mean."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    handles, labels = ax.get_legend_handles_labels()
+    entries: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    handles, labels = list(entries.values()), list(entries)
     if seeds > 1:
         handles.append(Patch(color="0.5", alpha=0.3, linewidth=0))
         labels.append(f"mean of up to {seeds} seeds ± 1 sd")
     if intervals:
         handles.append(Line2D([], [], color="0.3", linestyle=(0, (2, 2)), linewidth=0.6))
         labels.append("95% Clopper–Pearson interval")
-    ax.legend(handles, labels, fontsize="x-small")
+    return handles, labels
 
 
 def _variant_styles(certificates: Iterable[str]) -> dict[str, str]:
