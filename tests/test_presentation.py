@@ -117,6 +117,13 @@ def test_headline_has_one_cell_per_experiment_and_no_estimate():
         headline_cells(results.concatenate([row("top_one", "band_s2", 0.1), row("top_one", "band_s2", 0.2)]))
 
 
+def test_headline_shows_the_patch_defenses_certified_share_of_triggered_images_as_their_certificate():
+    rows = tidy_rows(_keys("backdoor_2x2", "patch", "patch", "top_one"), {"seed": 0, "ablation": "band_s2"},
+                     [Metric("trigger_within_certified", 0.03), Metric("asr", 0.01), Metric("accuracy", 0.9)])
+    cells = headline_cells(rows).set_index("metric")["value"]
+    assert cells.to_dict() == {"certified_vs_attack": 0.03, "asr": 0.01}
+
+
 def test_backdoorbench_rows_are_keyed_by_their_ablation():
     def result(defense: str, method: str, params: dict, **values: float) -> pd.DataFrame:
         return tidy_rows(_keys("backdoor", defense, method, "top_one" if method == "patch" else "uncertified"),
