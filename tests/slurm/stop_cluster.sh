@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Stop the test SLURM cluster that tests/slurm/start_cluster.sh started: slurmd, slurmctld
 # and munged, each by the pid this script's sibling recorded, never by process name.
-# Leaves the installed packages, /etc/slurm and the fake /dev/fakegpu* devices in place
+# Removes the slurm.conf that start_cluster.sh wrote (never another one): with it, every SLURM client
+# asks the stopped controller and waits out its timeout, and every later `snakemake` start waits 9 s
+# for `scontrol show config` (the SLURM executor plugin asks it when Snakemake loads its plugins).
+# Leaves the installed packages, the rest of /etc/slurm and the fake /dev/fakegpu* devices in place
 # (start_cluster.sh rewrites them anyway).
 set -uo pipefail
 QUIET=0
@@ -38,4 +41,9 @@ fi
 stop_pidfile slurmd "$RUN_DIR/slurmd.pid"
 stop_pidfile slurmctld "$RUN_DIR/slurmctld.pid"
 stop_pidfile munged "$RUN_DIR/munged.pid"
+CONF=/etc/slurm/slurm.conf
+if [ -f "$CONF" ] && head -1 "$CONF" | grep -q "written by robustcert tests/slurm/start_cluster.sh"; then
+    rm -f "$CONF"
+    say "removed $CONF"
+fi
 exit 0
