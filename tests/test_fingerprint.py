@@ -99,3 +99,30 @@ def test_every_rule_with_a_script_carries_the_digest_of_that_script():
             if script and f'code=code_of("{script.group(1)}")' not in block:
                 missing.append(f"{rules_file.name}: {block.split(':', 1)[0]}")
     assert not missing, missing
+
+
+def test_a_kept_digest_is_the_computed_one_and_is_kept_under_every_byte_it_depends_on(copy, tmp_path, monkeypatch):
+    """The digests kept in the cache (one per key of the package's and the script's bytes) are those
+    computed afresh; a damaged entry is recomputed; a comment in the package is a new key (but the
+    same digest), so nothing stale is ever read."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    script = REPO / "scripts" / "train_shard.py"
+    fingerprint.code_of.cache_clear()
+    first = fingerprint.code_of(script)
+    kept = tmp_path / "robustcert" / "fingerprints" / fingerprint.inputs_key(script)
+    assert kept.read_text() == first == fingerprint.code_of(script)
+    fingerprint.code_of.cache_clear()
+    kept.write_text("not a digest")
+    assert fingerprint.code_of(script) == first and kept.read_text() == first
+    env = {"PYTHONPATH": str(copy / "src"), "XDG_CACHE_HOME": str(tmp_path)}
+    run = [sys.executable, "-c", "from robustcert import fingerprint as f; import sys; "
+           "print(f.inputs_key(sys.argv[1]), f.code_of(sys.argv[1]))", str(script)]
+    before = subprocess.run(run, capture_output=True, text=True, env=env, check=True).stdout.split()
+    train = copy / "src/robustcert/train.py"
+    text = train.read_text()
+    train.write_text(text + "\n# a comment\n")
+    try:
+        after = subprocess.run(run, capture_output=True, text=True, env=env, check=True).stdout.split()
+    finally:
+        train.write_text(text)
+    assert before[0] != after[0] and before[1] == after[1] == first
