@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 WORKFLOW_FILES = ["Snakefile", "rules", "scripts", "config", "envs", "profiles", "report"]
 # Every Snakemake call of the session: its wall time, the test and the arguments (one file for all workers).
 RUN_LOG = REPO / ".pytest_cache" / "snakemake-runs.tsv"
+LOG_OWNER = "ROBUSTCERT_RUN_LOG_OWNER"  # set by the session that started the log
 # The test files that take longest (measured), started first; the other files with a real run follow,
 # then the unit tests.
 LONGEST_FILES = ("test_default_run.py", "test_dvc.py", "test_core_install.py", "test_slurm.py", "test_rerun.py",
@@ -117,7 +118,10 @@ def small_run(tmp_path_factory) -> Path:
 # ----------------------------------------------------------------- scheduling and the run log
 
 def pytest_configure(config) -> None:
-    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist) starts the log
+    # the controller (or a run without xdist) starts the log; a pytest that a test starts (the GPU
+    # check's CUDA tests) inherits the variable and appends to it
+    if not hasattr(config, "workerinput") and not os.environ.get(LOG_OWNER):
+        os.environ[LOG_OWNER] = str(os.getpid())
         RUN_LOG.parent.mkdir(exist_ok=True)
         RUN_LOG.write_text("")
 
