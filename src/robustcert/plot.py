@@ -54,15 +54,18 @@ class Curve:
 
 
 def plot_poison_budget(curves: Sequence[Curve], undefended: Mapping[str, float], colors: Mapping[str, str],
-                       title: str, outputs: Sequence[str | Path], intervals: bool = False) -> None:
+                       title: str, outputs: Sequence[str | Path], intervals: bool = False,
+                       attack_budgets: Mapping[str, float] | None = None) -> None:
     """Certified accuracy (y) against the number of poisoned training samples (x): one panel per attack
     (small multiples, shared axes), a line per defense (its colour, the same in every figure of a run)
     and certificate (line style: the base certificate solid, its variants dashed and dotted). Each
     panel of an attack also draws, thin and grey, the same defenses on clean data, and the undefended
     model's accuracy under that attack as a dotted horizontal line. ``intervals``: each curve's 95%
-    Clopper–Pearson interval over its test points (:func:`step_with_band`)."""
+    Clopper–Pearson interval over its test points (:func:`step_with_band`). ``attack_budgets``: the
+    poisoned samples of each attack, marked in its panel (:func:`_mark_attack_budget`)."""
     largest = max((int(c.frame["radius"].max()) for c in curves if len(c.frame)), default=0)
-    fig = _budget_panels(curves, np.arange(0, largest + 2), False, undefended, colors, intervals=intervals)
+    fig = _budget_panels(curves, np.arange(0, largest + 2), False, undefended, colors, intervals=intervals,
+                         attack_budgets=attack_budgets)
     for ax in fig.axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.supxlabel("poisoned training samples (insertions or deletions)")
@@ -104,9 +107,10 @@ def _radii(curves: Sequence[Curve], points: int) -> np.ndarray:
 
 def _budget_panels(curves: Sequence[Curve], budgets: np.ndarray, strict: bool, undefended: Mapping[str, float],
                    colors: Mapping[str, str], styles: Mapping[str, str] | None = None,
-                   intervals: bool = False) -> plt.Figure:
+                   intervals: bool = False, attack_budgets: Mapping[str, float] | None = None) -> plt.Figure:
     """The panels of the budget plots: one per attack, its curves, the clean curves in grey, the undefended
-    accuracy dotted; line style per certificate (``styles``, or by certificate family)."""
+    accuracy dotted, the attack's own budget where given; line style per certificate (``styles``, or by
+    certificate family)."""
     attacks = list(dict.fromkeys(c.attack for c in curves))
     styles = styles or _variant_styles(c.certificate for c in curves)
     fig, axes = _panels(len(attacks))
@@ -126,10 +130,23 @@ def _budget_panels(curves: Sequence[Curve], budgets: np.ndarray, strict: bool, u
                            points=[len(f) for f in curve.frames] if intervals else None)
         if attack in undefended:
             ax.axhline(undefended[attack], color="black", linestyle=":", linewidth=1, label="undefended accuracy")
+        if (attack_budgets or {}).get(attack):
+            _mark_attack_budget(ax, attack_budgets[attack], budgets[-1])
         ax.set(title=attack, ylim=(0, 1.02), xlim=(0, budgets[-1]))
         _legend(ax, max((len(c.frames) for c in curves), default=1), intervals)
     fig.supylabel("certified accuracy")
     return fig
+
+
+def _mark_attack_budget(ax: plt.Axes, budget: float, right: float) -> None:
+    """The attack's own budget in its panel: a dashed red line where it lies on the axis (the curves
+    read there are the certified accuracy against this very attack), or, where it lies beyond the
+    largest certificate, its size at the right edge (no test point is certified against it)."""
+    if budget <= right:
+        ax.axvline(budget, color="tab:red", linestyle="--", linewidth=1, label="the attack's budget")
+    else:
+        ax.annotate(f"the attack's budget: {budget:g} →\n(beyond every certificate)", xy=(0.98, 0.55),
+                    xycoords="axes fraction", ha="right", va="center", fontsize="x-small", color="tab:red")
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,10 @@ class Plan(undefended.BesideUndefended):
         """What each of those TSVs is (attack, defense, certificate), for the panels and the legend."""
         return [{"attack": e.attack, "defense": e.defense, "certificate": c} for e, c in self.cells(wildcards.dataset)]
 
+    def dataset_rows(self, wildcards: Any) -> list[str]:
+        """The results rows of those certificates: each attack's budget, marked on the plot."""
+        return [ROW.format(**vars(e), certificate=c) for e, c in self.cells(wildcards.dataset)]
+
     def row_params(self, wildcards: Any) -> dict[str, Any]:
         """The parameters that change the certificate's numbers."""
         defense = self.config["defenses"][wildcards.defense]
@@ -108,10 +112,23 @@ def summarize_certificates(scores_path: str, poison_path: str, clean_path: str, 
 
 
 def plot_poison_budget(tsv_paths: Sequence[str], curves: Sequence[Mapping[str, str]], undefended_rows: Sequence[str],
-                       colors: Mapping[str, str], title: str, outputs: Sequence[str], intervals: bool = False) -> None:
+                       colors: Mapping[str, str], title: str, outputs: Sequence[str], intervals: bool = False,
+                       row_paths: Sequence[str] = ()) -> None:
     """Plot certified accuracy against the poisoning budget: a panel per attack, a line per certificate TSV,
-    the undefended model's accuracy under each attack as the panel's reference."""
+    the undefended model's accuracy under each attack as the panel's reference, and each attack's budget
+    (the ``poison_size`` of the certificates' ``row_paths``)."""
     from robustcert import plot
 
     plot.plot_poison_budget(*undefended.curves_beside_undefended(tsv_paths, curves, undefended_rows), colors, title,
-                            outputs, intervals)
+                            outputs, intervals, attack_budgets(row_paths))
+
+
+def attack_budgets(row_paths: Sequence[str]) -> dict[str, float]:
+    """Each attack's budget in poisoned samples (insertions plus deletions), from results rows."""
+    from robustcert import results
+
+    if not row_paths:
+        return {}
+    rows = results.concatenate(results.read_rows(p) for p in row_paths)
+    sizes = rows[rows["metric"] == "poison_size"]
+    return sizes.groupby("attack", sort=False)["value"].max().astype(float).to_dict()
