@@ -134,7 +134,8 @@ def _rab_expected_alone(config):
     _set("defenses.patch.ablations", [{"kind": "band", "size": 4}]), _set("defenses.patch.thresholds", [0.2, 0.99]),
     _set("defenses.patch.randomized", {"enabled": True, "n": 11}), _set("defenses.smoothing.n", 10),
     _set("defenses.rab.n_models", 14), _rab_expected_alone,
-    _set("defenses.robust.clustering", {"threshold": 2}), _set("defenses.robust.features", {"layer": "1.3"}),
+    _set("defenses.robust.clustering", {"threshold": 2}), _set("defenses.robust.clustering", {"threshold": 1, "bandwidth": 10.0}),
+    _set("defenses.robust.features", {"layer": "1.3"}),
     _set("experiments.0.seeds", [0, 2**32 - 1]), _set("attacks.four_pixel.target", 1),
     _set("pathvars.results", "results-data")])
 def test_settings_next_to_the_refused_ones_pass(edit):

@@ -63,15 +63,17 @@ def recipe(defense: Mapping[str, Any]) -> dict[str, Any]:
 
 def setting_problems(name: str, defense: Mapping[str, Any]) -> list[str]:
     """Settings that make detection meaningless: adversarial training that does not attack (0 steps or
-    ε = 0), a cluster threshold of 1 (every label's translated and clean images make 2 clusters)."""
+    ε = 0), a cluster threshold of 1 with the estimated bandwidth (which splits every label's translated
+    and clean images into 2 clusters; a fixed bandwidth as wide as a clean label's cloud may flag at 1)."""
     where, adversary = f"defenses.{name}", defense["adversary"]
     problems = [f"{where}.adversary.{key} is 0: the model would not be adversarially trained (robust models "
                 "are what makes a backdoor's translations cluster apart), and its adversarial accuracy would be "
                 "its clean accuracy" for key in ("steps", "epsilon") if adversary[key] == 0]
-    if defense["clustering"]["threshold"] < 2:
+    if defense["clustering"]["threshold"] < 2 and defense["clustering"].get("bandwidth") is None:
         problems.append(f"{where}.clustering.threshold is {defense['clustering']['threshold']}: a label is flagged with "
-                        "more clusters than this, and the translated and the clean images of every label, infected or "
-                        "not, form 2, so every label would be flagged; use 2 (or more)")
+                        "more clusters than this, and with the estimated bandwidth the translated and the clean images "
+                        "of every label, infected or not, form 2, so every label would be flagged; use 2 (or more), "
+                        "or set clustering.bandwidth as wide as a clean label's cloud on the t-SNE plane")
     return problems
 
 
