@@ -65,7 +65,7 @@ rule plot_poison_budget:
     input:
         certificates=AGGREGATION.dataset_certificates,
         undefended=AGGREGATION.dataset_undefended,
-        rows=AGGREGATION.dataset_rows,
+        budgets=AGGREGATION.dataset_budgets,
     output:
         png=report(
             aggregation.PLOT.replace("{ext}", "png"),

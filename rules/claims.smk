@@ -16,6 +16,15 @@ rule tabulate_claims:
             claims.CLAIMS,
             caption="../report/claims.rst",
             category="claims",
+            subcategory="the papers' claims",
+            labels={"item": "claims.tsv (full precision)"},
+        ),
+        html=report(
+            claims.CLAIMS_HTML,
+            caption="../report/claims.rst",
+            category="claims",
+            subcategory="the papers' claims",
+            labels={"item": "the claims table"},
         ),
     params:
         code=code_of("scripts/tabulate_claims.py"),

@@ -7,7 +7,7 @@ plot_poison_budget(
     curves=snakemake.params.curves,
     intervals=snakemake.params.intervals,
     undefended_rows=snakemake.input.undefended,
-    row_paths=snakemake.input.rows,
+    budget_rows=snakemake.input.budgets,
     colors=snakemake.params.colors,
     title=f"{snakemake.wildcards.dataset}: certified accuracy under poisoning",
     outputs=[snakemake.output.png, snakemake.output.pdf],

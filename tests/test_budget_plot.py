@@ -48,15 +48,15 @@ def test_a_budget_beyond_every_certificate_is_written_at_the_edge_and_clean_data
     plt.close("all")
 
 
-def test_the_budgets_are_read_from_the_certificates_rows(tmp_path: Path):
+def test_the_budgets_are_read_from_the_attacks_budget_rows(tmp_path: Path):
     paths = []
-    for attack, size in (("none", 0), ("backdoor", 50), ("backdoor", 50)):
-        keys = dict(dataset="digits", attack=attack, attack_type="backdoor", defense="dpa", method="dpa",
-                    certificate="dpa")
+    for attack, size in (("none", 0), ("backdoor", 50), ("backdoor", 52)):  # two seeds of one attack
+        keys = dict(dataset="digits", attack=attack, attack_type="backdoor", defense="-", method="-", certificate="-")
         path = tmp_path / f"{attack}{len(paths)}.tsv"
-        write_rows(path, tidy_rows(keys, {"seed": 0}, [Metric("accuracy", 0.9), Metric("poison_size", size)]))
+        write_rows(path, tidy_rows(keys, {"seed": len(paths)}, [Metric("poisoned", size / 2),
+                                                                Metric("symmetric_difference", size)]))
         paths.append(str(path))
-    assert attack_budgets(paths) == {"none": 0.0, "backdoor": 50.0}
+    assert attack_budgets(paths) == {"none": 0.0, "backdoor": 52.0}
     assert attack_budgets([]) == {}
 
 

@@ -98,6 +98,19 @@ def test_the_table_has_one_row_per_claim_with_its_rule_and_verdict(table, tmp_pa
     assert len(claims.CLAIMS.read(tmp_path / "claims.tsv")) == 2
 
 
+def test_the_report_page_shows_each_claim_with_ours_rounded_and_its_interval_in_one_cell(table):
+    from robustcert.presentation import render_claims_html
+
+    stated = [_claim({"defense": "dpa", "metric": "cert_acc", "axis": "poison_samples", "at": 0}),
+              _claim({"defense": "dpa", "metric": "median_cert_ref"}, per=29, holds={"at_least": 0.9})]
+    rows = claims.claims_table(table, stated)
+    page = render_claims_html(rows)
+    assert page.count("<tr>") == 1 + len(rows)  # the header and one row a claim
+    assert f"<td class=\"n\">{rows['ours'][0]:.3f}</td>" in page
+    assert f"[{rows['ours_ci_low'][0]:.3f}, {rows['ours_ci_high'][0]:.3f}]" in page
+    assert HOLDS in page and DIRECTION in page and "–" in page  # the median has no interval
+
+
 def test_a_claim_naming_a_defense_of_no_experiment_is_refused():
     config = yaml.safe_load(FULL.read_text())
     config["claims"][0]["ours"]["defense"] = "dpa_1200"

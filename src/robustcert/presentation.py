@@ -249,6 +249,27 @@ def render_html(title: str, shown: pd.DataFrame, constants: Mapping[str, str], p
     return _PAGE.format(title=html.escape(title), body="\n".join(p for p in parts if p))
 
 
+def render_claims_html(claims: pd.DataFrame) -> str:
+    """The claims table (:data:`robustcert.claims.CLAIMS`) as one HTML page: per claim the paper, the
+    claim, the paper's number and ours (3 decimals, with its 95% interval where it has one) and the
+    verdict with its rule, then what ours measures and the paper's setting."""
+    def number(value: float) -> str:
+        return "–" if pd.isna(value) else f"{value:.3f}"
+
+    shown = pd.DataFrame({
+        "paper": claims["paper"], "claim": claims["claim"], "paper's number": claims["paper_number"],
+        "ours": claims["ours"].map(number),
+        "95% interval": [f"[{lo:.3f}, {hi:.3f}]" if pd.notna(lo) else "–"
+                         for lo, hi in zip(claims["ours_ci_low"], claims["ours_ci_high"])],
+        "verdict": claims["verdict"], "rule": claims["rule"], "ours measures": claims["measured"],
+        "paper's setting": claims["paper_setting"]})
+    intro = ("Each row sets a paper's claim beside this run's number and says whether it holds, by the rule "
+             "in its row. The setting differs from the paper's (fewer training images, smaller models, fewer "
+             "epochs): docs/reproduction.md names every gap and why a claim that does not hold here fails.")
+    body = [f"<h2>The papers' claims beside this run</h2>", f"<p>{html.escape(intro)}</p>", _table(shown)]
+    return _PAGE.format(title="The papers' claims", body="\n".join(body))
+
+
 def _table(frame: pd.DataFrame) -> str:
     """An HTML table: a header row, numbers right-aligned, an empty cell as "–"."""
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)

@@ -11,7 +11,7 @@ from typing import Any
 
 from robustcert.config import Config
 from robustcert.results import Metric, on_axis, tidy_rows, write_rows
-from robustcert.workflow import undefended
+from robustcert.workflow import poison, undefended
 from robustcert.workflow.common import common_params, experiments_of, one_of
 from robustcert.workflow.ensemble import Layout
 
@@ -61,9 +61,10 @@ class Plan(undefended.BesideUndefended):
         """What each of those TSVs is (attack, defense, certificate), for the panels and the legend."""
         return [{"attack": e.attack, "defense": e.defense, "certificate": c} for e, c in self.cells(wildcards.dataset)]
 
-    def dataset_rows(self, wildcards: Any) -> list[str]:
-        """The results rows of those certificates: each attack's budget, marked on the plot."""
-        return [ROW.format(**vars(e), certificate=c) for e, c in self.cells(wildcards.dataset)]
+    def dataset_budgets(self, wildcards: Any) -> list[str]:
+        """The budget rows of the dataset's attacks (each seed's): each attack's size, marked on the plot."""
+        runs = dict.fromkeys((e.dataset, e.seed, e.attack) for e, _ in self.cells(wildcards.dataset))
+        return [poison.BUDGET_ROW.format(dataset=d, seed=s, attack=a) for d, s, a in runs]
 
     def row_params(self, wildcards: Any) -> dict[str, Any]:
         """The parameters that change the certificate's numbers."""
@@ -113,22 +114,23 @@ def summarize_certificates(scores_path: str, poison_path: str, clean_path: str, 
 
 def plot_poison_budget(tsv_paths: Sequence[str], curves: Sequence[Mapping[str, str]], undefended_rows: Sequence[str],
                        colors: Mapping[str, str], title: str, outputs: Sequence[str], intervals: bool = False,
-                       row_paths: Sequence[str] = ()) -> None:
+                       budget_rows: Sequence[str] = ()) -> None:
     """Plot certified accuracy against the poisoning budget: a panel per attack, a line per certificate TSV,
     the undefended model's accuracy under each attack as the panel's reference, and each attack's budget
-    (the ``poison_size`` of the certificates' ``row_paths``)."""
+    (its ``budget_rows``)."""
     from robustcert import plot
 
     plot.plot_poison_budget(*undefended.curves_beside_undefended(tsv_paths, curves, undefended_rows), colors, title,
-                            outputs, intervals, attack_budgets(row_paths))
+                            outputs, intervals, attack_budgets(budget_rows))
 
 
-def attack_budgets(row_paths: Sequence[str]) -> dict[str, float]:
-    """Each attack's budget in poisoned samples (insertions plus deletions), from results rows."""
+def attack_budgets(budget_rows: Sequence[str]) -> dict[str, float]:
+    """Each attack's budget in poisoned samples (its symmetric difference: insertions plus deletions, the
+    unit of the certificates), the largest over seeds, from the attacks' budget rows."""
     from robustcert import results
 
-    if not row_paths:
+    if not budget_rows:
         return {}
-    rows = results.concatenate(results.read_rows(p) for p in row_paths)
-    sizes = rows[rows["metric"] == "poison_size"]
+    rows = results.concatenate(results.read_rows(p) for p in budget_rows)
+    sizes = rows[rows["metric"] == "symmetric_difference"]
     return sizes.groupby("attack", sort=False)["value"].max().astype(float).to_dict()

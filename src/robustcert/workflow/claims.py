@@ -13,6 +13,7 @@ from robustcert.config import Config, canonical, experiments, refuse
 from robustcert.workflow import log
 
 CLAIMS = "<results>/tables/claims.tsv"
+CLAIMS_HTML = "<results>/tables/html/claims.html"
 
 
 def outputs(config: Config) -> list[str]:
@@ -43,12 +44,14 @@ def claims_params(config: Config) -> list[Any]:
     return canonical(config["claims"])
 
 
-def tabulate_claims(table_path: str, claims: Sequence[Mapping[str, Any]], output: str) -> None:
-    """Write claims.tsv: every claim's row (robustcert.claims.claims_table) from all.tsv."""
+def tabulate_claims(table_path: str, claims: Sequence[Mapping[str, Any]], output: str, html_output: str) -> None:
+    """Write claims.tsv, every claim's row (robustcert.claims.claims_table) from all.tsv, and its HTML page
+    for the report."""
     from robustcert import claims as domain
-    from robustcert import results
+    from robustcert import presentation, results
 
     table = domain.claims_table(results.read_rows(table_path), claims)
     for row in table.itertuples():
         log.info("%s — %s: %.4g (%s)", row.paper, row.claim, row.ours, row.verdict)
     domain.CLAIMS.write(table, output)
+    presentation.write_html(presentation.render_claims_html(table), html_output)
