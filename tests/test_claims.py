@@ -147,3 +147,18 @@ def test_the_trimmed_run_fills_every_claim_row(trimmed_run):
     assert shares.any() and trimmed_run.loc[shares, "ours_ci_low"].notna().all()
     inside = trimmed_run.loc[shares]
     assert ((inside["ours_ci_low"] <= inside["ours"]) & (inside["ours"] <= inside["ours_ci_high"])).all()
+
+
+def test_the_report_opens_with_the_claims_for_mnist5k_and_with_the_digits_zeros_for_digits():
+    import types
+
+    import jinja2
+
+    template = jinja2.Template((REPO / "report" / "workflow.rst").read_text())
+
+    def landing(config: str) -> str:
+        return template.render(snakemake=types.SimpleNamespace(config=yaml.safe_load((REPO / config).read_text())))
+
+    mnist, digits = landing("config/mnist5k.yaml"), landing("config/config.yaml")
+    assert "The papers' claims" in mnist and "expected to be 0 on digits" not in mnist
+    assert "The papers' claims" not in digits and "expected to be 0 on digits" in digits
