@@ -266,7 +266,7 @@ def render_claims_html(claims: pd.DataFrame) -> str:
     intro = ("Each row sets a paper's claim beside this run's number and says whether it holds, by the rule "
              "in its row. The setting differs from the paper's (fewer training images, smaller models, fewer "
              "epochs): docs/reproduction.md names every gap and why a claim that does not hold here fails.")
-    body = [f"<h2>The papers' claims beside this run</h2>", f"<p>{html.escape(intro)}</p>", _table(shown)]
+    body = ["<h2>The papers' claims beside this run</h2>", f"<p>{html.escape(intro)}</p>", _table(shown)]
     return _PAGE.format(title="The papers' claims", body="\n".join(body))
 
 
