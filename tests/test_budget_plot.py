@@ -38,11 +38,11 @@ def test_a_budget_within_the_certificates_is_a_dashed_line_in_its_panel():
     plt.close("all")
 
 
-def test_a_budget_beyond_every_certificate_is_written_at_the_edge_and_clean_data_has_none():
+def test_a_budget_beyond_every_certificate_is_written_in_the_title_and_clean_data_has_none():
     axes = {ax.get_title(): ax for ax in panels({"none": 0, "backdoor_few": 4, "backdoor": 50})}
-    notes = [t.get_text() for t in axes["backdoor"].texts]
-    assert notes == ["the attack's budget: 50 →\n(beyond every certificate)"]
-    assert axes["backdoor"].get_xlim()[1] == 10  # the curves keep their scale
+    beyond = axes["backdoor (budget 50: beyond every certificate)"]
+    assert not beyond.texts and not [line for line in beyond.get_lines() if line.get_label() == "the attack's budget"]
+    assert beyond.get_xlim()[1] == 10  # the curves keep their scale
     assert not [line for line in axes["none"].get_lines() if line.get_label() == "the attack's budget"]
     assert not axes["none"].texts
     plt.close("all")

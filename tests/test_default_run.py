@@ -170,11 +170,11 @@ def test_default_run_detection_is_scored_by_the_infected_label(default_run, tabl
 def test_default_run_randomized_smoothing(default_run, table):
     smoothing = table[table["certificate"] == "cohen_certify"]
     assert sorted(smoothing["sigma_train"].unique()) == [0.25, 0.5] and len(smoothing) == 4
-    assert (smoothing["n"] == 10000).all() and (smoothing["n_test"] == 40).all()
+    assert (smoothing["n"] == 5000).all() and (smoothing["n_test"] == 40).all()
     assert (smoothing["sigma_train"] == smoothing["sigma_certify"]).all()
     clean = smoothing[smoothing["attack"] == "none"].set_index("sigma_train")
     assert clean.loc[0.25, "accuracy"] > 0.8 and clean.loc[0.25, "acr"] > 0.2
-    # σ·Φ⁻¹(α^(1/n)) = 0.85 bounds every radius at σ = 0.25, n = 10 000, α = 0.001; σ = 0.5 reaches 1.7
+    # σ·Φ⁻¹(α^(1/n)) = 0.75 bounds every radius at σ = 0.25, n = 5 000, α = 0.001; σ = 0.5 reaches 1.5
     assert pd.isna(clean.loc[0.25, "k"])  # smoothing has no partitions
     assert clean.loc[0.25, "cert_acc@l2=1"] == 0
     assert (smoothing["cert_acc@l2=1"] <= smoothing["cert_acc@l2=0"]).all()

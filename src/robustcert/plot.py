@@ -130,23 +130,23 @@ def _budget_panels(curves: Sequence[Curve], budgets: np.ndarray, strict: bool, u
                            points=[len(f) for f in curve.frames] if intervals else None)
         if attack in undefended:
             ax.axhline(undefended[attack], color="black", linestyle=":", linewidth=1, label="undefended accuracy")
-        if (attack_budgets or {}).get(attack):
-            _mark_attack_budget(ax, attack_budgets[attack], budgets[-1])
-        ax.set(title=attack, ylim=(0, 1.02), xlim=(0, budgets[-1]))
+        budget = (attack_budgets or {}).get(attack)
+        ax.set(title=_mark_attack_budget(ax, attack, budget, budgets[-1]) if budget else attack,
+               ylim=(0, 1.02), xlim=(0, budgets[-1]))
         _legend(ax, max((len(c.frames) for c in curves), default=1), intervals)
     fig.supylabel("certified accuracy")
     return fig
 
 
-def _mark_attack_budget(ax: plt.Axes, budget: float, right: float) -> None:
-    """The attack's own budget in its panel: a dashed red line where it lies on the axis (the curves
-    read there are the certified accuracy against this very attack), or, where it lies beyond the
-    largest certificate, its size at the right edge (no test point is certified against it)."""
+def _mark_attack_budget(ax: plt.Axes, attack: str, budget: float, right: float) -> str:
+    """The attack's own budget in its panel, and the panel's title: a dashed red line where the budget
+    lies on the axis (the curves read there are the certified accuracy against this very attack), or,
+    where it lies beyond the largest certificate, its size in the title, where it covers no curve (no
+    test point is certified against it)."""
     if budget <= right:
         ax.axvline(budget, color="tab:red", linestyle="--", linewidth=1, label="the attack's budget")
-    else:
-        ax.annotate(f"the attack's budget: {budget:g} →\n(beyond every certificate)", xy=(0.98, 0.55),
-                    xycoords="axes fraction", ha="right", va="center", fontsize="x-small", color="tab:red")
+        return attack
+    return f"{attack} (budget {budget:g}: beyond every certificate)"
 
 
 @dataclass(frozen=True)
