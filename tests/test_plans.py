@@ -133,7 +133,7 @@ def test_smoothing_plan_separates_training_from_monte_carlo(default_config):
     plan = smoothing.Plan(default_config)
     wc = wildcards(dataset="digits", attack="none", defense="smoothing", sigma="0.25", algorithm="certify")
     assert plan.recipe(wc)["sigma"] == 0.25 and "n" not in plan.recipe(wc)
-    assert plan.monte_carlo(wc)["n"] == 10_000 and "n0" not in plan.predict_settings(wc)
+    assert plan.monte_carlo(wc)["n"] == 5_000 and "n0" not in plan.predict_settings(wc)
     assert len(plan.shards(wc)) == 1  # 40 points of 360 at skip 9, 40 per job
     assert len(plan.rows()) == 2 * 2 and len(plan.plots()) == 2 * 2  # σ (rows), png and pdf × {none, bilevel}
     params = plan.row_params(wc)
