@@ -126,7 +126,7 @@ def test_the_plan_trains_one_adversarial_model_and_keeps_other_recipes():
     ensemble.register("dpa", lambda defense: None)
     wc = SimpleNamespace(dataset="digits", seed="0", attack="backdoor", defense="robust")
     recipe = ensemble.recipe(wc)["train"]
-    assert recipe["objective"] == "adversarial" and recipe["pgd_steps"] == 5 and recipe["epochs"] == 30
+    assert recipe["objective"] == "adversarial" and recipe["pgd_steps"] == 5 and recipe["epochs"] == 12
     train.TrainConfig(**recipe)  # every key is a field of the trainer's recipe
     assert ensemble.recipe(SimpleNamespace(defense="dpa"))["train"] == cfg.canonical(config["defenses"]["dpa"]["train"])
     plan = stage.Plan(config)
