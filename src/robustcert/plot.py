@@ -130,19 +130,20 @@ def _budget_panels(curves: Sequence[Curve], budgets: np.ndarray, strict: bool, u
                            points=[len(f) for f in curve.frames] if intervals else None)
         if attack in undefended:
             ax.axhline(undefended[attack], color="black", linestyle=":", linewidth=1, label="undefended accuracy")
-        budget = (attack_budgets or {}).get(attack)
-        ax.set(title=_mark_attack_budget(ax, attack, budget, budgets[-1]) if budget else attack,
+        ax.set(title=_mark_attack_budget(ax, attack, (attack_budgets or {}).get(attack), budgets[-1]),
                ylim=(0, 1.02), xlim=(0, budgets[-1]))
         _legend(ax, max((len(c.frames) for c in curves), default=1), intervals)
     fig.supylabel("certified accuracy")
     return fig
 
 
-def _mark_attack_budget(ax: plt.Axes, attack: str, budget: float, right: float) -> str:
+def _mark_attack_budget(ax: plt.Axes, attack: str, budget: float | None, right: float) -> str:
     """The attack's own budget in its panel, and the panel's title: a dashed red line where the budget
     lies on the axis (the curves read there are the certified accuracy against this very attack), or,
     where it lies beyond the largest certificate, its size in the title, where it covers no curve (no
-    test point is certified against it)."""
+    test point is certified against it). No budget (clean data): nothing drawn, the attack's name."""
+    if not budget:
+        return attack
     if budget <= right:
         ax.axvline(budget, color="tab:red", linestyle="--", linewidth=1, label="the attack's budget")
         return attack
