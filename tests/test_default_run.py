@@ -3,8 +3,8 @@
 (one inside each certificate's reach beside the large ones), the undefended model, detection scored by
 the infected label, smoothing, the bilevel attack, the plots, and the HTML and zip reports (after the
 default run, which has every kind of report item: the plots and the tables with their captions, grouped
-by method, after a landing text and the overview). They live in one file so that `make test`'s workers
-(pytest-xdist, --dist loadfile) make the run once."""
+by method, after a landing text and the overview). `make test`'s workers (pytest-xdist) keep every test
+that reads the run on one worker, so it is made once (tests/conftest.py)."""
 
 from __future__ import annotations
 

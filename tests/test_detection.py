@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import REPO, copy_workflow, snakemake
+from conftest import REPO
 
 from robustcert import config as cfg, data, detection, partition, poison, results, train
 from robustcert.models import build_model, layer_features, penultimate_features
@@ -170,25 +170,15 @@ def test_a_verdict_names_what_was_flagged_against_the_truth():
 
 
 @pytest.mark.workflow
-def test_detection_through_the_workflow_on_digits(tmp_path):
-    work = copy_workflow(tmp_path / "wf")
-    config = yaml.safe_load((REPO / "tests/configs/dvc_small.yaml").read_text())
-    config["attacks"] = {"none": {"type": "none"},
-                         "localised": {"type": "backdoor", "preset": "localised", "target": 7, "fraction": 0.03}}
-    config["defenses"] = {"robust": {
-        "method": "detection", "arch": "small_cnn",
-        "train": {"epochs": 20, "batch_size": 16, "lr": 0.05, "milestones": [12], "crop_padding": 1},
-        "adversary": {"epsilon": 0.5, "steps": 5, "step_size": 0.25},
-        "translation": {"n": 60, "epsilon": 100.0, "step_size": 0.1, "steps": 50, "gallery": 4}}}
-    config["experiments"] = [{"datasets": ["digits"], "attacks": ["none", "localised"], "defenses": ["robust"]}]
-    (work / "small.yaml").write_text(yaml.safe_dump(config))
-    snakemake(work, "--cores", "2", "--configfile", "small.yaml", "--", "all")
-
-    table = results.wide(results.read_rows(work / "results/tables/all.tsv")).set_index("attack")
-    assert set(table["method"]) == {"detection"} and (table["accuracy"] > 0.9).all()
-    assert (table["adversarial_accuracy"] > 0.6).all() and table.loc["localised", "asr"] > 0.5
-    assert table.loc["localised", "asr_all"] > 0.5 and pd.isna(table.loc["none", "asr_all"])
-    assert pd.isna(table.loc["none", "true_target"]) and table.loc["localised", "true_target"] == 7
+def test_detection_through_the_workflow_on_digits(default_run):
+    """The default run's robust model (12 PGD epochs) on clean digits and on the localised backdoor."""
+    work = default_run
+    table = results.wide(results.read_rows(work / "results/tables/all.tsv"))
+    table = table[table["method"] == "detection"].set_index("attack")
+    assert sorted(table.index) == ["backdoor", "none"] and (table["accuracy"] > 0.9).all()
+    assert (table["adversarial_accuracy"] > 0.6).all() and table.loc["backdoor", "asr"] > 0.5
+    assert table.loc["backdoor", "asr_all"] > 0.5 and pd.isna(table.loc["none", "asr_all"])
+    assert pd.isna(table.loc["none", "true_target"]) and table.loc["backdoor", "true_target"] == 7
     counts = table[[f"clusters@label={t}" for t in range(10)]]
     assert (counts >= 1).all().all()
     flagged = table[[f"flagged@label={t}" for t in range(10)]].to_numpy()
@@ -196,18 +186,14 @@ def test_detection_through_the_workflow_on_digits(tmp_path):
     assert (table["n_flagged"] == flagged.sum(axis=1)).all()
     confusion = pd.read_csv(work / stage.CONFUSION.replace("<results>", "results"), sep="\t").set_index("level")
     assert confusion.loc["label", "n"] == 20 and confusion.loc["model", "n"] == 2
-    verdicts = pd.read_csv(work / stage.VERDICTS.replace("<results>", "results"), sep="\t", dtype=str).set_index("attack")
-    assert verdicts.loc["localised", "true_target"] == "7" and verdicts.loc["none", "true_target"] == "none"
-    target_flagged = table.loc["localised", "flagged@label=7"] == 1
-    assert table.loc["localised", "detected"] == target_flagged
-    assert verdicts.loc["localised", "verdict"].startswith("detected" if target_flagged else "missed")
+    # the verdicts (a model is detected when its target label is flagged): tests/test_default_run.py
     # What holds on digits at this size (the cluster counts do not separate the target label reliably,
     # see README): the robust model paints the trigger into the images it translates into the target.
     mask = poison.make_trigger({"preset": "localised", "value": 0.98}, (1, 8, 8)).mask
-    for attack, painted in (("localised", True), ("none", False)):
+    for attack, painted in (("backdoor", True), ("none", False)):
         mean = np.load(work / f"results/detection/digits/seed_0/{attack}/robust/gallery.npz")["mean"]
         at_trigger = mean[:, mask].mean(axis=1)
         assert (at_trigger.argmax() == 7) == painted, (attack, at_trigger.round(2))
-    for attack in ("none", "localised"):
+    for attack in ("none", "backdoor"):
         for kind in ("clusters", "gallery"):
             assert (work / f"results/plots/digits/seed_0/detection/{attack}/robust_{kind}.png").stat().st_size > 0

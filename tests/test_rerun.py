@@ -8,7 +8,7 @@ every rule (robustcert.fingerprint).
 Same config, same bytes: the session's small run (on 2 cores) and a second run from scratch (on 1 core)
 in another copy write byte-identical results (every file under results/ but the logs and the
 benchmarks, which hold times), so that DVC sees an unchanged rerun as unchanged. Both read the one small
-run, so they live in one file (pytest-xdist's --dist loadfile makes it once)."""
+run, which `make test`'s workers make once (tests/conftest.py)."""
 
 from __future__ import annotations
 

@@ -109,8 +109,17 @@ def test_the_transfer_table_is_planned(workflow_copy):
 
 @pytest.mark.workflow
 def test_the_transfer_table_through_the_workflow(workflow_copy):
-    """Poisons made against Gaussian augmentation and against MACER, each trained into both defenses."""
-    (workflow_copy / "small.yaml").write_text(SMALL.read_text())
+    """Poisons made against Gaussian augmentation and against MACER, each trained into both defenses, at
+    the smallest sizes that run every step (the numbers are meaningless; the table's cells are the test)."""
+    config = yaml.safe_load(SMALL.read_text())
+    tiny_attack = {"k": 2, "outer_epochs": 1, "niter1": 1, "niter2": 1, "batch_clean": 100, "batch_poison": 20,
+                   "warmup_steps": 5, "evaluation": {"n_points": 10}}
+    config["attacks"]["bilevel"] = tiny_attack
+    config["attacks"]["bilevel_macer"].update(tiny_attack)
+    for defense in config["defenses"].values():
+        defense.update(n0=20, n=200, skip=18, points_per_job=20)
+        defense["train"] = {**defense["train"], "epochs": 3, "milestones": [2]}
+    (workflow_copy / "small.yaml").write_text(yaml.safe_dump(config))
     snakemake(workflow_copy, "--cores", "2", "--configfile", "small.yaml", "--", "results/tables/bilevel_transfer.tsv",
               "results/tables/bilevel.tsv")
     table = pd.read_csv(workflow_copy / "results/tables/bilevel_transfer.tsv", sep="\t").set_index("attack")

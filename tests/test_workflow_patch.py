@@ -116,37 +116,41 @@ def test_rows_of_a_certify_tsv(tmp_path):
 
 
 @pytest.mark.workflow
-def test_patch_smoothing_through_the_workflow(workflow_copy):
-    """Both patch defenses on digits, small: patch smoothing's rows, PatchCleanser's (plain and masked),
+def test_patch_smoothing_through_the_workflow(default_run):
+    """Both patch defenses in the default run: patch smoothing's rows, PatchCleanser's (plain and masked),
     and the patch figure with both and the undefended model under the patch attack."""
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    small = {"epochs": 3, "milestones": [2]}
-    config["defenses"] = {"patch": {**config["defenses"]["patch"], "skip": 12, "points_per_job": 20,
-                                    "randomized": {"enabled": True, "n0": 20, "n": 200},
-                                    "train": {**config["defenses"]["patch"]["train"], **small}},
-                          "patchcleanser": {**config["defenses"]["patchcleanser"], "skip": 12, "points_per_job": 30,
-                                            "train": {**config["defenses"]["patchcleanser"]["train"], **small}},
-                          "undefended": {**config["defenses"]["undefended"],
-                                         "train": {**config["defenses"]["undefended"]["train"], **small}}}
-    config["experiments"] = [{"datasets": ["digits"], "attacks": ["none", "backdoor"],
-                              "defenses": ["patch", "patchcleanser"]}]
-    (workflow_copy / "config" / "config.yaml").write_text(yaml.safe_dump(config))
-    snakemake(workflow_copy, "-c1", "results/tables/patch.tsv", "results/tables/patchcleanser.tsv",
-              "results/plots/digits/patch_size.png")
-    _check_patchcleanser(workflow_copy)
-    table = pd.read_csv(workflow_copy / "results" / "tables" / "patch.tsv", sep="\t")
-    assert sorted(table["certificate"].unique()) == ["randomized", "theta_0.2", "top_one"]
-    assert len(table) == 2 * 2 * 3 and (table["n_test"] == 30).all()
+    _check_patchcleanser(default_run)
+    table = pd.read_csv(default_run / "results/tables/patch.tsv", sep="\t")
+    assert sorted(table["certificate"].unique()) == ["theta_0.2", "top_one"]
+    assert len(table) == 2 * 2 * 2 and (table["n_test"] == 120).all()
     assert table["cert_acc@patch_size=1"].between(0, 1).all()
-    backdoor = table[table["attack"] == "backdoor"]
-    assert backdoor["asr"].notna().all() and backdoor["asr_all"].notna().all() and (backdoor["trigger_side"] == 3).all()
-    attacked = table[table["certificate"] != "randomized"]
-    assert attacked["undefended_attack_acc@patch_size=2"].between(0, 1).all()
+    backdoor = table[table["attack"] == "backdoor_2x2"]
+    assert backdoor["asr"].notna().all() and backdoor["asr_all"].notna().all() and (backdoor["trigger_side"] == 2).all()
+    assert table["undefended_attack_acc@patch_size=2"].between(0, 1).all()
     # no point certified against a 2×2 patch is broken by one
-    assert (attacked["attack_acc@patch_size=2"] >= attacked["cert_acc_attacked@patch_size=2"]).all()
-    certify = pd.read_csv(workflow_copy / "results/patch/digits/seed_0/none/patch/block_s4/certify.tsv", sep="\t")
-    assert len(certify) == 30 * 3 and len(list((workflow_copy / "results/patch/digits/seed_0/none/patch/block_s4/certify")
-                                                .glob("shard_*.tsv"))) == 2
+    assert (table["attack_acc@patch_size=2"] >= table["cert_acc_attacked@patch_size=2"]).all()
+    assert (default_run / "results/plots/digits/patch_size.png").stat().st_size > 0
+
+
+@pytest.mark.workflow
+def test_the_randomized_certificate_through_the_workflow_over_two_shards(workflow_copy):
+    """The randomized certificate (off in the default config) beside the two deterministic ones, with the
+    test points certified in two jobs and gathered in their order: one ablation, one epoch."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["defenses"] = {"patch": {**config["defenses"]["patch"], "skip": 12, "points_per_job": 20,
+                                    "ablations": [{"kind": "block", "size": 4}], "attack": {"enabled": False},
+                                    "randomized": {"enabled": True, "n0": 20, "n": 200},
+                                    "train": {**config["defenses"]["patch"]["train"], "epochs": 1, "milestones": []}}}
+    config["experiments"] = [{"datasets": ["digits"], "attacks": ["none"], "defenses": ["patch"]}]
+    (workflow_copy / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    snakemake(workflow_copy, "-c2", "results/tables/patch.tsv")
+    table = pd.read_csv(workflow_copy / "results" / "tables" / "patch.tsv", sep="\t")
+    assert sorted(table["certificate"]) == ["randomized", "theta_0.2", "top_one"] and (table["n_test"] == 30).all()
+    assert table["cert_acc@patch_size=1"].between(0, 1).all()
+    shards = workflow_copy / "results/patch/digits/seed_0/none/patch/block_s4/certify"
+    certify = pd.read_csv(shards.with_suffix(".tsv"), sep="\t")
+    assert len(certify) == 30 * 3 and len(list(shards.glob("shard_*.tsv"))) == 2
+    assert list(certify.loc[certify["rule"] == "top_one", "idx"]) == list(range(0, 360, 12))
 
 
 def test_given_test_indices_are_certified_in_their_order_and_refused_beyond_the_test_set(config):
@@ -190,10 +194,10 @@ def test_patch_smoothing_on_a_tiny_mnist_format_dataset(workflow_copy, tiny_mnis
 
 
 def _check_patchcleanser(workflow_copy):
-    """PatchCleanser's rows of the small run: one per attack and training, sound against the patch attack."""
+    """PatchCleanser's rows of the default run: one per attack and training, sound against the patch attack."""
     table = pd.read_csv(workflow_copy / "results/tables/patchcleanser.tsv", sep="\t")
     assert len(table) == 2 * 2 and sorted(table["training"].unique()) == ["masked", "plain"]
-    assert (table["n_test"] == 30).all() and "certificate" not in table  # the same in every row: left out
+    assert (table["n_test"] == 60).all() and "certificate" not in table  # the same in every row: left out
     rows = results.concatenate(results.read_rows(p) for p in (workflow_copy / "results/tables/rows").rglob("*.tsv")
                                if p.parent.name == "patchcleanser")
     assert set(rows["certificate"]) == {"double_masking"}
@@ -202,11 +206,11 @@ def _check_patchcleanser(workflow_copy):
     assert (curve <= clean).all() and (table["accuracy"] == table["clean_acc@patch_size=3"]).all()
     assert (table["attack_acc@patch_size=2"] >= table["cert_acc_attacked@patch_size=2"]).all()
     assert table["undefended_attack_acc@patch_size=2"].between(0, 1).all()
-    backdoor = table[table["attack"] == "backdoor"]
-    assert backdoor["certified_ra"].between(0, 1).all() and (backdoor["trigger_side"] == 3).all()
+    backdoor = table[table["attack"] == "backdoor_2x2"]
+    assert backdoor["certified_ra"].between(0, 1).all() and (backdoor["trigger_side"] == 2).all()
     certify = patchcleanser.CERTIFY.read(
-        workflow_copy / "results/patchcleanser/digits/seed_0/backdoor/patchcleanser/masked_k3/certify.tsv")
-    assert len(certify[certify["triggered"] == 0]) == 30 * 3 and (certify["disagreeing"] <= 9).all()
+        workflow_copy / "results/patchcleanser/digits/seed_0/backdoor_2x2/patchcleanser/masked_k3/certify.tsv")
+    assert len(certify[certify["triggered"] == 0]) == 60 * 3 and (certify["disagreeing"] <= 9).all()
     assert ((certify["certified"] == 0) | (certify["predict"] == certify["label"])).all()
     print(table[["attack", "training", "accuracy", "cert_acc@patch_size=1", "cert_acc@patch_size=2",
                  "cert_acc@patch_size=3", "attack_acc@patch_size=2"]].to_string())

@@ -30,7 +30,6 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import binomtest
 from torch import nn
 
 from robustcert.ablation import KINDS, Ablation, check_ablation
@@ -231,6 +230,8 @@ def _votes(probs: torch.Tensor, threshold: float | None) -> torch.Tensor:
 def _binomial_predict(counts: np.ndarray, alpha: float) -> np.ndarray:
     """Cohen's PREDICT from sampled counts [n, C]: the top class, or ABSTAIN unless the binomial test of
     its count against the runner-up's rejects p = 1/2 at ``alpha``."""
+    from scipy.stats import binomtest  # scipy.stats: imported where used, so that a training job does not pay for it
+
     order = np.argsort(-counts, axis=1, kind="stable")  # ties to the smaller index
     predictions = []
     for row, (a, b) in zip(counts, order[:, :2]):

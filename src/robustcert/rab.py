@@ -25,7 +25,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from scipy.stats import norm
 
 from robustcert import metrics
 from robustcert.data import Split
@@ -82,6 +81,8 @@ def _check(scores: np.ndarray) -> np.ndarray:
 
 def _radius(scores: np.ndarray, sigma: float, margin: float, epsilon: float) -> tuple[np.ndarray, np.ndarray]:
     """Prediction and radius with p̲_A = p_A − margin, p̄_B = p_B + margin, both clamped into [ε, 1 − ε]."""
+    from scipy.stats import norm  # scipy.stats: imported where used, so that a training job does not pay for it
+
     if sigma <= 0:
         raise ValueError(f"sigma must be positive, got {sigma}")
     mean = scores.mean(axis=1)

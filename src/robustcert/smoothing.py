@@ -17,7 +17,6 @@ from contextlib import AbstractContextManager
 
 import numpy as np
 import torch
-from scipy.stats import beta, binomtest, norm
 from torch import nn
 
 from robustcert.metrics import ABSTAIN
@@ -51,6 +50,8 @@ def lower_confidence_bound(n_a: np.ndarray | int, n: int, alpha: float) -> np.nd
     :param alpha: the failure probability
     :return: lower bounds that hold with probability at least 1 − alpha over the draws
     """
+    from scipy.stats import beta  # scipy.stats: imported where used, so that a training job does not pay for it
+
     n_a = np.asarray(n_a)
     bound = beta.ppf(alpha, np.maximum(n_a, 1), n - n_a + 1)
     return np.where(n_a > 0, bound, 0.0)
@@ -147,6 +148,8 @@ class Smooth:
         p_a = self._lower_confidence_bound(n_a, n, alpha)
         certified = p_a >= 0.5
         predictions = np.where(certified, c_hat, Smooth.ABSTAIN)
+        from scipy.stats import norm
+
         radii = np.where(certified, self.sigma * norm.ppf(np.maximum(p_a, 0.5)), 0.0)
         return predictions.astype(np.int64), radii
 
@@ -174,6 +177,8 @@ class Smooth:
         counts = self._sample_counts(x.unsqueeze(0), n, batch_size)[0]
         top2 = np.argsort(-counts, kind="stable")[:2]
         count1, count2 = (int(c) for c in counts[top2])
+        from scipy.stats import binomtest
+
         if binomtest(count1, count1 + count2, p=0.5).pvalue > alpha:
             return Smooth.ABSTAIN
         return int(top2[0])
