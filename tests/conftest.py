@@ -9,10 +9,10 @@ How a new test that needs Snakemake results is written (keeps `make test` within
 - Mark a test that runs Snakemake jobs for real ``@pytest.mark.workflow``: `make test-fast` leaves those
   out (dry runs, ``--lint`` and refusals before any job stay in it).
 - Test configs are as small as the code path allows (1–3 epochs, a few test points, tiny models).
-- Under pytest-xdist (`make test` runs two workers with ``--dist loadgroup``) the tests of one file stay
-  on one worker, and so do the tests of any file that read one session-scoped run (``default_run``,
-  ``small_run``): ``pytest_collection_modifyitems`` below puts them in one group, so every run is made
-  once. The tests reading the default run start first, then the longest files.
+- Under pytest-xdist (`make test` runs two workers with ``--dist loadfile``) the tests of one file stay
+  on one worker, and so do the files that read the default run (``DEFAULT_RUN_READERS`` below, checked
+  at collection), so that every run is made once; ``small_run`` is read by tests/test_rerun.py alone.
+  The readers of the default run start first, then the longest files.
 - The session ends with a table of the Snakemake runs it started and their wall times.
 """
 
@@ -36,7 +36,7 @@ RUN_LOG = REPO / ".pytest_cache" / "snakemake-runs.tsv"
 LOG_OWNER = "ROBUSTCERT_RUN_LOG_OWNER"  # set by the session that started the log
 # The test files that take longest (measured), started first; the other files with a real run follow,
 # then the unit tests.
-LONGEST_FILES = ("test_default_run.py", "test_dvc.py", "test_core_install.py", "test_slurm.py", "test_rerun.py",
+LONGEST_FILES = ("test_dvc.py", "test_core_install.py", "test_slurm.py", "test_rerun.py",
                  "test_claims.py", "test_checked_reads.py")
 
 
@@ -126,30 +126,38 @@ def pytest_configure(config) -> None:
         RUN_LOG.write_text("")
 
 
-# The session-scoped runs: the tests that read one of them form one xdist group, so that it is made once.
-SHARED_RUNS = ("default_run", "small_run")
+# The files whose tests read the session's ``default_run``: `make test` sends them to one worker, which makes
+# the run once (a file that reads it and is not listed here is refused at collection).
+DEFAULT_RUN_READERS = ("test_default_run.py", "test_detection.py", "test_workflow_patch.py")
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items) -> None:
-    """Group and order the tests for the two workers (`make test`: ``--dist loadgroup``).
-
-    A test that reads a shared run joins that run's group, whatever its file; any other test is grouped
-    with its file, so that a module-scoped run is made once too. The longest files start first (kept with
-    ``--no-loadscope-reorder``) so that the workers finish together; within a file, collection order.
-    Runs before pytest-xdist's own hook, which turns the ``xdist_group`` marks into the groups."""
-    for item in items:
-        shared = [name for name in SHARED_RUNS if name in item.fixturenames]
-        item.add_marker(pytest.mark.xdist_group(shared[0] if shared else item.path.name))
+    """The files that read the default run first, then the longest files, so that the two workers finish
+    together (`make test` keeps this order with ``--no-loadscope-reorder``); within a file, collection
+    order."""
+    readers = {item.path.name for item in items if "default_run" in item.fixturenames}
+    if unlisted := sorted(readers - set(DEFAULT_RUN_READERS)):
+        raise pytest.UsageError(f"{', '.join(unlisted)} read the default run: add them to DEFAULT_RUN_READERS in "
+                                "tests/conftest.py, so that one worker makes the run once")
     slow = {item.path.name for item in items if {"workflow", "core_install"} & {m.name for m in item.iter_markers()}}
-    order = {name: rank for rank, name in enumerate(LONGEST_FILES)}
+    order = {name: rank for rank, name in enumerate((*DEFAULT_RUN_READERS, *LONGEST_FILES))}
+    items.sort(key=lambda item: order.get(item.path.name, len(order) if item.path.name in slow else len(order) + 1))
 
-    def rank(item) -> int:
-        if "default_run" in item.fixturenames:
-            return -1
-        return order.get(item.path.name, len(order) if item.path.name in slow else len(order) + 1)
 
-    items.sort(key=rank)
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under ``--dist loadfile`` (`make test`), the files of DEFAULT_RUN_READERS form one unit of work, each
+    other file one unit: a run that a file's tests share, and the default run, are each made once."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedRunScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return "default_run" if Path(path).name in DEFAULT_RUN_READERS else path
+
+    return SharedRunScheduling(config, log)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
