@@ -397,7 +397,7 @@ def test_results_pushed_without_their_records_are_refused_before_the_checkout(or
     """A plain `dvc commit` + `dvc push` shares results/ without provenance.json: pulled, a change of code
     or config would go unseen, so `pull` refuses and checks nothing out."""
     author = fresh_clone(origin, "plain-pusher")
-    assert sharing(author, "pull").returncode == 0
+    dvc(author, "pull")  # the author's copy of the results: their records are not needed to push them plainly
     (author / "results/provenance.json").unlink()
     dvc(author, "commit", "--force", "workflow")
     dvc(author, "push")
@@ -467,7 +467,7 @@ def test_a_pushed_provenance_that_names_other_paths_or_is_malformed_is_refused(o
     os.utime(outside, (1e9, 1e9))
     name = f"tampering-{len(list(origin.root.iterdir()))}"
     author = fresh_clone(origin, name)
-    assert sharing(author, "pull").returncode == 0
+    dvc(author, "pull")  # the author's copy of the results, provenance.json included
     provenance = author / "results/provenance.json"
     text = tamper(json.loads(provenance.read_text()))
     provenance.write_text(text.replace("ABSOLUTE", str(outside)))
