@@ -9,12 +9,10 @@ GPUS   ?= $(shell n=$$(nvidia-smi -L 2>/dev/null | grep -c '^GPU'); [ "$${n:-0}"
 
 .PHONY: setup run report reproduce test test-fast lint dryrun clean
 
-# --no-compile: Python compiles a module when it is first imported, instead of pip compiling every module of
-# every package (half of the install's time)
 $(BIN)/snakemake: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet --no-compile -c constraints.txt -e '.[workflow,test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[workflow,test]'
 	touch $@
 
 setup: $(BIN)/snakemake  ## create .venv with the pinned dependencies
