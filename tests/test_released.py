@@ -120,8 +120,8 @@ def test_a_released_checkpoint_is_certified_through_the_workflow_without_trainin
         "seed": 0, "device": "cpu", "threads": 1, "data_root": str(tmp_path / "data"),
         "datasets": {"cifar10": {"source": "cifar10", "n_val": 10, "verify_checksums": False}},
         "attacks": {"none": {"type": "none"}},
-        "defenses": {"cohen": {"method": "smoothing", "arch": "resnet20", "sigmas": [0.25, 0.5], "n0": 10, "n": 200,
-                               "alpha": 0.01, "batch_size": 100, "points_per_job": 10, "max": 20,
+        "defenses": {"cohen": {"method": "smoothing", "arch": "resnet20", "sigmas": [0.25, 0.5], "n0": 10, "n": 100,
+                               "alpha": 0.01, "batch_size": 100, "points_per_job": 10, "max": 10,
                                "checkpoint": str(tmp_path / "models/noise_{sigma}/checkpoint.pth.tar")}},
         "experiments": [{"datasets": ["cifar10"], "attacks": ["none"], "defenses": ["cohen"]}],
     }
@@ -129,7 +129,7 @@ def test_a_released_checkpoint_is_certified_through_the_workflow_without_trainin
     run = snakemake(workflow_copy, "--cores", "2", "--configfile", "released.yaml", "--", "results/tables/all.tsv")
     assert "import_released_model" in run.stdout + run.stderr and "train_smoothed" not in run.stdout + run.stderr
     table = results.wide(results.read_rows(workflow_copy / "results/tables/all.tsv"))
-    assert sorted(table["sigma_certify"]) == [0.25, 0.5] and (table["n_test"] == 20).all()
+    assert sorted(table["sigma_certify"]) == [0.25, 0.5] and (table["n_test"] == 10).all()
     assert set(table["checkpoint"]) == {config["defenses"]["cohen"]["checkpoint"]}
 
     config["attacks"]["backdoor"] = {"type": "backdoor", "preset": "localised", "target": 7, "fraction": 0.1}

@@ -177,13 +177,13 @@ def test_patch_smoothing_on_a_tiny_mnist_format_dataset(workflow_copy, tiny_mnis
     config["data_root"] = str(tiny_mnist)
     config["defenses"] = {"patch": {
         "method": "patch", "arch": "small_cnn", "ablations": [{"kind": "band", "size": 4}, {"kind": "row", "size": 4}],
-        "patch_sizes": [1, 3, 5], "skip": 3, "max": 20, "points_per_job": 10,
+        "patch_sizes": [1, 3, 5], "skip": 3, "max": 10, "points_per_job": 10,
         "train": {"epochs": 10, "batch_size": 32, "lr": 0.05, "milestones": [8]}}}
     config["experiments"] = [{"datasets": ["mnist"], "attacks": ["none", "backdoor"], "defenses": ["patch"]}]
     (workflow_copy / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     snakemake(workflow_copy, "-c2", "results/tables/patch.tsv", "results/plots/mnist/patch_size.png")
     table = pd.read_csv(workflow_copy / "results/tables/patch.tsv", sep="\t")
-    assert len(table) == 2 * 2 * 2 and (table["n_test"] == 20).all()
+    assert len(table) == 2 * 2 * 2 and (table["n_test"] == 10).all()
     assert "source" not in table and any((workflow_copy / "results/tables/rows/mnist").rglob("*.tsv"))  # one source
     assert sorted(table["ablation"].unique()) == ["band_s4", "row_s4"]
     curve = table[[f"cert_acc@patch_size={m}" for m in (1, 3, 5)]].to_numpy()
