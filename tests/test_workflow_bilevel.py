@@ -110,7 +110,8 @@ def test_the_transfer_table_is_planned(workflow_copy):
 @pytest.mark.workflow
 def test_the_transfer_table_through_the_workflow(workflow_copy):
     """Poisons made against Gaussian augmentation and against MACER, each trained into both defenses, at
-    the smallest sizes that run every step (the numbers are meaningless; the table's cells are the test)."""
+    the smallest sizes that run every step (the numbers are meaningless; the table's cells are the test).
+    Its own run: the default run makes poisons against one victim, the table needs two."""
     config = yaml.safe_load(SMALL.read_text())
     tiny_attack = {"k": 2, "outer_epochs": 1, "niter1": 1, "niter2": 1, "batch_clean": 100, "batch_poison": 20,
                    "warmup_steps": 5, "evaluation": {"n_points": 10}}

@@ -135,7 +135,9 @@ def test_patch_smoothing_through_the_workflow(default_run):
 @pytest.mark.workflow
 def test_the_randomized_certificate_through_the_workflow_over_two_shards(workflow_copy):
     """The randomized certificate (off in the default config) beside the two deterministic ones, with the
-    test points certified in two jobs and gathered in their order: one ablation, one epoch."""
+    test points certified in two jobs and gathered in their order: one ablation, one epoch. Its own run:
+    no run of the session has the randomized certificate, and adding it to one would change what that
+    run's tests count."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["defenses"] = {"patch": {**config["defenses"]["patch"], "skip": 12, "points_per_job": 20,
                                     "ablations": [{"kind": "block", "size": 4}], "attack": {"enabled": False},
@@ -193,12 +195,12 @@ def test_patch_smoothing_on_a_tiny_mnist_format_dataset(workflow_copy, tiny_mnis
                  "cert_acc@patch_size=5", "asr"]].to_string())
 
 
-def _check_patchcleanser(workflow_copy):
+def _check_patchcleanser(workdir):
     """PatchCleanser's rows of the default run: one per attack and training, sound against the patch attack."""
-    table = pd.read_csv(workflow_copy / "results/tables/patchcleanser.tsv", sep="\t")
+    table = pd.read_csv(workdir / "results/tables/patchcleanser.tsv", sep="\t")
     assert len(table) == 2 * 2 and sorted(table["training"].unique()) == ["masked", "plain"]
     assert (table["n_test"] == 60).all() and "certificate" not in table  # the same in every row: left out
-    rows = results.concatenate(results.read_rows(p) for p in (workflow_copy / "results/tables/rows").rglob("*.tsv")
+    rows = results.concatenate(results.read_rows(p) for p in (workdir / "results/tables/rows").rglob("*.tsv")
                                if p.parent.name == "patchcleanser")
     assert set(rows["certificate"]) == {"double_masking"}
     curve = table[[f"cert_acc@patch_size={m}" for m in (1, 2, 3)]].to_numpy()
@@ -209,7 +211,7 @@ def _check_patchcleanser(workflow_copy):
     backdoor = table[table["attack"] == "backdoor_2x2"]
     assert backdoor["certified_ra"].between(0, 1).all() and (backdoor["trigger_side"] == 2).all()
     certify = patchcleanser.CERTIFY.read(
-        workflow_copy / "results/patchcleanser/digits/seed_0/backdoor_2x2/patchcleanser/masked_k3/certify.tsv")
+        workdir / "results/patchcleanser/digits/seed_0/backdoor_2x2/patchcleanser/masked_k3/certify.tsv")
     assert len(certify[certify["triggered"] == 0]) == 60 * 3 and (certify["disagreeing"] <= 9).all()
     assert ((certify["certified"] == 0) | (certify["predict"] == certify["label"])).all()
     print(table[["attack", "training", "accuracy", "cert_acc@patch_size=1", "cert_acc@patch_size=2",
